@@ -1,0 +1,76 @@
+"""The shared shape of every Lipschitz convolution here: stride by invertible downsampling, then a
+stride-1 'same' convolution with a kernel that subclasses build from their parameters.
+
+Keeping forward() in one place means the kernel that `weight` returns is exactly what is applied,
+so certificates (critics.lipschitz) and exports (plain nn.Conv2d) can never drift from the layer."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PADDING_MODES = ("circular", "zeros")
+
+
+class LipschitzConv2d(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 bias: bool = True, padding_mode: str = "circular"):
+        super().__init__()
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"channel counts must be positive, got in={in_channels}, out={out_channels}")
+        if kernel_size < 1 or stride < 1:
+            raise ValueError(f"kernel_size and stride must be >= 1, got kernel_size={kernel_size}, stride={stride}")
+        if kernel_size < stride:
+            raise ValueError(f"kernel_size ({kernel_size}) is smaller than stride ({stride}): "
+                             "the strided convolution would skip input pixels")
+        if kernel_size % stride:
+            raise ValueError(f"kernel_size ({kernel_size}) must be a multiple of stride ({stride}): "
+                             "a stride-s layer is pixel unshuffle by s followed by a (k/s)x(k/s) convolution")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding_mode = kernel_size, stride, padding_mode
+        self.effective_in_channels = in_channels * stride * stride
+        self.effective_kernel_size = kernel_size // stride
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self._cached_weight: torch.Tensor | None = None
+        self._cache_key = None
+
+    def build_weight(self) -> torch.Tensor:
+        """The (c_out, c_in*s^2, k/s, k/s) kernel from the current parameters. Subclasses implement it."""
+        raise NotImplementedError
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The exact kernel forward() applies to the unshuffled input. Rebuilt in training mode;
+        in eval mode built once and cached until a parameter changes, so inference costs a plain conv."""
+        if self.training:
+            self._cached_weight = None
+            return self.build_weight()
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        if self._cached_weight is None or key != self._cache_key:
+            with torch.no_grad():
+                self._cached_weight = self.build_weight().detach()
+            self._cache_key = key
+        return self._cached_weight
+
+    def same_padding(self) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) padding that keeps the spatial size for the effective kernel."""
+        total = self.effective_kernel_size - 1
+        lo = total // 2
+        return (lo, total - lo, lo, total - lo)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stride
+        if s > 1:
+            if x.shape[-1] % s or x.shape[-2] % s:
+                raise ValueError(f"input size {tuple(x.shape[-2:])} is not divisible by stride {s}")
+            x = F.pixel_unshuffle(x, s)
+        mode = "circular" if self.padding_mode == "circular" else "constant"
+        if self.effective_kernel_size > 1:
+            x = F.pad(x, self.same_padding(), mode=mode)
+        return F.conv2d(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"bias={self.bias is not None}, padding_mode={self.padding_mode!r}")
