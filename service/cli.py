@@ -9,6 +9,12 @@ import click
 # command name -> "module:attribute" of a click command
 COMMANDS = {
     "estimate": "training.cli:estimate",
+    "serve": "service.server_cli:serve",
+    "worker": "service.server_cli:worker",
+    "keys": "service.server_cli:keys",
+    "submit": "service.client_cli:submit",
+    "jobs": "service.client_cli:jobs",
+    "batch": "service.client_cli:batch",
 }
 
 
