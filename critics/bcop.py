@@ -1,0 +1,116 @@
+"""BCOP: block convolution orthogonal parameterisation (Li et al., NeurIPS 2019), built to be fast.
+
+The layer (after pixel unshuffle by the stride, c_in' = c_in*s^2 channels, kernel k' = k/s) is
+
+    contracting or equal (c_out <= c_in'):  y = M . K(x)     M: c_out x c_in', orthonormal rows
+    expanding (c_out > c_in'):              y = K(M . x)     M: c_out x c_in', orthonormal columns
+
+with K the block convolution of k'-1 orthogonal 2x2 kernels, each [[PQ, P(I-Q)], [(I-P)Q, (I-P)(I-Q)]]
+for symmetric projectors P = R R^T, Q, of rank c/2 in c = max(c_in', c_out) channels. This is the
+paper's set (an orthogonal c x c H times K, keeping the first c_out rows or c_in' columns): H K(P, Q) =
+K(H P H^T, H Q H^T) H, so M absorbs H and only c_out x c_in' of it is ever needed.
+
+Speed comes from keeping every parameter matrix (M and the R's, each projector its own c x c/2 R)
+orthonormal in place: before building, a matrix that drifted past `retract_tol` (an optimiser step)
+is re-projected without autograd (orthonormalize, usually one iteration), then `bjorck_iters`
+differentiable Björck steps are applied. At an orthonormal point one step's derivative equals the
+polar factor's, so the gradient is the gradient of the orthogonal parameterisation, at the cost of
+one iteration instead of the paper's twenty."""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from critics.conv import LipschitzConv2d
+from critics.orthogonal import bjorck_step, orthonormality_error, orthonormalize
+
+
+def _random_orthonormal(*shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Matrices with orthonormal columns (tall) or rows (wide), Haar-like via QR of a Gaussian."""
+    rows, cols = shape[-2], shape[-1]
+    wide = rows < cols
+    g = torch.randn(*shape[:-2], max(rows, cols), min(rows, cols), generator=generator)
+    q, r = torch.linalg.qr(g)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    return q.mT.contiguous() if wide else q
+
+
+class BCOPConv2d(LipschitzConv2d):
+    """Orthogonal convolution: an isometry when expanding, orthonormal rows when contracting,
+    orthogonal per frequency (circular padding) when channels match. See the module docstring."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 bias: bool = True, padding_mode: str = "circular", bjorck_iters: int = 1,
+                 retract_tol: float = 3e-3, max_retract_iters: int = 100,
+                 generator: torch.Generator | None = None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, bias, padding_mode)
+        if bjorck_iters < 1:
+            raise ValueError(f"bjorck_iters must be >= 1 (the differentiable steps), got {bjorck_iters}")
+        if not 0 < retract_tol <= 0.1:
+            raise ValueError(f"retract_tol must be in (0, 0.1], got {retract_tol}")
+        self.bjorck_iters, self.retract_tol, self.max_retract_iters = bjorck_iters, retract_tol, max_retract_iters
+        c_in, c_out = self.effective_in_channels, out_channels
+        self.channels = max(c_in, c_out)
+        self.rank = max(1, self.channels // 2)
+        n_proj = 2 * (self.effective_kernel_size - 1)
+        self.ortho = torch.nn.Parameter(_random_orthonormal(c_out, c_in, generator=generator))
+        self.proj = torch.nn.Parameter(_random_orthonormal(n_proj, self.channels, self.rank, generator=generator))
+        self.last_retract_iters = 0
+
+    def _factors(self, mutate: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, R stack) with orthonormal columns/rows; re-projects drifted parameters first.
+
+        With `mutate` the re-projection is written back into the parameters (training), otherwise it
+        is used functionally (evaluation, diagnostics)."""
+        out = []
+        total = 0
+        for p in (self.ortho, self.proj):
+            w = p
+            if p.numel():
+                fixed, err, iters = orthonormalize(p.detach(), self.retract_tol, self.max_retract_iters)
+                total += iters
+                if iters and err > self.retract_tol:
+                    warnings.warn(f"BCOPConv2d: Björck did not converge in {iters} iterations "
+                                  f"(||W^T W - I||_F = {err:.2e}); the layer stays non-expansive but is not "
+                                  "orthogonal. Lower the learning rate.", RuntimeWarning, stacklevel=3)
+                if iters:
+                    if mutate:
+                        with torch.no_grad():
+                            p.copy_(fixed)
+                    else:
+                        w = fixed
+                for _ in range(self.bjorck_iters):
+                    w = bjorck_step(w)
+            out.append(w)
+        self.last_retract_iters = total
+        return out[0], out[1]
+
+    def build_weight(self) -> torch.Tensor:
+        m, rs = self._factors(mutate=self.training)
+        return self.compose(m, rs)
+
+    def compose(self, m: torch.Tensor, rs: torch.Tensor) -> torch.Tensor:
+        """The (c_out, c_in', k', k') kernel from M and the stacked projector bases (no Python loop
+        over taps: each projector is two matmuls over all taps at once, then a shift-add)."""
+        t = m[None, None]  # taps-first layout (kh, kw, c_out, c_in')
+        right = self.out_channels <= self.effective_in_channels  # projectors act before M (M . K)
+        for j in range(rs.shape[0]):
+            r = rs[j]
+            axis = j % 2  # vertical, then horizontal, alternately
+            if right:   # X <- X [] V:  X[t] P + X[t-1] (I - P)
+                z = (t @ r) @ r.mT
+            else:       # X <- V [] X:  P X[t] + (I - P) X[t-1]
+                z = ((t.mT @ r) @ r.mT).mT
+            pad = torch.zeros_like(z.narrow(axis, 0, 1))
+            t = torch.cat([z, pad], axis) + torch.cat([pad, t - z], axis)
+        return t.permute(2, 3, 0, 1).contiguous()
+
+    @torch.no_grad()
+    def orthogonality_error(self) -> float:
+        """Worst max |W^T W - I| over the matrices the current kernel is built from (0 = exact)."""
+        m, rs = self._factors(mutate=False)
+        return max(orthonormality_error(m), orthonormality_error(rs) if rs.numel() else 0.0)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", bjorck_iters={self.bjorck_iters}"
