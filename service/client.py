@@ -1,0 +1,367 @@
+"""A small typed client for the w1 REST API v1 (docs/api.md).
+
+Used by the `w1 submit|jobs|batch` commands and from training scripts::
+
+    from service.client import W1Client
+    with W1Client("http://gpu-box:8000", token="...") as w1:
+        job = w1.submit_job("catalog:cifar10", "samples/epoch10.npz", options={"steps": 2000})
+        job = w1.wait_job(job["id"])
+        print(job["result"])
+
+Every failure is a `W1Error` with a one-line message naming the server (or the local file) and
+the problem, so callers can print it as is.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+UPLOAD_SUFFIXES = (".npz", ".npy", ".zip", ".tar", ".tar.gz", ".tgz")
+
+Job = dict[str, Any]
+Source = dict[str, Any]
+
+
+class W1Error(Exception):
+    """A failure worth one line to the user; `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_source(text: str) -> Source | Path:
+    """`catalog:NAME`, `dataset:ID`, `generator:ID[:samples]` -> a SOURCE object; anything else is
+    a local file to upload (returned as a Path, checked to exist)."""
+    kind, sep, rest = text.partition(":")
+    if sep and kind in ("catalog", "dataset", "generator"):
+        if not rest:
+            raise W1Error(f"{text!r}: missing the name or id after '{kind}:'")
+        if kind != "generator":
+            return {kind: rest}
+        gen_id, sep, samples = rest.partition(":")
+        if not sep:
+            return {"generator": gen_id}
+        try:
+            count = int(samples)
+        except ValueError:
+            raise W1Error(f"{text!r}: the sample count after the generator id must be an integer")
+        if count <= 0:
+            raise W1Error(f"{text!r}: the sample count must be positive")
+        return {"generator": gen_id, "samples": count}
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise W1Error(f"{path}: no such file (expected a local sample file, catalog:NAME, "
+                      "dataset:ID or generator:ID[:samples])")
+    if not path.name.lower().endswith(UPLOAD_SUFFIXES):
+        raise W1Error(f"{path}: unsupported file type (expected one of {', '.join(UPLOAD_SUFFIXES)})")
+    return path
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's error message on one line (FastAPI validation errors are lists)."""
+    try:
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text.strip() or response.reason_phrase
+    if isinstance(detail, list):
+        parts = []
+        for err in detail:
+            if isinstance(err, dict):
+                loc = ".".join(str(p) for p in err.get("loc", ())[1:])
+                parts.append(f"{loc}: {err.get('msg', err)}" if loc else str(err.get("msg", err)))
+            else:
+                parts.append(str(err))
+        detail = "; ".join(parts)
+    return " ".join(str(detail).split())
+
+
+class W1Client:
+    """The v1 API over one httpx connection pool. Server and token default to W1_SERVER / W1_TOKEN."""
+
+    def __init__(self, server: str | None = None, token: str | None = None, *,
+                 timeout: float = 30.0, upload_timeout: float = 600.0):
+        self.server = (server or os.environ.get("W1_SERVER") or DEFAULT_SERVER).rstrip("/")
+        token = token if token is not None else os.environ.get("W1_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.upload_timeout = upload_timeout
+        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> W1Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _check(self, response: httpx.Response) -> httpx.Response:
+        if response.is_success:
+            return response
+        status, detail = response.status_code, _detail(response)
+        if status in (401, 403):
+            raise W1Error(f"{self.server} rejected the API token (HTTP {status}: {detail}); "
+                          "pass --token or set W1_TOKEN", status)
+        raise W1Error(f"{self.server}: {detail} (HTTP {status} on {response.request.method} "
+                      f"{response.request.url.path})", status)
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise W1Error(f"cannot reach the w1 server at {self.server}: "
+                          f"{exc or type(exc).__name__}") from None
+        return self._check(response)
+
+    def _json(self, method: str, path: str, **kwargs) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        return self._json("GET", "/healthz")
+
+    def ready(self) -> dict:
+        return self._json("GET", "/readyz")
+
+    def catalog(self) -> list[dict]:
+        return self._json("GET", "/v1/catalog")
+
+    # -- sample sets and generators --------------------------------------------------------------
+
+    def upload_dataset(self, path: str | Path, name: str | None = None) -> dict:
+        """Upload a sample file; the server deduplicates by content (same file: same dataset)."""
+        path = Path(path)
+        try:
+            handle = path.open("rb")
+        except OSError as exc:
+            raise W1Error(f"{path}: cannot read ({exc.strerror})") from None
+        with handle:
+            try:
+                return self._json("POST", "/v1/datasets", files={"file": (path.name, handle)},
+                                  data={"name": name or path.name}, timeout=self.upload_timeout)
+            except W1Error as exc:
+                raise W1Error(f"{path}: upload refused: {exc}", exc.status) from None
+
+    def list_datasets(self) -> list[dict]:
+        data = self._json("GET", "/v1/datasets")
+        return data["items"] if isinstance(data, dict) and "items" in data else data
+
+    def get_dataset(self, dataset_id: str) -> dict:
+        return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    def upload_generator(self, path: str | Path, latent_shape: str | tuple[int, ...],
+                         latent_distribution: str = "normal",
+                         output_range: str | tuple[float, float] = "-1,1") -> dict:
+        """Upload an ONNX generator with its latent specification."""
+        path = Path(path)
+        form = {
+            "latent_shape": latent_shape if isinstance(latent_shape, str)
+            else ",".join(str(int(d)) for d in latent_shape),
+            "latent_distribution": latent_distribution,
+            "output_range": output_range if isinstance(output_range, str)
+            else ",".join(str(float(v)) for v in output_range),
+        }
+        try:
+            handle = path.open("rb")
+        except OSError as exc:
+            raise W1Error(f"{path}: cannot read ({exc.strerror})") from None
+        with handle:
+            try:
+                return self._json("POST", "/v1/generators", files={"file": (path.name, handle)},
+                                  data=form, timeout=self.upload_timeout)
+            except W1Error as exc:
+                raise W1Error(f"{path}: upload refused: {exc}", exc.status) from None
+
+    def resolve_source(self, source: str | Path | Mapping[str, Any]) -> Source:
+        """A SOURCE object for the API; local files are uploaded first."""
+        if isinstance(source, Mapping):
+            return dict(source)
+        parsed = parse_source(str(source))
+        if isinstance(parsed, Path):
+            return {"dataset": self.upload_dataset(parsed)["id"]}
+        return parsed
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def submit_job(self, real: str | Path | Mapping, fake: str | Path | Mapping, *,
+                   options: Mapping[str, Any] | None = None, label: str | None = None,
+                   idempotency_key: str | None = None) -> Job:
+        """Submit one estimate. A fresh Idempotency-Key makes a retried call return the same job."""
+        body: dict[str, Any] = {"real": self.resolve_source(real), "fake": self.resolve_source(fake),
+                                "options": dict(options or {})}
+        if label is not None:
+            body["label"] = label
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        return self._json("POST", "/v1/jobs", json=body, headers=headers)
+
+    def get_job(self, job_id: str) -> Job:
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def list_jobs(self, *, status: str | None = None, batch_id: str | None = None,
+                  label: str | None = None, limit: int | None = None,
+                  cursor: str | None = None) -> dict:
+        """One page: `{items, next_cursor}`, newest first."""
+        params = {k: v for k, v in dict(status=status, batch_id=batch_id, label=label,
+                                        limit=limit, cursor=cursor).items() if v is not None}
+        return self._json("GET", "/v1/jobs", params=params)
+
+    def iter_jobs(self, **filters) -> Iterator[Job]:
+        """Every job matching the filters, following the cursor."""
+        cursor = None
+        while True:
+            page = self.list_jobs(cursor=cursor, **filters)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def cancel_job(self, job_id: str) -> Job:
+        try:
+            return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+        except W1Error as exc:
+            if exc.status == 409:
+                raise W1Error(f"{self.server}: job {job_id} has already finished, nothing to cancel",
+                              409) from None
+            raise
+
+    def events(self, job_id: str, read_timeout: float = 60.0) -> Iterator[tuple[str, Any]]:
+        """The job's Server-Sent Events as (event, data) pairs until the server ends the stream."""
+        timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout,
+                                   headers={"Accept": "text/event-stream"}) as response:
+                if not response.is_success:
+                    response.read()
+                    self._check(response)
+                event, data = "message", []
+                for line in response.iter_lines():
+                    if not line:
+                        if data:
+                            yield event, _decode("\n".join(data))
+                        event, data = "message", []
+                    elif line.startswith(":"):
+                        continue  # keep-alive comment
+                    else:
+                        field, _, value = line.partition(":")
+                        value = value[1:] if value.startswith(" ") else value
+                        if field == "event":
+                            event = value
+                        elif field == "data":
+                            data.append(value)
+                if data:
+                    yield event, _decode("\n".join(data))
+        except httpx.TransportError as exc:
+            raise W1Error(f"cannot reach the w1 server at {self.server}: "
+                          f"{exc or type(exc).__name__}") from None
+
+    def wait_job(self, job_id: str, *, on_update: Callable[[str, Any], None] | None = None,
+                 timeout: float | None = None, poll_interval: float = 1.0,
+                 use_events: bool = True) -> Job:
+        """Block until the job is final and return it. Follows the SSE stream when the server offers
+        one, otherwise (or when it breaks) polls. `on_update(event, data)` sees `progress` events
+        (the progress dict) and `status` events (the job)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        notify = on_update or (lambda event, data: None)
+        if use_events:
+            try:
+                for event, data in self.events(job_id):
+                    notify(event, data)
+                    if event == "status" and isinstance(data, dict) \
+                            and data.get("status") in FINAL_STATUSES:
+                        return data
+                    if deadline is not None and time.monotonic() > deadline:
+                        break
+            except W1Error as exc:
+                if exc.status in (401, 403, 404):
+                    raise
+                # Streaming is a convenience: a proxy or server without SSE falls back to polling.
+        while True:
+            job = self.get_job(job_id)
+            notify("status", job)
+            if job["status"] in FINAL_STATUSES:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise W1Error(f"{self.server}: job {job_id} still {job['status']} after "
+                              f"{timeout:g} s")
+            time.sleep(poll_interval)
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def submit_batch(self, real: str | Path | Mapping, fakes: list[tuple[str, str | Path | Mapping]],
+                     *, options: Mapping[str, Any] | None = None) -> dict:
+        """Many fakes (label, source) against one real set; returns `{id, jobs}`."""
+        body = {"real": self.resolve_source(real),
+                "fakes": [{"label": label, "fake": self.resolve_source(src)} for label, src in fakes],
+                "options": dict(options or {})}
+        return self._json("POST", "/v1/batches", json=body)
+
+    def get_batch(self, batch_id: str) -> dict:
+        return self._json("GET", f"/v1/batches/{batch_id}")
+
+    def wait_batch(self, batch_id: str, *, on_update: Callable[[dict], None] | None = None,
+                   timeout: float | None = None, poll_interval: float = 1.0) -> dict:
+        """Poll the batch until every job in it is final; returns the batch with its summary."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            batch = self.get_batch(batch_id)
+            if on_update:
+                on_update(batch)
+            if all(job["status"] in FINAL_STATUSES for job in batch["jobs"]):
+                return batch
+            if deadline is not None and time.monotonic() > deadline:
+                raise W1Error(f"{self.server}: batch {batch_id} not finished after {timeout:g} s")
+            time.sleep(poll_interval)
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def list_artifacts(self, job_id: str) -> list:
+        data = self._json("GET", f"/v1/jobs/{job_id}/artifacts")
+        return data["items"] if isinstance(data, dict) and "items" in data else data
+
+    def download_artifact(self, job_id: str, name: str, dest: str | Path) -> Path:
+        """Stream one artifact (e.g. `curve.json`, `critic.onnx`) to `dest` (a file or a folder)."""
+        dest = Path(dest)
+        if dest.is_dir():
+            dest = dest / name
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}",
+                                   timeout=self.upload_timeout) as response:
+                if not response.is_success:
+                    response.read()
+                    self._check(response)
+                with tmp.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+        except httpx.TransportError as exc:
+            tmp.unlink(missing_ok=True)
+            raise W1Error(f"cannot reach the w1 server at {self.server}: "
+                          f"{exc or type(exc).__name__}") from None
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise W1Error(f"{dest}: cannot write ({exc.strerror})") from None
+        tmp.replace(dest)
+        return dest
+
+
+def _decode(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data

@@ -1,0 +1,208 @@
+"""The client commands (`w1 submit`, `w1 jobs ...`, `w1 batch`) and W1Client against a real server
+on loopback (the `live_service` fixture: uvicorn + a worker), with real files."""
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from service.cli import main
+from service.client import W1Client, W1Error
+
+pytestmark = pytest.mark.slow
+
+# A tiny, fast estimate: Björck MLP critic on 8x8 grey images.
+FAST = ["-o", "critic=fc", "-o", "steps=30", "-o", "batch_size=32", "-o", "eval_every=10",
+        "-o", "device=cpu", "-o", "progress_every=5"]
+FAST_OPTIONS = {"critic": "fc", "steps": 30, "batch_size": 32, "eval_every": 10, "device": "cpu",
+                "progress_every": 5}
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    """Two sample files whose W1 is clearly positive (the fake side is brighter)."""
+    folder = tmp_path_factory.mktemp("samples")
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 128, size=(256, 1, 8, 8), dtype=np.uint8)
+    fake = rng.integers(100, 256, size=(256, 1, 8, 8), dtype=np.uint8)
+    np.savez(folder / "real.npz", images=real)
+    np.savez(folder / "fake.npz", images=fake)
+    np.save(folder / "fake2.npy", fake[:200])
+    return folder
+
+
+@pytest.fixture
+def w1(live_service):
+    """Run `w1 ...` in-process against the live server; returns the click Result."""
+    runner = CliRunner()
+    env = {"W1_SERVER": live_service.url, "W1_TOKEN": live_service.token or ""}
+
+    def run(*args: str, expect: int | None = 0):
+        result = runner.invoke(main, list(args), env=env, catch_exceptions=False)
+        if expect is not None:
+            assert result.exit_code == expect, result.output
+        return result
+
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_submit_wait_show_list(w1, samples, live_service, tmp_path):
+    real, fake = str(samples / "real.npz"), str(samples / "fake.npz")
+    result = w1("submit", real, fake, *FAST, "--label", "cli-wait", "--wait")
+    assert "estimate" in result.stdout and "certified_lower_bound" in result.stdout
+
+    job = json.loads(w1("submit", real, fake, *FAST, "--label", "cli-json", "--json").stdout)
+    assert job["status"] in ("queued", "running") and job["label"] == "cli-json"
+    done = json.loads(w1("jobs", "wait", job["id"], "--json").stdout)
+    assert done["status"] == "succeeded"
+    assert done["result"]["estimate"] > 0
+    assert done["result"]["certified_lower_bound"] <= done["result"]["estimate"] + 1e-9
+    # the same file uploaded twice is one dataset on the server
+    first = json.loads(w1("jobs", "list", "--label", "cli-wait", "--json").stdout)[0]
+    assert first["spec"]["real"] == job["spec"]["real"] and first["status"] == "succeeded"
+
+    shown = json.loads(w1("jobs", "show", job["id"], "--json").stdout)
+    assert shown["id"] == job["id"] and shown["result"] == done["result"]
+    table = w1("jobs", "show", job["id"]).stdout
+    assert "succeeded" in table and "lipschitz_bound" in table
+
+    listed = w1("jobs", "list", "--limit", "5").stdout
+    assert job["id"] in listed and "cli-json" in listed
+    succeeded = json.loads(w1("jobs", "list", "--status", "succeeded", "--json").stdout)
+    assert job["id"] in {j["id"] for j in succeeded}
+    assert all(j["status"] == "succeeded" for j in succeeded)
+
+    # the library: polling instead of SSE, artifacts
+    with W1Client(live_service.url, live_service.token) as client:
+        polled = client.wait_job(job["id"], use_events=False, timeout=30)
+        assert polled["status"] == "succeeded"
+        names = client.list_artifacts(job["id"])
+        assert "curve.json" in names
+        path = client.download_artifact(job["id"], "curve.json", tmp_path)
+        assert json.loads(path.read_text())
+
+
+def test_wait_follows_progress_events(live_service, samples):
+    """`wait_job` on the SSE stream sees progress events and the final status."""
+    seen: list[str] = []
+    with W1Client(live_service.url, live_service.token) as client:
+        job = client.submit_job(samples / "real.npz", samples / "fake2.npy",
+                                options=FAST_OPTIONS, label="sse")
+        final = client.wait_job(job["id"], on_update=lambda event, data: seen.append(event),
+                                timeout=120)
+    assert final["status"] == "succeeded"
+    assert "progress" in seen and seen[-1] == "status"
+
+
+def test_cancel(w1, samples, live_service):
+    long = ["-o", "critic=fc", "-o", "steps=1000000", "-o", "early_stopping=false",
+            "-o", "device=cpu", "-o", "batch_size=8"]
+    job_id = w1("submit", str(samples / "real.npz"), str(samples / "fake.npz"), *long).stdout.strip()
+    assert "cancel requested" in w1("jobs", "cancel", job_id).stdout
+    result = w1("jobs", "wait", job_id, "--timeout", "120", expect=1)
+    assert f"job {job_id} cancelled" in result.output
+    again = w1("jobs", "cancel", job_id, expect=1)
+    assert "already finished" in again.output
+
+
+def test_batch_writes_csv_and_json(w1, samples, tmp_path):
+    spec = tmp_path / "ckpts.yaml"
+    spec.write_text(
+        f"real: {samples / 'real.npz'}\n"
+        f"options: {json.dumps(FAST_OPTIONS)}\n"
+        "fakes:\n"
+        f"  - {{label: epoch1, source: {samples / 'fake.npz'}}}\n"
+        f"  - {{label: epoch2, source: {samples / 'fake2.npy'}}}\n")
+    result = w1("batch", str(spec))
+    assert "epoch1" in result.stdout and "epoch2" in result.stdout
+    with (tmp_path / "ckpts.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["label"] for r in rows] == ["epoch1", "epoch2"]
+    assert all(r["status"] == "succeeded" and float(r["estimate"]) > 0 for r in rows)
+    assert all(float(r["ci_low"]) <= float(r["estimate"]) <= float(r["ci_high"]) for r in rows)
+    data = json.loads((tmp_path / "ckpts.json").read_text())
+    assert data["batch_id"] and len(data["jobs"]) == 2
+    assert {r["job_id"] for r in data["summary"]} == {j["id"] for j in data["jobs"]}
+
+
+def test_batch_relative_paths_and_out_prefix(w1, samples, tmp_path):
+    (tmp_path / "data").mkdir()
+    for name in ("real.npz", "fake.npz"):
+        (tmp_path / "data" / name).write_bytes((samples / name).read_bytes())
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("real: data/real.npz\n"
+                    f"options: {json.dumps(FAST_OPTIONS)}\n"
+                    "fakes:\n  - source: data/fake.npz\n")
+    (tmp_path / "out").mkdir()
+    w1("batch", str(spec), "--out", str(tmp_path / "out" / "run"))
+    rows = list(csv.DictReader((tmp_path / "out" / "run.csv").open()))
+    assert rows[0]["label"] == "fake" and rows[0]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("real: a.npz\nfake:\n  - {label: x, source: b.npz}\n", "spec.yaml: unknown key 'fake'"),
+    ("fakes:\n  - {label: x, source: b.npz}\n", "spec.yaml: missing key 'real'"),
+    ("real: a.npz\nfakes:\n  - {label: x}\n", "spec.yaml: fakes[0].source: missing"),
+    ("real: a.npz\nfakes:\n  - {label: x, source: b.npz, steps: 3}\n",
+     "spec.yaml: fakes[0]: unknown key 'steps'"),
+    ("real: a.npz\nfakes: [{label: x, source: b.npz}, {label: x, source: c.npz}]\n",
+     "spec.yaml: fakes[1].label: 'x' is used twice"),
+    ("real: a.npz\noptions: [1]\nfakes:\n  - {source: b.npz}\n", "spec.yaml: 'options' must be"),
+    ("real: [a.npz\n", "spec.yaml: not valid YAML"),
+])
+def test_batch_spec_errors(w1, tmp_path, text, message):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    result = w1("batch", str(spec), expect=1)
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_clear_errors(w1, samples, live_service, tmp_path):
+    real = str(samples / "real.npz")
+    missing = w1("submit", real, str(tmp_path / "nope.npz"), expect=1)
+    assert "nope.npz: no such file" in missing.output
+
+    bad_option = w1("submit", real, str(samples / "fake.npz"), "-o", "steps=-1", expect=1)
+    assert "options.steps" in bad_option.output and "HTTP 422" in bad_option.output
+
+    unknown = w1("jobs", "show", "job_does_not_exist", expect=1)
+    assert "HTTP 404" in unknown.output
+
+    wrong = w1("jobs", "list", "--token", "not-a-real-token", expect=1)
+    assert "rejected the API token" in wrong.output
+
+    port = free_port()
+    down = w1("jobs", "list", "--server", f"http://127.0.0.1:{port}", expect=1)
+    assert f"cannot reach the w1 server at http://127.0.0.1:{port}" in down.output
+
+    bad_json = tmp_path / "opts.json"
+    bad_json.write_text("{steps: 3")
+    result = w1("submit", real, real, "--options-json", str(bad_json), expect=1)
+    assert "opts.json: not valid JSON" in result.output
+
+    with pytest.raises(W1Error, match="unsupported file type"):
+        W1Client(live_service.url).resolve_source(str(bad_json))
+
+
+def test_error_is_one_line_without_traceback():
+    """As a real process: one line on stderr, exit status 1."""
+    port = free_port()
+    proc = subprocess.run([sys.executable, "-m", "service.cli", "jobs", "list",
+                           "--server", f"http://127.0.0.1:{port}"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "cannot reach" in proc.stderr
+    assert "Traceback" not in proc.stderr
