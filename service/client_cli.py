@@ -23,9 +23,10 @@ from service.client import DEFAULT_SERVER, FINAL_STATUSES, W1Client, W1Error
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 SUMMARY_FIELDS = ("label", "job_id", "status", "estimate", "ci_low", "ci_high",
                   "certified_lower_bound", "lipschitz_bound", "error")
-# Result keys shown first, in this order; other scalar keys follow.
-RESULT_FIRST = ("estimate", "ci_low", "ci_high", "stderr", "certified_lower_bound",
-                "certified_ci_low", "certified_ci_high", "lipschitz_bound")
+# Result keys shown first, in this order; other small fields follow; bulky ones only in --json.
+RESULT_FIRST = ("estimate", "stderr", "ci", "confidence", "certified_lower_bound", "certified_ci",
+                "lipschitz_bound", "orthogonality_error", "space", "samples", "steps_run")
+RESULT_HIDDEN = {"curve", "lipschitz_layers", "sources", "options", "versions"}
 
 
 def _server_options(f: Callable) -> Callable:
@@ -90,7 +91,8 @@ def _load_options(pairs: tuple[str, ...], json_file: str | None) -> dict[str, An
 def _result_rows(result: dict) -> list[tuple[str, str]]:
     """Scalar result fields (and one level of nested scalars), the important ones first."""
     rows: list[tuple[str, str]] = []
-    keys = [k for k in RESULT_FIRST if k in result] + sorted(k for k in result if k not in RESULT_FIRST)
+    keys = [k for k in RESULT_FIRST if k in result]
+    keys += sorted(k for k in result if k not in RESULT_FIRST and k not in RESULT_HIDDEN)
     for key in keys:
         value = result[key]
         if isinstance(value, dict):
@@ -98,7 +100,7 @@ def _result_rows(result: dict) -> list[tuple[str, str]]:
                      if not isinstance(v, (dict, list)) or (isinstance(v, list) and len(v) <= 4)]
         elif isinstance(value, list):
             if len(value) <= 4 and all(not isinstance(v, (dict, list)) for v in value):
-                rows.append((key, ", ".join(_fmt(v) for v in value)))
+                rows.append((key, "[" + ", ".join(_fmt(v) for v in value) + "]"))
         else:
             rows.append((key, _fmt(value)))
     return rows
@@ -360,7 +362,10 @@ def _summary(batch: dict) -> list[dict[str, Any]]:
     for item in batch.get("summary") or [{"label": job.get("label")} for job in batch["jobs"]]:
         job = jobs_by_label.get(item.get("label"), {})
         result = job.get("result") or {}
+        ci = result.get("ci") or (None, None)
         row = {field: item.get(field, result.get(field)) for field in SUMMARY_FIELDS}
+        row["ci_low"] = row["ci_low"] if row["ci_low"] is not None else ci[0]
+        row["ci_high"] = row["ci_high"] if row["ci_high"] is not None else ci[1]
         row.update(label=item.get("label"), job_id=job.get("id"),
                    status=item.get("status", job.get("status")), error=job.get("error"))
         rows.append(row)
