@@ -1,5 +1,5 @@
 # One image for the API and the GPU workers of the w1 job service; they differ only in command:
-#   docker run IMAGE                 -> `w1 serve --no-workers` (the API, port 8000)
+#   docker run IMAGE                 -> `w1 serve --workers 0` (the API and the reconciler, port 8000)
 #   docker run --gpus 1 IMAGE worker -> `w1 worker` (one worker process per GPU)
 # The base image brings CUDA, cuDNN and a CUDA build of torch + torchvision; pip must keep them.
 FROM pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
@@ -41,4 +41,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/opt/w1/docker/healthcheck.py", "api"]
 
 ENTRYPOINT ["w1"]
-CMD ["serve", "--no-workers"]
+CMD ["serve", "--workers", "0"]

@@ -26,7 +26,8 @@ def worker() -> bool:
     host = socket.gethostname()
     replies = make_celery(get_settings()).control.ping(timeout=3.0) or []
     names = [name for reply in replies for name in reply]
-    if any(name.split("@", 1)[-1] == host for name in names):
+    # `w1 worker` names itself w1@<host>:<pid> (or W1_WORKER_NAME).
+    if any(name.split("@", 1)[-1].split(":")[0] == host for name in names):
         return True
     print(f"no worker on {host} answered a ping (answers: {names or 'none'})", file=sys.stderr)
     return False

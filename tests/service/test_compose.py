@@ -1,0 +1,213 @@
+"""Deployment files, checked without a Docker engine: the structure of docker-compose.yml and the
+Dockerfile, and that the commands they run are real `w1` commands accepting those options."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from packaging.specifiers import SpecifierSet
+
+from service.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def parse_dockerfile(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    instructions, current = [], ""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        current += stripped
+        keyword, _, args = current.partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+        current = ""
+    return instructions
+
+
+def exec_form(args: str) -> list[str]:
+    """A JSON-array (exec form) argument list; the shell form is not accepted for commands."""
+    value = json.loads(args)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), args
+    return value
+
+
+@pytest.fixture(scope="module")
+def dockerfile():
+    return parse_dockerfile(DOCKERFILE)
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def entrypoint_and_cmd(instructions) -> tuple[list[str], list[str]]:
+    entry = [exec_form(a) for k, a in instructions if k == "ENTRYPOINT"][-1]
+    cmd = [exec_form(a) for k, a in instructions if k == "CMD"][-1]
+    return entry, cmd
+
+
+def assert_real_w1_command(args: list[str]) -> None:
+    """The click group accepts these arguments (with --help, so nothing runs)."""
+    result = CliRunner().invoke(main, [*args, "--help"], catch_exceptions=False)
+    assert result.exit_code == 0, f"`w1 {' '.join(args)}` is not a valid command:\n{result.output}"
+
+
+# -- Dockerfile --------------------------------------------------------------------------------
+
+def test_base_image_is_cuda_pytorch_within_the_supported_torch(dockerfile):
+    image = [a for k, a in dockerfile if k == "FROM"][-1].split()[0]
+    match = re.fullmatch(r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda(\d+\.\d+)-cudnn\d+-(runtime|devel)",
+                         image)
+    assert match, f"base image {image} is not a CUDA PyTorch image"
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch_spec = next(d for d in deps if re.match(r"torch\b(?!vision)", d))
+    assert match.group(1) in SpecifierSet(torch_spec[len("torch"):]), \
+        f"the image's torch {match.group(1)} does not satisfy pyproject's {torch_spec}"
+
+
+def test_pip_keeps_the_image_torch(dockerfile):
+    installs = [a for k, a in dockerfile if k == "RUN" and "pip install" in a]
+    assert installs
+    for run in installs:
+        for command in run.split("&&"):
+            if "pip install" in command:
+                assert "--constraint" in command, f"pip may replace the image's torch: {command}"
+
+
+def test_runs_as_non_root_with_a_data_volume(dockerfile):
+    user = [a for k, a in dockerfile if k == "USER"][-1]
+    assert user.split(":")[0] not in ("root", "0")
+    volumes = [a for k, a in dockerfile if k == "VOLUME"]
+    assert any("/data" in v for v in volumes)
+    env = " ".join(a for k, a in dockerfile if k == "ENV")
+    assert "W1_DATA_DIR=/data" in env
+
+
+def test_entrypoint_and_cmd_are_real_w1_commands(dockerfile):
+    entry, cmd = entrypoint_and_cmd(dockerfile)
+    assert entry == ["w1"]
+    assert_real_w1_command(cmd)
+
+
+def test_healthcheck_runs_a_script_copied_into_the_image(dockerfile):
+    checks = [a for k, a in dockerfile if k == "HEALTHCHECK"]
+    assert checks, "no HEALTHCHECK"
+    command = exec_form(checks[-1].split(" CMD ", 1)[1])
+    workdir = [a for k, a in dockerfile if k == "WORKDIR"][-1]
+    script = next(part for part in command if part.endswith(".py"))
+    assert script.startswith(workdir + "/")
+    assert (ROOT / script[len(workdir) + 1:]).is_file()
+
+
+def test_copied_paths_exist_and_are_not_dockerignored(dockerfile):
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for keyword, args in dockerfile:
+        if keyword != "COPY":
+            continue
+        sources = [a for a in shlex.split(args) if not a.startswith("--")][:-1]
+        for src in sources:
+            assert (ROOT / src).exists(), f"COPY {src}: no such path in the repository"
+            assert not any(fnmatch.fnmatch(src, pattern) for pattern in ignored), \
+                f"COPY {src} is excluded by .dockerignore"
+
+
+def test_healthcheck_script_against_a_live_api(live_service):
+    port = live_service.url.rsplit(":", 1)[1].split("/")[0]
+    env = {**os.environ, "W1_PORT": port}
+    proc = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "api"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- docker-compose.yml ------------------------------------------------------------------------
+
+def test_services_present(compose):
+    assert {"api", "worker", "redis", "postgres"} <= set(compose["services"])
+
+
+def test_api_and_worker_commands_are_real_w1_commands(compose, dockerfile):
+    entry, _ = entrypoint_and_cmd(dockerfile)
+    for name in ("api", "worker"):
+        service = compose["services"][name]
+        assert service.get("build") or service.get("image")
+        assert "entrypoint" not in service, "the image's `w1` entrypoint is used"
+        assert entry == ["w1"]
+        command = service["command"]
+        assert_real_w1_command(command if isinstance(command, list) else shlex.split(command))
+
+
+def test_worker_reserves_an_nvidia_gpu(compose):
+    devices = compose["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", [])
+               and ("count" in d or "device_ids" in d) for d in devices)
+
+
+def test_every_service_has_a_healthcheck(compose):
+    for name, service in compose["services"].items():
+        test = service.get("healthcheck", {}).get("test")
+        assert test, f"service {name} has no healthcheck"
+    assert "redis-cli" in compose["services"]["redis"]["healthcheck"]["test"]
+    assert "pg_isready" in " ".join(compose["services"]["postgres"]["healthcheck"]["test"])
+
+
+def test_api_and_worker_share_the_data_volume(compose):
+    mounts = {}
+    for name in ("api", "worker"):
+        service = compose["services"][name]
+        data_dir = service["environment"]["W1_DATA_DIR"]
+        mounts[name] = {v.split(":")[0] for v in service["volumes"]
+                        if v.split(":")[1] == data_dir}
+    shared = mounts["api"] & mounts["worker"]
+    assert shared, "api and worker mount no common volume at W1_DATA_DIR"
+    assert shared <= set(compose["volumes"]), "the shared data volume is not a named volume"
+
+
+def test_scale_out_urls_point_at_the_compose_services(compose):
+    for name in ("api", "worker"):
+        env = compose["services"][name]["environment"]
+        assert re.match(r"postgresql\+psycopg://[^@]+@postgres:5432/\w+$", env["W1_DATABASE_URL"])
+        assert re.match(r"redis://redis:6379/\d+$", env["W1_BROKER_URL"])
+
+
+def test_depends_on_waits_for_healthy_services(compose):
+    services = compose["services"]
+    for name, needs in (("api", {"redis", "postgres"}), ("worker", {"redis", "postgres", "api"})):
+        depends = services[name]["depends_on"]
+        assert needs <= set(depends)
+        assert all(depends[dep]["condition"] == "service_healthy" for dep in needs)
+
+
+def test_compose_config_validates_where_compose_is_installed(tmp_path):
+    """`docker compose config -q` needs no daemon; skipped where neither compose is installed."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
+                                                  capture_output=True).returncode == 0:
+        cmd = ["docker", "compose"]
+    elif shutil.which("docker-compose"):
+        cmd = ["docker-compose"]
+    else:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    proc = subprocess.run([*cmd, "-f", str(COMPOSE), "config", "-q"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
