@@ -29,7 +29,7 @@ __all__ = [
 # (e.g. tanh rounding to 1.0000001) and are clamped; anything further is an error.
 RANGE_TOLERANCE = 1e-4
 # Elements scanned per chunk when checking a (possibly memory-mapped) array's values.
-_SCAN_CHUNK = 1 << 24
+_SCAN_CHUNK = 1 << 22
 
 
 class SourceError(ValueError):

@@ -138,6 +138,10 @@ def _open_tar(path: Path, limit: int, value_range) -> FiniteSource:
                     blobs[m.name] = tf.extractfile(m).read()
                 else:
                     others.append(m.name)
+            # A tar cut at a member boundary still parses; its end-of-archive zero block is gone.
+            tf.fileobj.seek(tf.offset)
+            if tf.fileobj.read(512) != bytes(512):
+                raise SourceError(f"{path}: corrupt or truncated tar archive (no end-of-archive marker)")
     except SourceError:
         raise
     except _ARCHIVE_ERRORS as e:

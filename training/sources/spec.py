@@ -91,7 +91,7 @@ class SourceSpec(BaseModel):
     @model_validator(mode="after")
     def _fields_fit_kind(self):
         allowed = _FIELDS[self.kind]
-        extra = [f for f in self.model_fields if f != "kind" and f not in allowed and getattr(self, f) is not None]
+        extra = [f for f in type(self).model_fields if f != "kind" and f not in allowed and getattr(self, f) is not None]
         if extra:
             raise ValueError(f"{self.kind} sources take {', '.join(allowed)}; not {', '.join(extra)}")
         missing = [f for f in _REQUIRED[self.kind] if getattr(self, f) in (None, "")]

@@ -22,11 +22,13 @@ TORCHVISION_DATASETS: dict[str, dict] = {
     "cifar100": dict(cls="CIFAR100", splits=("train", "test"), arg="train", where="cifar-100-python/",
                      url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (extract into ROOT)"),
     "mnist": dict(cls="MNIST", splits=("train", "test"), arg="train",
-                  where="MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
-                  url="the four MNIST idx files (gunzipped) into ROOT/MNIST/raw/"),
+                  where="MNIST/raw/",
+                  url="the four MNIST idx files (train/t10k images-idx3 and labels-idx1, gunzipped) "
+                      "into ROOT/MNIST/raw/"),
     "fashion-mnist": dict(cls="FashionMNIST", splits=("train", "test"), arg="train",
-                          where="FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
-                          url="the four Fashion-MNIST idx files (gunzipped) into ROOT/FashionMNIST/raw/"),
+                          where="FashionMNIST/raw/",
+                          url="the four Fashion-MNIST idx files (train/t10k images-idx3 and labels-idx1, "
+                              "gunzipped) into ROOT/FashionMNIST/raw/"),
     "svhn": dict(cls="SVHN", splits=("train", "test", "extra"), arg="split", where="{split}_32x32.mat",
                  url="http://ufldl.stanford.edu/housenumbers/{split}_32x32.mat into ROOT"),
     "stl10": dict(cls="STL10", splits=("train", "test", "unlabeled", "train+unlabeled"), arg="split",
