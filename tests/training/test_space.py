@@ -102,3 +102,13 @@ def test_validation_and_describe():
     d = s.resolve((1, 28, 28), (1, 28, 28)).describe()
     assert json.loads(json.dumps(d)) == {"value_range": [-1.0, 1.0], "size": [32, 32], "channels": 1, "resize": "area"}
     assert InputSpace.model_validate_json(InputSpace(size=32).model_dump_json()) == InputSpace(size=(32, 32))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_apply_on_cuda_matches_cpu():
+    x = torch.rand(4, 1, 12, 12)
+    for resize, size in (("nearest", 24), ("area", 6), ("bilinear", 7), ("bilinear", 20)):
+        s = InputSpace(size=size, channels=3, resize=resize)
+        out = s.apply(x.cuda())
+        assert out.device.type == "cuda"
+        assert torch.allclose(out.cpu(), s.apply(x), atol=1e-5), resize

@@ -111,15 +111,24 @@ def _open_zip(path: Path, limit: int, value_range) -> FiniteSource:
         _check_member_name(i.filename, path)
     names, ignored = _select([i.filename for i in infos], str(path))
 
-    def load(name: str) -> bytes:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                return zf.read(name)
-        except _ARCHIVE_ERRORS as e:
-            raise SourceError(f"{path}: corrupt or truncated zip archive at {name!r} ({e})") from None
-
+    load = _ZipReader(path)
     loaders = {n: (lambda n=n: load(n)) for n in names}
     return _build(path, "zip", names, ignored, loaders, limit, value_range)
+
+
+class _ZipReader:
+    """Reads members of one zip, keeping the archive open (reopened in a forked worker)."""
+
+    def __init__(self, path: Path):
+        self._path, self._zf, self._pid = path, None, None
+
+    def __call__(self, name: str) -> bytes:
+        try:
+            if self._zf is None or self._pid != os.getpid():
+                self._zf, self._pid = zipfile.ZipFile(self._path), os.getpid()
+            return self._zf.read(name)
+        except _ARCHIVE_ERRORS as e:
+            raise SourceError(f"{self._path}: corrupt or truncated zip archive at {name!r} ({e})") from None
 
 
 def _open_tar(path: Path, limit: int, value_range) -> FiniteSource:

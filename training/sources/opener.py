@@ -26,6 +26,8 @@ def open_source(spec, *, allow_torchscript: bool = False, download: bool = False
     an in-memory numpy array / torch tensor. value_range ("auto" or (low, high)) says which
     stored range maps to [0, 1] for arrays and image files. Errors are SourceError.
     """
+    if isinstance(spec, SampleSource):
+        return spec
     if isinstance(spec, (np.ndarray, torch.Tensor)):
         return open_array(spec, value_range=_range(value_range))
     if isinstance(spec, Path):
