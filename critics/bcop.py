@@ -23,7 +23,7 @@ import warnings
 import torch
 
 from critics.conv import LipschitzConv2d
-from critics.orthogonal import bjorck_step, orthonormality_error, orthonormalize
+from critics.orthogonal import bjorck_step, gram, gram_error_of, orthonormality_error, orthonormalize
 
 
 def _random_orthonormal(*shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -56,43 +56,48 @@ class BCOPConv2d(LipschitzConv2d):
         n_proj = 2 * (self.effective_kernel_size - 1)
         self.ortho = torch.nn.Parameter(_random_orthonormal(c_out, c_in, generator=generator))
         self.proj = torch.nn.Parameter(_random_orthonormal(n_proj, self.channels, self.rank, generator=generator))
-        self.last_retract_iters = 0
+        self.last_retract_iters = 0  # Björck iterations the last build spent re-projecting parameters
 
     def _factors(self, mutate: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(M, R stack) with orthonormal columns/rows; re-projects drifted parameters first.
+        """(M, R stack) with orthonormal rows/columns, differentiable w.r.t. the parameters."""
+        self.last_retract_iters = 0
+        return self._orthonormal(self.ortho, mutate), self._orthonormal(self.proj, mutate)
 
-        With `mutate` the re-projection is written back into the parameters (training), otherwise it
-        is used functionally (evaluation, diagnostics)."""
-        out = []
-        total = 0
-        for p in (self.ortho, self.proj):
-            w = p
-            if p.numel():
-                fixed, err, iters = orthonormalize(p.detach(), self.retract_tol, self.max_retract_iters)
-                total += iters
-                if iters and err > self.retract_tol:
-                    warnings.warn(f"BCOPConv2d: Björck did not converge in {iters} iterations "
-                                  f"(||W^T W - I||_F = {err:.2e}); the layer stays non-expansive but is not "
-                                  "orthogonal. Lower the learning rate.", RuntimeWarning, stacklevel=3)
-                if iters:
-                    if mutate:
-                        with torch.no_grad():
-                            p.copy_(fixed)
-                    else:
-                        w = fixed
-                for _ in range(self.bjorck_iters):
-                    w = bjorck_step(w)
-            out.append(w)
-        self.last_retract_iters = total
-        return out[0], out[1]
+    def _orthonormal(self, p: torch.Tensor, mutate: bool) -> torch.Tensor:
+        """`bjorck_iters` differentiable Björck steps on p, re-projecting p first if it drifted.
+
+        The Gram matrix of the first step doubles as the drift check, so a parameter that is still
+        orthonormal (within `retract_tol`) costs exactly one step. A drifted one is re-projected
+        without autograd; with `mutate` (training) the result is written back into the parameter so
+        the next steps start orthonormal, otherwise it is used functionally (eval, diagnostics)."""
+        if not p.numel():
+            return p
+        g = gram(p)
+        if float(gram_error_of(g.detach()).amax()) > self.retract_tol:
+            fixed, err, iters = orthonormalize(p.detach(), self.retract_tol, self.max_retract_iters)
+            self.last_retract_iters += iters
+            if err > self.retract_tol:
+                warnings.warn(f"BCOPConv2d: Björck did not converge in {iters} iterations "
+                              f"(||W^T W - I||_F = {err:.2e}); the layer stays non-expansive but is not "
+                              "orthogonal. Lower the learning rate.", RuntimeWarning, stacklevel=4)
+            if mutate:
+                with torch.no_grad():
+                    p.copy_(fixed)
+            else:
+                p = fixed
+            g = gram(p)
+        w = bjorck_step(p, g=g)
+        for _ in range(self.bjorck_iters - 1):
+            w = bjorck_step(w)
+        return w
 
     def build_weight(self) -> torch.Tensor:
         m, rs = self._factors(mutate=self.training)
         return self.compose(m, rs)
 
     def compose(self, m: torch.Tensor, rs: torch.Tensor) -> torch.Tensor:
-        """The (c_out, c_in', k', k') kernel from M and the stacked projector bases (no Python loop
-        over taps: each projector is two matmuls over all taps at once, then a shift-add)."""
+        """The (c_out, c_in', k', k') kernel from M and the stacked projector bases: each projector
+        is two matmuls over all taps at once and a shift-add, no loop over taps."""
         t = m[None, None]  # taps-first layout (kh, kw, c_out, c_in')
         right = self.out_channels <= self.effective_in_channels  # projectors act before M (M . K)
         for j in range(rs.shape[0]):
@@ -102,14 +107,18 @@ class BCOPConv2d(LipschitzConv2d):
                 z = (t @ r) @ r.mT
             else:       # X <- V [] X:  P X[t] + (I - P) X[t-1]
                 z = ((t.mT @ r) @ r.mT).mT
-            pad = torch.zeros_like(z.narrow(axis, 0, 1))
-            t = torch.cat([z, pad], axis) + torch.cat([pad, t - z], axis)
-        return t.permute(2, 3, 0, 1).contiguous()
+            d = t - z
+            n = t.shape[axis]
+            t = torch.cat([z.narrow(axis, 0, 1), z.narrow(axis, 1, n - 1) + d.narrow(axis, 0, n - 1),
+                           d.narrow(axis, n - 1, 1)], axis)
+        return t.permute(2, 3, 0, 1)
 
     @torch.no_grad()
     def orthogonality_error(self) -> float:
         """Worst max |W^T W - I| over the matrices the current kernel is built from (0 = exact)."""
-        m, rs = self._factors(mutate=False)
+        with warnings.catch_warnings():  # the number itself is the report here
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m, rs = self._factors(mutate=False)
         return max(orthonormality_error(m), orthonormality_error(rs) if rs.numel() else 0.0)
 
     def extra_repr(self) -> str:
