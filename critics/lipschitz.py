@@ -56,12 +56,20 @@ def circular_conv_norm(kernel: torch.Tensor, size: tuple[int, int]) -> float:
     w = F.pad(w, (0, (-kw) % n2, 0, (-kh) % n1))
     w = w.reshape(co, ci, w.shape[2] // n1, n1, w.shape[3] // n2, n2).sum(dim=(2, 4))
     spectrum = torch.fft.rfft2(w).permute(2, 3, 0, 1)  # (n1, n2//2+1, c_out, c_in)
-    return float(torch.linalg.matrix_norm(spectrum, ord=2).max())
+    return _largest_singular_value(spectrum)
 
 
 def linear_norm(weight: torch.Tensor) -> float:
     """Exact largest singular value, float64."""
-    return float(torch.linalg.matrix_norm(weight.detach().to(device="cpu", dtype=torch.float64), ord=2))
+    return _largest_singular_value(weight.detach().to(device="cpu", dtype=torch.float64))
+
+
+def _largest_singular_value(mats: torch.Tensor) -> float:
+    """max sigma_max over a batch of float64 matrices, as sqrt of the top eigenvalue of the Gram matrix
+    on the smaller side: several times faster than an SVD, and the top eigenvalue of a Hermitian matrix
+    is perfectly conditioned (error ~ 1e-15 relative)."""
+    gram = mats @ mats.mH if mats.shape[-2] <= mats.shape[-1] else mats.mH @ mats
+    return float(torch.linalg.eigvalsh(gram).amax().clamp_min(0.0).sqrt())
 
 
 def _leaves(module: nn.Module, prefix: str = ""):

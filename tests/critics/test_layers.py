@@ -1,0 +1,92 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from critics import GroupSort, InvertibleDownsample, MaxMin, OrthoLinear
+
+
+def test_maxmin_matches_elementwise_definition():
+    x = torch.randn(5, 6, 3, 4)
+    y = MaxMin()(x)
+    a, b = x[:, :3], x[:, 3:]
+    assert torch.equal(y[:, :3], torch.where(a > b, a, b))
+    assert torch.equal(y[:, 3:], torch.where(a > b, b, a))
+    flat = torch.randn(7, 10)
+    assert torch.equal(MaxMin()(flat).sort(dim=1).values, flat.sort(dim=1).values)  # a permutation per sample
+
+
+def test_groupsort_sorts_each_group_descending():
+    x = torch.randn(4, 12, 2, 2)
+    y = GroupSort(4)(x)
+    for g in range(3):
+        group, out = x[:, 4 * g:4 * g + 4], y[:, 4 * g:4 * g + 4]
+        assert torch.equal(out.sort(dim=1).values, group.sort(dim=1).values)  # the group's values...
+        assert (out[:, :3] >= out[:, 1:]).all()  # ...in descending order
+    z = torch.randn(3, 8)
+    assert torch.equal(GroupSort(2)(z)[:, 0::2], torch.maximum(z[:, 0::2], z[:, 1::2]))
+
+
+@pytest.mark.parametrize("act", [MaxMin(), GroupSort(2), GroupSort(4)])
+def test_activations_preserve_gradient_norm(act):
+    x = torch.randn(16, 8, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(16, 8, dtype=torch.float64)
+    (act(x) * v).sum().backward()
+    torch.testing.assert_close(x.grad.norm(dim=1), v.norm(dim=1))
+
+
+def test_activation_errors():
+    with pytest.raises(ValueError, match="even number of channels"):
+        MaxMin()(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="not divisible by group_size 4"):
+        GroupSort(4)(torch.randn(2, 6))
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        GroupSort(1)
+
+
+def test_invertible_downsample_is_an_orthogonal_permutation():
+    x = torch.randn(3, 2, 8, 6)
+    y = InvertibleDownsample(2)(x)
+    assert y.shape == (3, 8, 4, 3)
+    assert torch.equal(F.pixel_shuffle(y, 2), x)
+    assert torch.equal(y.flatten().sort().values, x.flatten().sort().values)
+    with pytest.raises(ValueError, match="not divisible"):
+        InvertibleDownsample(4)(x)
+
+
+@pytest.mark.parametrize("n_in,n_out", [(20, 8), (8, 20), (12, 12)])
+def test_ortholinear_is_orthonormal(n_in, n_out):
+    layer = OrthoLinear(n_in, n_out)
+    with torch.no_grad():
+        layer.param.add_(0.3 * torch.randn_like(layer.param))  # away from the orthogonal init
+    w = layer.weight.double()
+    gram = w @ w.T if n_out <= n_in else w.T @ w
+    torch.testing.assert_close(gram, torch.eye(min(n_in, n_out), dtype=torch.float64), atol=1e-5, rtol=0)
+    assert layer.orthogonality_error() < 1e-5
+
+
+def test_ortholinear_single_output_is_exact_unit_vector():
+    layer = OrthoLinear(50, 1)
+    with torch.no_grad():
+        layer.param.mul_(7.0)
+    assert abs(layer.weight.double().norm().item() - 1) < 1e-6
+    x = torch.randn(4, 50)
+    torch.testing.assert_close(layer(x), x @ (layer.param / layer.param.norm()).T + layer.bias)
+
+
+def test_ortholinear_caches_weight_in_eval_and_refreshes_after_update():
+    layer = OrthoLinear(6, 4).eval()
+    w1 = layer.weight
+    assert layer.weight is w1
+    with torch.no_grad():
+        layer.param.add_(0.1)
+    w2 = layer.weight
+    assert w2 is not w1 and not torch.equal(w1, w2)
+    layer.train()
+    assert layer.weight.requires_grad
+
+
+def test_ortholinear_errors():
+    with pytest.raises(ValueError, match="feature counts must be positive"):
+        OrthoLinear(0, 3)
+    with pytest.raises(ValueError, match="expects 6 input features, got 5"):
+        OrthoLinear(6, 2)(torch.randn(1, 5))
