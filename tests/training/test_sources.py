@@ -440,6 +440,28 @@ def test_torchscript_needs_opt_in(torchscript_generator):
         open_source(path)  # a bare .pt path is never loaded
 
 
+class _Evil:
+    """Unpickling this runs a shell command: it must never happen."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_checkpoint_is_never_unpickled(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"weights": _Evil(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(SourceError, match="evil.pt: cannot load TorchScript module"):
+        open_source(f"torchscript:{tmp_path / 'evil.pt'}?latent=4", allow_torchscript=True)
+    with pytest.raises(SourceError, match="never loaded"):
+        open_source(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
 def test_generator_nan_output(tmp_path):
     class NaNGen(torch.nn.Module):
         def forward(self, z):

@@ -167,7 +167,8 @@ def open_torchscript(path: Path, latent, dist=None, output_range=None, *, allow_
     _existing(path, "TorchScript")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
+            warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # torch raises RuntimeError and friends for bad archives
         raise SourceError(f"{path}: cannot load TorchScript module ({e})") from None

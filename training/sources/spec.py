@@ -97,10 +97,8 @@ class SourceSpec(BaseModel):
         missing = [f for f in _REQUIRED[self.kind] if getattr(self, f) in (None, "")]
         if missing:
             raise ValueError(f"{self.kind} sources need {', '.join(missing)}")
-        for f in ("latent",):
-            v = getattr(self, f)
-            if v is not None and (len(v) == 0 or any(d < 1 for d in v)):
-                raise ValueError(f"latent must be positive sizes like 62 or 100,1,1, got {v}")
+        if self.latent is not None and (len(self.latent) == 0 or any(d < 1 for d in self.latent)):
+            raise ValueError(f"latent must be positive sizes like 62 or 100,1,1, got {self.latent}")
         for f in ("value_range", "output_range"):
             v = getattr(self, f)
             if isinstance(v, tuple) and not (all(math.isfinite(x) for x in v) and v[0] < v[1]):
@@ -179,7 +177,7 @@ class SourceSpec(BaseModel):
         ]
         if self.kind == "file" and not opts:
             plain = head if self.key is None else f"{head}#{self.key}"
-            if self.parse_plain_ok(plain):
+            if self._plain_ok(plain):
                 return plain
         text = f"{self.kind}:{quote(head, safe='/:._-~')}"
         if opts:
@@ -188,7 +186,7 @@ class SourceSpec(BaseModel):
             text += "#" + quote(self.key, safe="._-~")
         return text
 
-    def parse_plain_ok(self, plain: str) -> bool:
+    def _plain_ok(self, plain: str) -> bool:
         """Whether the bare path form parses back to this spec (no scheme-like or special text)."""
         try:
             return not _SCHEME_RE.match(plain) and "?" not in plain and SourceSpec.parse(plain) == self
