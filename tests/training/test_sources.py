@@ -201,8 +201,8 @@ def test_grey_png_and_jpeg(tmp_path, digits_uint8, rgb_uint8, write_images):
 
 def test_mixed_sizes_and_modes_name_two_files(tmp_path, rgb_uint8, write_images):
     write_images(tmp_path / "s", rgb_uint8[:3])
-    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "s" / "odd.png")
-    with pytest.raises(SourceError, match=r"images differ: 'img00000.png' is 8x8 RGB but 'odd.png' is 9x9 RGB"):
+    Image.fromarray(np.zeros((9, 7, 3), np.uint8)).save(tmp_path / "s" / "odd.png")
+    with pytest.raises(SourceError, match=r"images differ: 'img00000.png' is 8x8 RGB but 'odd.png' is 9x7 RGB"):
         open_source(tmp_path / "s")
     write_images(tmp_path / "m", rgb_uint8[:2])
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "m" / "z.png")
@@ -392,6 +392,9 @@ def test_onnx_generator_matches_torch(onnx_generator):
     assert not torch.equal(x[:5], src.sample(5, torch.Generator().manual_seed(8)))
     with pytest.raises(TypeError, match="generator"):
         len(src)
+    with pytest.raises(TypeError, match="use sample"):
+        src.read([0])
+    assert src  # truthy although it has no length
 
 
 def test_onnx_uniform_latent_inferred_and_fixed_batch(tmp_path, onnx_generator, onnx_exporter, tiny_generator_cls):

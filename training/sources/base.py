@@ -45,6 +45,9 @@ class SampleSource(abc.ABC):
     def __len__(self) -> int:
         raise TypeError(f"{self.label} is a generator: it has no length; use sample(n, generator)")
 
+    def __bool__(self) -> bool:  # a source is never "empty-falsy" (generators have no len)
+        return True
+
     def read(self, indices) -> torch.Tensor:
         raise TypeError(f"{self.label} is a generator: use sample(n, generator) instead of read()")
 

@@ -165,7 +165,7 @@ def _decode_header(raw: bytes, where: str) -> Image.Image:
         img = Image.open(io.BytesIO(raw))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise SourceError(f"{where}: not a readable PNG/JPEG image ({e})") from None
-    if img.format not in ("PNG", "JPEG"):
+    if img.format not in ("PNG", "JPEG", "MPO"):  # MPO: camera JPEGs with extra frames
         raise SourceError(f"{where}: is {img.format}, not PNG or JPEG")
     if img.mode not in _MODES:
         raise SourceError(
@@ -195,8 +195,8 @@ def _build(path, kind, names, ignored, loaders, limit, value_range) -> FiniteSou
         img = first if i == 0 else _decode_header(loaders[n](), where)
         if img.mode != mode or img.size != size:
             raise SourceError(
-                f"{path}: images differ: {names[0]!r} is {size[0]}x{size[1]} {mode} but {n!r} is "
-                f"{img.size[0]}x{img.size[1]} {img.mode}; all images of a set must match"
+                f"{path}: images differ: {names[0]!r} is {h}x{w} {mode} but {n!r} is "
+                f"{img.size[1]}x{img.size[0]} {img.mode} (HxW); all images of a set must match"
             )
         if cache:
             data[i] = _pixels(img, where)
