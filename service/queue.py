@@ -1,0 +1,66 @@
+"""The Celery app. It only carries ``run_job(job_id)``; the job table holds everything else.
+
+Broker: ``W1_BROKER_URL`` (e.g. ``redis://host:6379/0``) or, by default, kombu's ``filesystem://``
+transport in ``<data_dir>/broker`` (measured: ~0.12 s dispatch at a 0.1 s poll, no duplicate
+executions under racing workers). A worker SIGKILLed mid-job loses its filesystem message, and
+Redis only redelivers after its visibility timeout: the reconciler covers both through heartbeats.
+Workers take one job at a time (concurrency 1, prefetch 1) and acknowledge late.
+"""
+from __future__ import annotations
+
+from celery import Celery
+
+from service.settings import Settings
+
+TASK_NAME = "w1.run_job"
+QUEUE = "w1"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("w1")
+    transport_options: dict = {}
+    broker = settings.broker
+    if broker.startswith("filesystem://"):
+        settings.ensure_dirs()
+        folder = str(settings.broker_dir / "queue")
+        transport_options = {
+            "data_folder_in": folder,
+            "data_folder_out": folder,
+            "processed_folder": str(settings.broker_dir / "processed"),
+            "store_processed": False,
+            "polling_interval": settings.broker_poll_interval_s,
+        }
+    elif broker.startswith(("redis://", "rediss://")):
+        # Redis redelivers an unacknowledged message after this; it must exceed the longest job,
+        # or a healthy long job runs twice (the claim guard would then turn the copy into a no-op).
+        transport_options = {"visibility_timeout": int(settings.job_time_limit_s + 3600)}
+    app.conf.update(
+        broker_url=broker,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
+
+
+def dispatch(app: Celery, job_id: str) -> None:
+    """Send ``run_job(job_id)``; safe to repeat (a duplicate delivery is a no-op at claim time)."""
+    app.send_task(TASK_NAME, args=[job_id], queue=QUEUE)
+
+
+def broker_reachable(app: Celery, timeout: float = 2.0) -> bool:
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,131 @@
+"""Pydantic models of the REST API (docs/api.md). Request models forbid unknown fields so a typo
+answers 422 instead of being silently ignored."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from training.options import EstimateOptions
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Source(BaseModel):
+    """Exactly one of: an uploaded dataset, a catalog name, or an uploaded generator (+ samples)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str | None = None
+    catalog: str | None = None
+    generator: str | None = None
+    samples: int | None = Field(None, ge=2, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("dataset", "catalog", "generator") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a source is exactly one of {\"dataset\": id}, {\"catalog\": name} or "
+                             "{\"generator\": id, \"samples\": n}")
+        if self.generator is None and self.samples is not None:
+            raise ValueError("'samples' only applies to a generator source")
+        return self
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    real: Source
+    fake: Source
+    options: EstimateOptions = Field(default_factory=EstimateOptions)
+    label: str | None = Field(None, max_length=300)
+
+
+class BatchFake(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(..., max_length=300)
+    fake: Source
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    real: Source
+    fakes: list[BatchFake] = Field(..., min_length=1, max_length=1000)
+    options: EstimateOptions = Field(default_factory=EstimateOptions)
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+    estimate: float | None = None
+    objective: float | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    status: Status
+    label: str | None
+    batch_id: str | None
+    spec: dict[str, Any]
+    attempts: int
+    progress: Progress | None
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    sha256: str
+    format: str
+    count: int
+    shape: list[int]
+    size_bytes: int
+    created_at: datetime
+
+
+class GeneratorOut(BaseModel):
+    id: str
+    name: str
+    format: str
+    latent_shape: list[int]
+    latent_distribution: str
+    output_range: list[float]
+    output_shape: list[int]
+    sha256: str
+    created_at: datetime
+
+
+class CatalogItem(BaseModel):
+    name: str
+    description: str
+    count: int | None
+    shape: list[int] | None
+
+
+class SummaryRow(BaseModel):
+    label: str | None
+    status: Status
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    certified_lower_bound: float | None
+    lipschitz_bound: float | None
+
+
+class BatchOut(BaseModel):
+    id: str
+    status: Status
+    jobs: list[JobOut]
+    summary: list[SummaryRow]
+
+
+class ArtifactList(BaseModel):
+    items: list[str]

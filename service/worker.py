@@ -1,0 +1,262 @@
+"""The ``run_job`` task: claim a job row, train, report, write the result, fenced.
+
+- Claim: a guarded UPDATE (``status='queued'``) that bumps ``attempts`` and the fencing token
+  ``fence``; a duplicate or late delivery matches no row and is a no-op.
+- Every later write of this attempt is guarded by ``fence = <ours> AND status='running'``. When the
+  reconciler presumes us dead it bumps the fence, so a zombie attempt notices (its next heartbeat
+  matches nothing), stops training and writes nothing.
+- A heartbeat thread writes heartbeat + latest progress about once a second (at most every
+  heartbeat_interval_s) and reads the cancel flag; ``should_stop`` answers from those flags and the
+  job's time limit, so cancelling stops training within about a second.
+- Checkpoints live in ``<data_dir>/jobs/<id>/checkpoint`` so the next attempt resumes exactly;
+  artifacts go to ``<data_dir>/jobs/<id>/attempt-<fence>/artifacts`` and the API serves the
+  winning attempt's folder (no race between attempts).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+
+from service.db import (
+    CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Dataset, Generator, Job, make_engine,
+    make_sessionmaker, now,
+)
+from service.queue import TASK_NAME, make_celery
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("w1.worker")
+
+
+def training_source(session, settings: Settings, owner: str, ref: dict):
+    """The training SourceSpec (or spec string) behind an API source reference."""
+    from training.sources import SourceSpec
+
+    if "dataset" in ref:
+        d = session.scalar(select(Dataset).where(Dataset.id == ref["dataset"], Dataset.owner == owner))
+        if d is None:
+            raise ValueError(f"dataset {ref['dataset']} no longer exists")
+        return SourceSpec(kind="file", path=d.path)
+    if "generator" in ref:
+        g = session.scalar(select(Generator).where(Generator.id == ref["generator"], Generator.owner == owner))
+        if g is None:
+            raise ValueError(f"generator {ref['generator']} no longer exists")
+        return SourceSpec(kind=g.format, path=g.path, latent=tuple(g.latent_shape),
+                          dist=g.latent_distribution, output_range=tuple(g.output_range))
+    entry = settings.catalog.get(ref["catalog"])
+    if entry is None:
+        raise ValueError(f"catalog entry {ref['catalog']!r} is no longer configured on this worker")
+    return entry.source
+
+
+class Attempt:
+    """One attempt at one job, from claim to the final fenced write."""
+
+    def __init__(self, settings: Settings, sessions, job_id: str, worker: str):
+        self.settings, self.sessions, self.job_id, self.worker = settings, sessions, job_id, worker
+        self.fence: int | None = None
+        self.lost = self.cancel = self.timed_out = False
+        self.latest = None  # latest ProgressEvent as a dict
+        self.started_at = None
+        self._stop = threading.Event()
+
+    # -- fenced database writes ----------------------------------------------------------------
+
+    def claim(self) -> bool:
+        with self.sessions() as s:
+            row = s.execute(
+                update(Job)
+                .where(Job.id == self.job_id, Job.status == QUEUED, Job.cancel_requested.is_(False),
+                       Job.attempts < self.settings.max_attempts)
+                .values(status=RUNNING, attempts=Job.attempts + 1, fence=Job.fence + 1, heartbeat_at=now(),
+                        started_at=func.coalesce(Job.started_at, now()), worker=self.worker, error=None)
+                .returning(Job.fence, Job.attempts, Job.started_at)
+            ).first()
+            s.commit()
+        if row is None:
+            return False
+        self.fence, attempts, self.started_at = row
+        log.info("job %s: attempt %d (fence %d) on %s", self.job_id, attempts, self.fence, self.worker)
+        return True
+
+    def write(self, **values) -> bool:
+        """Update our job row if we still own it; False (and ``lost``) when a newer attempt does."""
+        with self.sessions() as s:
+            n = s.execute(update(Job).where(Job.id == self.job_id, Job.fence == self.fence,
+                                            Job.status == RUNNING).values(**values)).rowcount
+            s.commit()
+        if n == 0:
+            self.lost = True
+        return n == 1
+
+    def beat(self) -> None:
+        values = {"heartbeat_at": now()}
+        if self.latest is not None:
+            values["progress"] = self.latest
+        if self.write(**values):
+            with self.sessions() as s:
+                self.cancel = bool(s.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)))
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(0.05, min(1.0, self.settings.heartbeat_interval_s))
+        while not self._stop.wait(interval):
+            try:
+                self.beat()
+            except Exception:  # a database hiccup must not kill the attempt; the next beat retries
+                log.exception("job %s: heartbeat failed", self.job_id)
+
+    # -- callbacks for estimate_w1 -------------------------------------------------------------
+
+    def progress(self, event) -> None:
+        self.latest = {"step": event.step, "total": event.total, "estimate": event.estimate,
+                       "objective": event.objective}
+
+    def should_stop(self) -> bool:
+        from service.db import as_utc
+
+        if (now() - as_utc(self.started_at)).total_seconds() > self.settings.job_time_limit_s:
+            self.timed_out = True
+        return self.lost or self.cancel or self.timed_out
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        if not self.claim():
+            log.info("job %s: not claimable (duplicate delivery, cancelled or finished); skipped", self.job_id)
+            return
+        beater = threading.Thread(target=self._heartbeat_loop, name=f"hb-{self.job_id}", daemon=True)
+        beater.start()
+        try:
+            self._train()
+        finally:
+            self._stop.set()
+            beater.join(timeout=5)
+
+    def _train(self) -> None:
+        from training.estimator import estimate_w1
+        from training.options import EstimateOptions
+        from training.result import Cancelled
+
+        t0 = time.monotonic()
+        try:
+            with self.sessions() as s:
+                job = s.scalar(select(Job).where(Job.id == self.job_id))
+                real = training_source(s, self.settings, job.owner, job.spec["real"])
+                fake = training_source(s, self.settings, job.owner, job.spec["fake"])
+                options = EstimateOptions.model_validate(job.spec["options"])
+            ckpt = self.settings.job_dir(self.job_id) / "checkpoint"
+            ckpt.mkdir(parents=True, exist_ok=True)
+            result = estimate_w1(real, fake, options, progress=self.progress, should_stop=self.should_stop,
+                                 checkpoint_dir=ckpt)
+        except Cancelled as exc:
+            if self.lost:
+                log.warning("job %s: attempt fenced off (a newer attempt owns it); stopped", self.job_id)
+            elif self.cancel:
+                self.write(status=CANCELLED, error=f"cancelled by request at step {exc.step}",
+                           finished_at=now(), progress=self.latest)
+            else:
+                self.write(status=FAILED, finished_at=now(), progress=self.latest,
+                           error=f"time limit of {self.settings.job_time_limit_s:g} s exceeded at step {exc.step}")
+            return
+        except Exception as exc:
+            log.exception("job %s failed", self.job_id)
+            self.write(status=FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=now(),
+                       progress=self.latest)
+            return
+        if self.lost:
+            return
+        folder = self.settings.artifacts_dir(self.job_id, self.fence)
+        write_artifacts(result, folder)
+        final = {"step": result.steps_run, "total": self.latest["total"] if self.latest else result.steps_run,
+                 "estimate": result.estimate, "objective": self.latest["objective"] if self.latest else None}
+        if self.write(status=SUCCEEDED, result=json.loads(result.to_json(indent=None)), progress=final,
+                      finished_at=now(), run_seconds=Job.run_seconds + (time.monotonic() - t0)):
+            log.info("job %s succeeded: W1 >= %.4f", self.job_id, result.certified_lower_bound)
+
+
+def write_artifacts(result, folder: Path) -> None:
+    """curve.json, curve.png, critic.pt and critic.onnx; a failing artifact is logged, not fatal."""
+    folder.mkdir(parents=True, exist_ok=True)
+    curve = [p.model_dump(mode="json") for p in result.curve]
+    (folder / "curve.json").write_text(json.dumps(curve, indent=1))
+    steps = {
+        "curve.png": lambda: plot_curve(curve, folder / "curve.png"),
+        "critic.pt": lambda: save_state(result.critic, folder / "critic.pt"),
+        "critic.onnx": lambda: export_onnx(result, folder / "critic.onnx"),
+    }
+    for name, make in steps.items():
+        try:
+            make()
+        except Exception:
+            log.exception("artifact %s could not be written", name)
+
+
+def plot_curve(curve: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot([p["step"] for p in curve], [p["objective"] for p in curve], label="training objective")
+    val = [(p["step"], p["validation"]) for p in curve if p.get("validation") is not None]
+    if val:
+        ax.plot(*zip(*val), marker="o", label="validation estimate")
+    ax.set_xlabel("step")
+    ax.set_ylabel("E f(real) - E f(fake)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_state(critic, path: Path) -> None:
+    import torch
+
+    if critic is not None:
+        torch.save({k: v.detach().cpu() for k, v in critic.state_dict().items()}, path)
+
+
+def export_onnx(result, path: Path) -> None:
+    import torch
+    from critics import export_plain
+
+    if result.critic is None:
+        return
+    plain = export_plain(result.critic).cpu().eval()
+    space = result.space
+    shape = (1, space["channels"], *space["size"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(plain, (torch.zeros(shape),), str(path), dynamo=False, input_names=["x"],
+                          output_names=["f"], dynamic_axes={"x": {0: "n"}, "f": {0: "n"}})
+
+
+# -- the Celery task -----------------------------------------------------------------------------
+
+settings = get_settings()
+app = make_celery(settings)
+_sessions = None
+
+
+def sessions():
+    global _sessions
+    if _sessions is None:
+        _sessions = make_sessionmaker(make_engine(settings.db_url))
+    return _sessions
+
+
+def worker_name() -> str:
+    return os.environ.get("W1_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+@app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
+def run_job(job_id: str) -> None:
+    Attempt(settings, sessions(), job_id, worker_name()).run()
