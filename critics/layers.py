@@ -17,7 +17,7 @@ class MaxMin(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        if c % 2:
+        if not torch.jit.is_tracing() and c % 2:  # (traced shapes are tensors: checked when eager)
             raise ValueError(f"MaxMin needs an even number of channels, got {c}")
         a, b = x[:, : c // 2], x[:, c // 2:]
         return torch.cat([torch.maximum(a, b), torch.minimum(a, b)], dim=1)
@@ -37,7 +37,7 @@ class GroupSort(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, g = x.shape[1], self.group_size
-        if c % g:
+        if not torch.jit.is_tracing() and c % g:
             raise ValueError(f"GroupSort: {c} channels are not divisible by group_size {g}")
         shape = x.shape
         grouped = x.reshape(shape[0], c // g, g, -1)

@@ -1,0 +1,115 @@
+import pytest
+import torch
+from torch import nn
+
+from critics import (BCOPConv2d, GroupSort, MaxMin, OrthoLinear, OSSNConv2d, RKOConv2d, available_critics,
+                     build_critic, critic_from_spec, lipschitz_bound, register_critic)
+from critics.conv import LipschitzConv2d
+from critics.models import _REGISTRY, UnconstrainedConv2d
+
+
+def _convs(model):
+    return [m for m in model if isinstance(m, LipschitzConv2d)]
+
+
+def test_registry_lists_architectures():
+    assert {"dcgan", "fc"} <= set(available_critics())
+
+
+def test_dcgan_at_64x64_is_the_papers_critic():
+    model = build_critic("dcgan", (3, 64, 64), conv="plain")
+    assert [c.out_channels for c in _convs(model)] == [64, 128, 256, 512]
+    assert all(c.kernel_size == 4 and c.stride == 2 and c.effective_kernel_size == 2 for c in _convs(model))
+    linear = [m for m in model if isinstance(m, OrthoLinear)]
+    assert len(linear) == 1 and (linear[0].in_features, linear[0].out_features) == (8192, 1)
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2,)
+
+
+@pytest.mark.parametrize("shape,channels", [((1, 28, 28), [64, 128]), ((3, 16, 16), [64, 128]),
+                                            ((3, 32, 48), [64, 128, 256]), ((1, 8, 8), [64])])
+def test_dcgan_stages_follow_input_size(shape, channels):
+    model = build_critic("dcgan", shape, conv="plain")
+    assert [c.out_channels for c in _convs(model)] == channels
+    assert model(torch.randn(3, *shape)).shape == (3,)
+
+
+def test_dcgan_width_and_cap():
+    model = build_critic("dcgan", (3, 64, 64), conv="plain", width=96, max_width=200)
+    assert [c.out_channels for c in _convs(model)] == [96, 192, 200, 200]
+
+
+@pytest.mark.parametrize("conv,cls", [("bcop", BCOPConv2d), ("rko", RKOConv2d), ("ossn", OSSNConv2d),
+                                      ("plain", UnconstrainedConv2d)])
+@pytest.mark.parametrize("activation,act_cls", [("maxmin", MaxMin), ("groupsort", GroupSort), ("relu", nn.ReLU)])
+def test_dcgan_conv_and_activation_choices(conv, cls, activation, act_cls):
+    model = build_critic("dcgan", (2, 8, 8), conv=conv, activation=activation, width=8, min_size=2)
+    assert all(type(c) is cls for c in _convs(model)) and len(_convs(model)) == 2
+    assert sum(isinstance(m, act_cls) for m in model) == 2
+    assert model(torch.rand(4, 2, 8, 8)).shape == (4,)
+
+
+def test_fc_critic():
+    model = build_critic("fc", (1, 8, 8), width=32, depth=2, activation="groupsort", group_size=2)
+    shapes = [(m.in_features, m.out_features) for m in model if isinstance(m, OrthoLinear)]
+    assert shapes == [(64, 32), (32, 32), (32, 1)]
+    assert model(torch.randn(5, 1, 8, 8)).shape == (5,)
+
+
+@pytest.mark.parametrize("name,conv", [("dcgan", "bcop"), ("dcgan", "ossn"), ("dcgan", "rko"), ("fc", "bcop")])
+def test_spec_and_state_dict_rebuild_the_same_function(name, conv):
+    model = build_critic(name, (1, 8, 8), conv=conv, width=8, min_size=2) if name == "dcgan" else \
+        build_critic(name, (1, 8, 8), width=16, depth=1)
+    x = torch.rand(6, 1, 8, 8)
+    model.train()
+    model(x)  # a training forward (OSSN advances its vector)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    twin = critic_from_spec(model.spec)
+    twin.load_state_dict(model.state_dict())
+    assert twin.input_shape == model.input_shape == (1, 8, 8)
+    torch.testing.assert_close(twin.eval()(x), model.eval()(x), rtol=0, atol=1e-6)
+    assert lipschitz_bound(twin).bound == pytest.approx(lipschitz_bound(model).bound, rel=1e-6)
+
+
+def test_register_custom_critic():
+    name = "test-tiny-linear"
+
+    @register_critic(name)
+    def tiny(input_shape, conv, activation, width, *, bias: bool = True):
+        c, h, w = input_shape
+        return [nn.Flatten(1), OrthoLinear(c * h * w, 1, bias=bias), nn.Flatten(0)]
+
+    try:
+        model = build_critic(name, (1, 2, 2), bias=False)
+        assert model.spec["options"] == {"bias": False} and name in available_critics()
+        assert lipschitz_bound(model).bound == pytest.approx(1.0, abs=1e-6)
+        with pytest.raises(ValueError, match="already registered"):
+            register_critic(name)(tiny)
+    finally:
+        _REGISTRY.pop(name)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"name": "resnet"}, "unknown critic 'resnet'; available: dcgan, fc"),
+    ({"conv": "svcm"}, "unknown conv 'svcm'; choose one of bcop, rko, ossn, plain"),
+    ({"activation": "tanh"}, "unknown activation 'tanh'; choose one of maxmin, groupsort, relu"),
+    ({"input_shape": (3, 15, 15)}, r"cannot take input \(3, 15, 15\): needs H and W even"),
+    ({"input_shape": (3, 6, 6)}, r"cannot take input \(3, 6, 6\)"),
+    ({"input_shape": (16, 16)}, "input_shape must be"),
+    ({"input_shape": (3, 0, 16)}, "input_shape must be"),
+    ({"width": 7}, "maxmin needs an even number of channels, got 7"),
+    ({"width": 6, "activation": "groupsort"}, "not divisible by group_size 4"),
+    ({"depth": 3}, r"unknown option\(s\) depth for critic 'dcgan'; accepted: min_size"),
+    ({"width": 0}, "width must be a positive int"),
+])
+def test_build_errors_are_clear(kwargs, message):
+    args = {"name": "dcgan", "input_shape": (3, 16, 16), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        build_critic(args.pop("name"), args.pop("input_shape"), conv=args.pop("conv", "plain"), **args)
+
+
+def test_forward_rejects_wrong_input_shape():
+    model = build_critic("dcgan", (3, 16, 16), conv="plain", width=8)
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 3, 16, 16\), got \(2, 3, 32, 32\)"):
+        model(torch.randn(2, 3, 32, 32))
