@@ -4,7 +4,6 @@
 reconciler in a background thread. Handlers are plain functions over a SQLAlchemy session; every
 query is scoped to the caller's owner, so other owners' objects answer 404.
 """
-from __future__ import annotations
 
 import asyncio
 import hashlib
@@ -476,12 +475,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def stream():
             last_status, last_progress, job = None, None, first
             while True:
-                if job["status"] != last_status:
-                    last_status = job["status"]
-                    yield f"event: status\ndata: {json.dumps(job)}\n\n"
                 if job["progress"] is not None and job["progress"] != last_progress:
                     last_progress = job["progress"]
                     yield f"event: progress\ndata: {json.dumps(job['progress'])}\n\n"
+                if job["status"] != last_status:  # after progress: the final status ends the stream
+                    last_status = job["status"]
+                    yield f"event: status\ndata: {json.dumps(job)}\n\n"
                 if job["status"] in FINISHED or await request.is_disconnected():
                     return
                 await asyncio.sleep(0.5)

@@ -12,9 +12,10 @@
 - ``redis_url`` / ``postgres_url`` (session scope): a real redis-server and a real PostgreSQL 15
   started on free loopback ports in temp dirs; they fail with a clear message when the binaries
   are missing (CI installs them).
-- Helpers: ``make_npz(path, array, key="images")``, ``make_npy(path, array)``,
-  ``make_png_zip(path, arrays)``, ``make_png_tar(path, arrays)``, ``free_port()``, and
-  ``FAST_OPTIONS`` (a tiny estimate: an fc critic on 8x8 grey images, CPU, ~1 s).
+- Helpers, as fixtures returning the function (pytest runs with --import-mode=importlib, so test
+  modules cannot import conftest): ``make_npz(path, array, key="images")``,
+  ``make_npy(path, array)``, ``make_png_zip(path, arrays, names=None)``,
+  ``make_png_tar(path, arrays, names=None)`` (``.tar`` or ``.tar.gz``); each returns the path.
 """
 from __future__ import annotations
 
@@ -35,11 +36,14 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST_OPTIONS = {"critic": "fc", "steps": 30, "batch_size": 32, "eval_every": 10, "device": "cpu",
-                "progress_every": 5}
 # Short timings so faults are noticed within seconds.
 FAST_ENV = {"W1_HEARTBEAT_INTERVAL_S": "0.3", "W1_STALE_AFTER_S": "4", "W1_RECONCILE_INTERVAL_S": "0.5",
             "W1_BROKER_POLL_INTERVAL_S": "0.05"}
+
+
+# The shared live_service: a 1 MB upload limit (to test 413 cheaply) and a small catalog.
+LIVE_ENV = {"W1_MAX_UPLOAD_BYTES": str(1_000_000),
+            "W1_CATALOG": '{"digits": {"source": "builtin:digits", "description": "scikit-learn 8x8 digits"}}'}
 
 
 def free_port() -> int:
@@ -48,12 +52,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_npz(path, array, key: str = "images") -> Path:
+def _make_npz(path, array, key: str = "images") -> Path:
     np.savez(path, **{key: np.asarray(array)})
     return Path(path)
 
 
-def make_npy(path, array) -> Path:
+def _make_npy(path, array) -> Path:
     np.save(path, np.asarray(array))
     return Path(path)
 
@@ -66,14 +70,14 @@ def _png(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def make_png_zip(path, arrays, names=None) -> Path:
+def _make_png_zip(path, arrays, names=None) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         for i, a in enumerate(arrays):
             zf.writestr(names[i] if names else f"img/{i:04d}.png", _png(a))
     return Path(path)
 
 
-def make_png_tar(path, arrays, names=None) -> Path:
+def _make_png_tar(path, arrays, names=None) -> Path:
     with tarfile.open(path, "w:gz" if str(path).endswith("gz") else "w") as tf:
         for i, a in enumerate(arrays):
             data = _png(a)
@@ -81,6 +85,26 @@ def make_png_tar(path, arrays, names=None) -> Path:
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return Path(path)
+
+
+@pytest.fixture(scope="session")
+def make_npz():
+    return _make_npz
+
+
+@pytest.fixture(scope="session")
+def make_npy():
+    return _make_npy
+
+
+@pytest.fixture(scope="session")
+def make_png_zip():
+    return _make_png_zip
+
+
+@pytest.fixture(scope="session")
+def make_png_tar():
+    return _make_png_tar
 
 
 def _env(extra: dict) -> dict:
@@ -115,7 +139,18 @@ class LiveService:
         return out.stdout.strip()
 
     def _create_key(self, owner: str) -> str:
-        return self._run_cli("keys", "create", "--owner", owner).splitlines()[-1]
+        """In-process (the same code as `w1 keys create`), to save a process start per key."""
+        from service.auth import create_key
+        from service.db import make_engine, make_sessionmaker, migrate
+
+        url = self.env.get("W1_DATABASE_URL") or f"sqlite:///{self.data_dir / 'w1.db'}"
+        migrate(url)
+        engine = make_engine(url)
+        try:
+            with make_sessionmaker(engine)() as s:
+                return create_key(s, owner)[1]
+        finally:
+            engine.dispose()
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
         log = open(self.logs / log_name, "ab")
@@ -207,7 +242,7 @@ class LiveService:
 
 @pytest.fixture(scope="module")
 def live_service(tmp_path_factory):
-    svc = LiveService(tmp_path_factory.mktemp("w1-data"))
+    svc = LiveService(tmp_path_factory.mktemp("w1-data"), **LIVE_ENV)
     svc.start_api()
     svc.start_worker()
     yield svc
