@@ -13,13 +13,13 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from training.options import EstimateOptions
+from training.options import PRESETS, EstimateOptions
 
 # Fields that get hand-made options below instead of generated ones.
 _SPECIAL = {"space", "critic_options", "holdout", "validation"}
 
 
-def _split_value(text: str) -> float | int:
+def _split_value(name: str, text: str) -> float | int:
     """A holdout/validation value: '0.2' (a fraction) or '500' (a count)."""
     try:
         return int(text)
@@ -27,7 +27,7 @@ def _split_value(text: str) -> float | int:
         try:
             return float(text)
         except ValueError:
-            raise click.BadParameter(f"expected a fraction like 0.2 or a count like 500, got {text!r}") from None
+            raise ValueError(f"--{name} expects a fraction like 0.2 or a count like 500, got {text!r}") from None
 
 
 def _click_type(annotation):
@@ -47,12 +47,14 @@ def _field_options(func):
         flag = "--" + name.replace("_", "-")
         kind = _click_type(field.annotation)
         help_text = field.description or ""
+        if name in PRESETS["default"]:
+            help_text += " [default: from the preset]"
+        elif field.default is not None:
+            help_text += f" [default: {field.default}]"
         if kind is bool:
             func = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(func)
         else:
-            default = field.default if field.default is not None and not callable(field.default) else None
-            shown = f" [default: {default}]" if default is not None else " [default: from the preset]"
-            func = click.option(flag, name, type=kind, default=None, help=help_text + shown)(func)
+            func = click.option(flag, name, type=kind, default=None, help=help_text)(func)
     return func
 
 
@@ -176,7 +178,7 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
     explicit = {k: v for k, v in fields.items() if v is not None}
     for name in ("holdout", "validation"):
         if fields.get(name) is not None:
-            explicit[name] = _split_value(fields[name])
+            explicit[name] = _split_value(name, fields[name])
     critic_options = dict(base.get("critic_options", {}))
     for item in critic_option:
         key, sep, value = item.partition("=")

@@ -1,0 +1,96 @@
+"""`w1 estimate` end to end on .npz files: summary, --json, --plot, --help, and one-line errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from service.cli import main
+from training import EstimateOptions, W1Result
+
+FAST = ["--critic", "dcgan", "--width", "8", "--steps", "40", "--eval-every", "20", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def npz_pair(tmp_path_factory):
+    """Digits as uint8 and the same images brightened by 40 levels (a translation where unclipped)."""
+    folder = tmp_path_factory.mktemp("cli")
+    d = np.round(load_digits().images[:300] * (180 / 16)).astype(np.uint8)[:, None]
+    np.savez(folder / "real.npz", images=d)
+    np.savez(folder / "fake.npz", images=d + 40)
+    return folder / "real.npz", folder / "fake.npz"
+
+
+def test_summary_json_and_plot(npz_pair, tmp_path):
+    real, fake = npz_pair
+    out_json, out_png = tmp_path / "r.json", tmp_path / "curve.png"
+    res = CliRunner().invoke(main, ["estimate", str(real), str(fake), *FAST, "--json", str(out_json),
+                                    "--plot", str(out_png)])
+    assert res.exit_code == 0, res.output
+    for label in ("W1 estimate", "certified lower bound", "Lipschitz bound", "samples real", "time"):
+        assert label in res.output
+    result = W1Result.from_json(out_json.read_text())
+    assert result.steps_run == 40 and result.options["width"] == 8
+    assert result.ci[0] <= result.estimate <= result.ci[1]
+    assert result.sources["real"]["path"].endswith("real.npz")
+    with Image.open(out_png) as img:
+        img.verify()
+        assert img.format == "PNG"
+
+
+def test_json_to_stdout_is_only_json(npz_pair):
+    real, fake = npz_pair
+    res = CliRunner().invoke(main, ["estimate", str(real), str(fake), *FAST, "--steps", "5", "--lr", "0.002",
+                                    "--holdout", "50", "--range", "0,1", "--critic-option", "min_size=2",
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    result = W1Result.from_json(res.stdout)
+    assert result.samples.real_heldout == 50 and result.space["value_range"] == [0.0, 1.0]
+    assert result.options["lr"] == 0.002 and result.options["critic_options"] == {"min_size": 2}
+
+
+def test_help_documents_every_option():
+    res = CliRunner().invoke(main, ["estimate", "--help"])
+    assert res.exit_code == 0
+    for name in EstimateOptions.model_fields:
+        if name in ("space", "critic_options"):
+            continue
+        assert "--" + name.replace("_", "-") in res.output, name
+    for flag in ("--range", "--size", "--channels", "--resize", "--critic-option", "--json", "--plot", "--debug"):
+        assert flag in res.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["missing.npz"], "missing.npz"),
+    (["--lr", "-1"], "lr"),
+    (["--holdout", "abc"], "holdout"),
+    (["--critic", "nope"], "nope"),
+])
+def test_bad_input_is_one_line_and_nonzero(npz_pair, args, words):
+    real, fake = npz_pair
+    second = args if args[0].endswith(".npz") else [str(fake), *FAST, *args]  # later options win
+    argv = ["estimate", str(real), *second]
+    res = CliRunner().invoke(main, argv)
+    assert res.exit_code != 0
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and words in lines[0], res.stderr
+    assert "Traceback" not in res.output
+
+
+def test_debug_shows_the_exception(npz_pair):
+    real, _ = npz_pair
+    res = CliRunner().invoke(main, ["estimate", str(real), "missing.npz", "--debug", *FAST])
+    assert res.exit_code != 0 and res.exception is not None
