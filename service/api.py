@@ -199,6 +199,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             options.space.resolve(*shapes)
         except SpaceMismatch as exc:
             raise HTTPException(422, f"real and fake are in different spaces: {exc}") from None
+        drawn = [ref.samples for ref in (real, fake) if ref.generator is not None]
+        if drawn and options.eval_samples is None:  # a generator's `samples`: its held-out draw
+            options = options.model_copy(update={"eval_samples": max(drawn)})
         return {"real": real.model_dump(exclude_none=True), "fake": fake.model_dump(exclude_none=True),
                 "options": options.resolved().model_dump(mode="json")}
 
