@@ -1,19 +1,11 @@
 """Provably 1-Lipschitz critics (Li et al. 2019, BCOP) and their certificates. Torch only."""
+from critics.bcop import BCOPConv2d
 from critics.layers import GroupSort, InvertibleDownsample, MaxMin, OrthoLinear
 from critics.lipschitz import LayerBound, LipschitzCertificate, lipschitz_bound, orthogonality_error
 from critics.models import available_critics, build_critic, critic_from_spec, register_critic
 from critics.ossn import OSSNConv2d
 from critics.rko import RKOConv2d
 from critics.export import export_plain
-
-
-def __getattr__(name):
-    # BCOPConv2d lives in its own module; imported lazily so the rest works while it is absent.
-    if name == "BCOPConv2d":
-        from critics.bcop import BCOPConv2d
-        return BCOPConv2d
-    raise AttributeError(f"module 'critics' has no attribute {name!r}")
-
 
 __all__ = ["BCOPConv2d", "RKOConv2d", "OSSNConv2d", "OrthoLinear", "MaxMin", "GroupSort",
            "InvertibleDownsample", "build_critic", "available_critics", "register_critic", "critic_from_spec",

@@ -2,9 +2,10 @@
 from the exact operators the layers apply, never from the layers' own estimates.
 
 Contract for certifiable models: the model is an `nn.Sequential` (nested Sequentials allowed) whose
-leaves, taken in order, are the forward pass. Every leaf must be one of the kinds handled in
-`_LEAF_RULES` below or a LipschitzConv2d / nn.Conv2d / nn.Linear / OrthoLinear; anything else raises
-TypeError rather than being guessed at. A new architecture complies by being built from these leaves
+leaves, taken in order, are the forward pass. Every leaf must be a LipschitzConv2d, a stride-1
+nn.Conv2d (zeros or circular padding, possibly as nn.CircularPad2d directly before it), nn.Linear,
+OrthoLinear, or one of the 1-Lipschitz kinds in `_NORM_ONE`; anything else raises TypeError rather
+than being guessed at. A new architecture complies by being built from these leaves
 (see critics.models.build_critic)."""
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def _conv_bound(weight: torch.Tensor, size: tuple[int, int], pad: tuple[int, int
         if lo_h + hi_h > kh - 1 or lo_w + hi_w > kw - 1:
             raise TypeError(f"circular padding {pad} exceeds kernel_size - 1 for a {kh}x{kw} kernel: not certifiable")
         exact = (lo_h + hi_h, lo_w + hi_w) == (kh - 1, kw - 1)
-        return circular_conv_norm(weight, (h, w)), ("exact: float64 SVD per frequency, circular" if exact else
+        return circular_conv_norm(weight, (h, w)), ("exact: float64 spectrum per frequency, circular" if exact else
                                                    "upper bound: circular norm (outputs are a subset)")
     grid = (h + lo_h + hi_h, w + lo_w + hi_w)
     if grid[0] < kh or grid[1] < kw:
@@ -150,7 +151,7 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
                 if shape[-1:] != (m.in_features,):
                     raise ValueError(f"{name}: expects {m.in_features} features, gets shape {shape}")
                 shape = shape[:-1] + (m.out_features,)
-                bound, method = linear_norm(m.weight), "exact: float64 SVD"
+                bound, method = linear_norm(m.weight), "exact: float64 spectrum"
             elif isinstance(m, _NORM_ONE) or (isinstance(m, nn.LeakyReLU) and 0 <= m.negative_slope <= 1):
                 shape = _run_shape(name, m, shape)
                 bound, method = 1.0, "1-Lipschitz by construction"

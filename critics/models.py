@@ -6,11 +6,13 @@ converts. A builder therefore only needs to use certifiable leaves (see critics.
 from __future__ import annotations
 
 import inspect
+import operator
 from typing import Callable
 
 import torch
 from torch import nn
 
+from critics.bcop import BCOPConv2d
 from critics.conv import LipschitzConv2d
 from critics.layers import GroupSort, InvertibleDownsample, MaxMin, OrthoLinear
 from critics.ossn import OSSNConv2d
@@ -80,8 +82,11 @@ def build_critic(name: str, input_shape, conv: str = "bcop", activation: str = "
         raise ValueError(f"unknown conv {conv!r}; choose one of {', '.join(CONVS)}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
-    if shape is None or len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+    try:
+        shape = tuple(operator.index(d) for d in input_shape)
+    except TypeError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input_shape must be (C, H, W) with positive ints, got {input_shape!r}")
     if width is not None and (not isinstance(width, int) or width < 1):
         raise ValueError(f"width must be a positive int, got {width!r}")
@@ -108,7 +113,6 @@ def make_conv(conv: str, in_channels: int, out_channels: int, kernel_size: int, 
               padding_mode: str, input_size: tuple[int, int]) -> LipschitzConv2d:
     """One convolution of the named kind; `input_size` (H, W) is the layer's spatial input size."""
     if conv == "bcop":
-        from critics.bcop import BCOPConv2d
         return BCOPConv2d(in_channels, out_channels, kernel_size, stride, padding_mode=padding_mode)
     if conv == "rko":
         return RKOConv2d(in_channels, out_channels, kernel_size, stride, padding_mode=padding_mode)
