@@ -21,7 +21,6 @@ def make_celery(settings: Settings) -> Celery:
     transport_options: dict = {}
     broker = settings.broker
     if broker.startswith("filesystem://"):
-        settings.ensure_dirs()
         folder = str(settings.broker_dir / "queue")
         transport_options = {
             "data_folder_in": folder,
