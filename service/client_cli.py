@@ -129,10 +129,10 @@ class _JobProgress:
 
     def __init__(self):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+                                 TextColumn("{task.fields[steps]}"),
                                  TextColumn("{task.fields[status]}"),
                                  TextColumn("W1≈{task.fields[estimate]}"), TimeElapsedColumn(),
-                                 console=_stderr(), transient=False)
+                                 console=_stderr())
         self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self):
@@ -146,22 +146,20 @@ class _JobProgress:
                progress: dict | None = None) -> None:
         if job_id not in self.tasks:
             self.tasks[job_id] = self.progress.add_task(description, total=None, status="queued",
-                                                        estimate="-")
+                                                        estimate="-", steps="")
+        task_id = self.tasks[job_id]
         fields: dict[str, Any] = {}
         if status:
             fields["status"] = status
-        if progress:
-            if progress.get("total"):
-                fields["total"] = progress["total"]
-            if progress.get("step") is not None:
-                fields["completed"] = progress["step"]
+        if progress and progress.get("step") is not None:
+            step, total = progress["step"], progress.get("total") or None
+            fields.update(completed=step, total=total, steps=f"{step}/{total or '?'}")
             if progress.get("estimate") is not None:
                 fields["estimate"] = _fmt(progress["estimate"])
-        if status == "succeeded":
-            task = self.progress.tasks[self.tasks[job_id]]
-            fields["completed"] = task.total or fields.get("completed", 1)
-            fields.setdefault("total", fields["completed"])
-        self.progress.update(self.tasks[job_id], **fields)
+        if status == "succeeded":  # early stopping ends before `total`: show a full bar
+            task = self.progress.tasks[task_id]
+            fields["completed"] = fields["total"] = task.total or 1
+        self.progress.update(task_id, **fields)
 
     def job(self, job: dict, description: str | None = None) -> None:
         self.update(job["id"], description or job.get("label") or job["id"], status=job["status"],

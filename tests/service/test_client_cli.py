@@ -18,9 +18,9 @@ from service.client import W1Client, W1Error
 pytestmark = pytest.mark.slow
 
 # A tiny, fast estimate: Björck MLP critic on 8x8 grey images.
-FAST = ["-o", "critic=fc", "-o", "steps=30", "-o", "batch_size=32", "-o", "eval_every=10",
+FAST = ["-o", "critic=fc", "-o", "width=16", "-o", "steps=30", "-o", "batch_size=32", "-o", "eval_every=10",
         "-o", "device=cpu", "-o", "progress_every=5"]
-FAST_OPTIONS = {"critic": "fc", "steps": 30, "batch_size": 32, "eval_every": 10, "device": "cpu",
+FAST_OPTIONS = {"critic": "fc", "width": 16, "steps": 30, "batch_size": 32, "eval_every": 10, "device": "cpu",
                 "progress_every": 5}
 
 
@@ -107,7 +107,7 @@ def test_wait_follows_progress_events(live_service, samples):
 
 
 def test_cancel(w1, samples, live_service):
-    long = ["-o", "critic=fc", "-o", "steps=1000000", "-o", "early_stopping=false",
+    long = ["-o", "critic=fc", "-o", "width=16", "-o", "steps=1000000", "-o", "early_stopping=false",
             "-o", "device=cpu", "-o", "batch_size=8"]
     job_id = w1("submit", str(samples / "real.npz"), str(samples / "fake.npz"), *long).stdout.strip()
     assert "cancel requested" in w1("jobs", "cancel", job_id).stdout

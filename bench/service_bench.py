@@ -1,0 +1,392 @@
+"""Benchmarks of the job service on loopback, on the embedded default (SQLite + filesystem://) and
+on Redis + PostgreSQL (real servers started in temporary folders on free ports):
+
+- submission: POST /v1/jobs throughput and latency (p50/p95/max) with many concurrent clients,
+  bounded by a request count and a time limit (no worker runs then; the jobs are cancelled after);
+- dispatch: created_at -> started_at of jobs submitted one at a time to idle workers;
+- recovery: a worker SIGKILLed mid-job, the time until the job runs again on the other worker and
+  until it succeeds (the reconciler notices the stale heartbeat; the job resumes from its checkpoint).
+
+    python bench/service_bench.py [--backends embedded,redis-postgres] [--requests 400] [--clients 16]
+
+Writes bench/results/service-<date>.json and .md. The server runs with short recovery settings
+(heartbeat 1 s, stale after 5 s, reconcile every 1 s) so recovery is measured in seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.client import W1Client  # noqa: E402
+
+RECOVERY_SETTINGS = {"W1_HEARTBEAT_INTERVAL_S": "1", "W1_STALE_AFTER_S": "5",
+                     "W1_RECONCILE_INTERVAL_S": "1", "W1_MAX_QUEUED_PER_OWNER": "1000000"}
+TINY = {"critic": "fc", "width": 16, "steps": 20, "batch_size": 32, "eval_every": 10, "device": "cpu",
+        "progress_every": 5}
+LONG = {"critic": "fc", "width": 16, "steps": 600, "batch_size": 64, "early_stopping": False, "eval_every": 500,
+        "checkpoint_every": 50, "progress_every": 10, "device": "cpu"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not within {timeout:g} s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def parse_time(text: str) -> dt.datetime:
+    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+# -- back-ends -------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def embedded(tmp: Path):
+    """The default: SQLite in the data dir, kombu's filesystem:// queue."""
+    yield {}, {"database": "sqlite", "broker": "filesystem://"}
+
+
+@contextlib.contextmanager
+def redis_postgres(tmp: Path):
+    """A real redis-server and PostgreSQL cluster on free loopback ports."""
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    redis_port, pg_port = free_port(), free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                             stdout=subprocess.DEVNULL)
+    pg = tmp / "pg"
+    pg.mkdir()
+    if as_postgres:
+        shutil.chown(pg, "postgres", "postgres")
+    subprocess.run([*as_postgres, "initdb", "-D", str(pg / "data"), "-A", "trust", "-U", "postgres"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*as_postgres, "pg_ctl", "-D", str(pg / "data"), "-l", str(pg / "log"), "-w",
+                    "-o", f"-p {pg_port} -k {pg} -c listen_addresses=127.0.0.1 -c max_connections=200",
+                    "start"], check=True, stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(redis_port), "ping"],
+                                          capture_output=True, text=True).stdout.strip() == "PONG",
+                   20, "redis-server")
+        versions = {
+            "redis": subprocess.run(["redis-server", "--version"], capture_output=True,
+                                    text=True).stdout.split()[2].removeprefix("v="),
+            "postgres": subprocess.run(["postgres", "--version"], capture_output=True,
+                                       text=True).stdout.split()[-1],
+        }
+        yield ({"W1_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{pg_port}/postgres",
+                "W1_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0"},
+               {"database": f"postgresql {versions['postgres']}", "broker": f"redis {versions['redis']}"})
+    finally:
+        redis.terminate()
+        subprocess.run([*as_postgres, "pg_ctl", "-D", str(pg / "data"), "-m", "fast", "-w", "stop"],
+                       stdout=subprocess.DEVNULL)
+        redis.wait(10)
+
+
+BACKENDS = {"embedded": embedded, "redis-postgres": redis_postgres}
+
+
+# -- the service -----------------------------------------------------------------------------
+
+class Service:
+    """`w1 serve --workers 0` (API + reconciler) and `w1 worker` processes we can kill."""
+
+    def __init__(self, tmp: Path, backend_env: dict):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = dict(os.environ, W1_DATA_DIR=str(tmp / "data"), CUDA_VISIBLE_DEVICES="",
+                        PYTHONPATH=str(ROOT), **RECOVERY_SETTINGS, **backend_env)
+        self.log = (tmp / "service.log").open("w")
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.api = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--workers", "0",
+                                     "--port", str(self.port)], env=self.env,
+                                    stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(self._ready, 120, f"API at {self.url}", 0.2)
+
+    def _ready(self) -> bool:
+        if self.api.poll() is not None:
+            raise RuntimeError(f"the API exited with {self.api.returncode}; see {self.log.name}")
+        try:
+            return httpx.get(self.url + "/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_worker(self, name: str) -> None:
+        self.workers[name] = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker", "--name", name], env=self.env,
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+    def stop_workers(self) -> None:
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.workers.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.workers.clear()
+
+    def close(self) -> None:
+        self.stop_workers()
+        self.api.terminate()
+        try:
+            self.api.wait(20)
+        except subprocess.TimeoutExpired:
+            self.api.kill()
+        self.log.close()
+
+    def job_worker(self, job_id: str) -> str | None:
+        """Which worker runs a job: read from the job table (the API does not expose it)."""
+        from sqlalchemy import select
+
+        from service.db import Job, make_engine
+        from service.settings import get_settings
+
+        url = self.env.get("W1_DATABASE_URL") or get_settings(data_dir=self.env["W1_DATA_DIR"]).db_url
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(select(Job.worker).where(Job.id == job_id)).scalar()
+        finally:
+            engine.dispose()
+
+
+# -- measurements ----------------------------------------------------------------------------
+
+def measure_dispatch(client: W1Client, sources: dict, jobs: int) -> dict:
+    """Tiny jobs one at a time to idle workers: created_at -> started_at from the job's timestamps."""
+    latencies, walls = [], []
+    for i in range(jobs):
+        job = client.submit_job(sources["real"], sources["fake"], options=TINY, label=f"dispatch-{i}")
+        t0 = time.monotonic()
+        job = client.wait_job(job["id"], use_events=False, poll_interval=0.05, timeout=300)
+        walls.append(time.monotonic() - t0)
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"dispatch job {job['id']} {job['status']}: {job['error']}")
+        latencies.append((parse_time(job["started_at"]) - parse_time(job["created_at"])).total_seconds())
+    return {"jobs": jobs, "created_to_started_s": latencies,
+            "p50_s": percentile(latencies, 50), "max_s": max(latencies),
+            "job_wall_s_p50": percentile(walls, 50)}
+
+
+def measure_recovery(service: Service, client: W1Client, sources: dict) -> dict:
+    """SIGKILL the worker running a job mid-way; time until the job runs again and succeeds."""
+    job = client.submit_job(sources["real"], sources["fake"], options=LONG, label="recovery")
+    job_id = job["id"]
+
+    def running_far_enough():
+        j = client.get_job(job_id)
+        if j["status"] in ("succeeded", "failed", "cancelled"):
+            raise RuntimeError(f"recovery job ended ({j['status']}) before the kill; make LONG longer")
+        return j if j["status"] == "running" and (j["progress"] or {}).get("step", 0) >= 150 else None
+
+    before = wait_until(running_far_enough, 300, "recovery job running", 0.05)
+    victim = wait_until(lambda: service.job_worker(job_id), 10, "job's worker")
+    service.workers[victim].send_signal(signal.SIGKILL)
+    t_kill = time.monotonic()
+    step_at_kill = before["progress"]["step"]
+
+    requeued = rerun = None
+    resumed_step = None
+    while True:
+        j = client.get_job(job_id)
+        t = time.monotonic() - t_kill
+        if requeued is None and j["status"] == "queued":
+            requeued = t
+        if rerun is None and j["status"] == "running" and j["attempts"] >= 2:
+            rerun = t
+        if rerun is not None and resumed_step is None and j["progress"] and j["attempts"] >= 2:
+            resumed_step = j["progress"]["step"]
+        if j["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        if t > 300:
+            raise TimeoutError(f"recovery job {job_id} not finished 300 s after the kill")
+        time.sleep(0.05)
+    return {"killed_worker": victim, "step_at_kill": step_at_kill, "total_steps": LONG["steps"],
+            "kill_to_requeued_s": requeued, "kill_to_running_again_s": rerun,
+            "first_step_seen_after_restart": resumed_step,
+            "kill_to_succeeded_s": time.monotonic() - t_kill, "final_status": j["status"],
+            "attempts": j["attempts"], "job_id": job_id}
+
+
+def measure_submissions(url: str, sources: dict, requests: int, clients: int,
+                        time_limit: float) -> dict:
+    """POST /v1/jobs from `clients` threads (one connection each) until `requests` or the limit."""
+    body = {"real": sources["real"], "fake": sources["fake"], "options": TINY, "label": "load"}
+    lock, issued = threading.Lock(), [0]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    ids: list[str] = []
+    deadline = time.monotonic() + time_limit
+
+    def client_loop():
+        with httpx.Client(base_url=url, timeout=60) as http:
+            while True:
+                with lock:
+                    if issued[0] >= requests or time.monotonic() > deadline:
+                        return
+                    issued[0] += 1
+                t0 = time.perf_counter()
+                try:
+                    r = http.post("/v1/jobs", json=body)
+                    status = r.status_code
+                except httpx.HTTPError:
+                    status = -1
+                elapsed = time.perf_counter() - t0
+                with lock:
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if status == 202:
+                        latencies.append(elapsed)
+                        ids.append(r.json()["id"])
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    # No worker runs now: cancel what was queued, so nothing is left to train.
+    with W1Client(url) as client:
+        for job_id in ids:
+            client.cancel_job(job_id)
+    return {"clients": clients, "requests": sum(statuses.values()), "accepted": len(latencies),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())}, "wall_s": wall,
+            "throughput_per_s": len(latencies) / wall if wall else float("nan"),
+            "latency_p50_ms": 1000 * percentile(latencies, 50),
+            "latency_p95_ms": 1000 * percentile(latencies, 95),
+            "latency_max_ms": 1000 * max(latencies, default=float("nan"))}
+
+
+def run_backend(name: str, args) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix=f"w1bench-{name}-"))
+    try:
+        with BACKENDS[name](tmp) as (backend_env, described):
+            service = Service(tmp, backend_env)
+            try:
+                for i in range(2):
+                    service.start_worker(f"bench-{i}")
+                rng = np.random.default_rng(0)
+                np.savez(tmp / "real.npz", x=rng.integers(0, 128, (512, 1, 8, 8), dtype=np.uint8))
+                np.savez(tmp / "fake.npz", x=rng.integers(100, 256, (512, 1, 8, 8), dtype=np.uint8))
+                with W1Client(service.url) as client:
+                    sources = {side: client.resolve_source(tmp / f"{side}.npz")
+                               for side in ("real", "fake")}
+                    t0 = time.monotonic()
+                    warm = client.wait_job(client.submit_job(sources["real"], sources["fake"],
+                                                             options=TINY, label="warm-up")["id"],
+                                           use_events=False, poll_interval=0.05, timeout=300)
+                    first_job_s = time.monotonic() - t0
+                    assert warm["status"] == "succeeded", warm
+                    dispatch = measure_dispatch(client, sources, args.dispatch_jobs)
+                    recovery = measure_recovery(service, client, sources)
+                service.stop_workers()
+                submissions = measure_submissions(service.url, sources, args.requests, args.clients,
+                                                  args.time_limit)
+            finally:
+                service.close()
+        return {"backend": described, "first_job_wall_s": first_job_s, "dispatch": dispatch,
+                "recovery": recovery, "submissions": submissions}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Service benchmark, {report['date']}", "",
+             f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['platform']}, "
+             f"Python {report['machine']['python']}; all on loopback, CPU workers. "
+             f"Server settings: {', '.join(f'{k}={v}' for k, v in report['settings'].items())}.", "",
+             "| backend | submit p50 | submit p95 | submits/s | clients | dispatch p50 | dispatch max "
+             "| kill → running again | kill → succeeded |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in report["results"].items():
+        s, d, rec = r["submissions"], r["dispatch"], r["recovery"]
+        lines.append(
+            f"| {name} ({r['backend']['database']}, {r['backend']['broker']}) "
+            f"| {s['latency_p50_ms']:.0f} ms | {s['latency_p95_ms']:.0f} ms "
+            f"| {s['throughput_per_s']:.0f} | {s['clients']} | {1000 * d['p50_s']:.0f} ms "
+            f"| {1000 * d['max_s']:.0f} ms | {rec['kill_to_running_again_s']:.1f} s "
+            f"| {rec['kill_to_succeeded_s']:.1f} s |")
+    lines += ["", "Details:", ""]
+    for name, r in report["results"].items():
+        s, rec = r["submissions"], r["recovery"]
+        lines.append(f"- {name}: {s['accepted']} of {s['requests']} submissions accepted "
+                     f"(statuses {s['statuses']}) in {s['wall_s']:.1f} s; first job after start "
+                     f"{r['first_job_wall_s']:.1f} s; recovery: killed at step {rec['step_at_kill']}"
+                     f"/{rec['total_steps']}, requeued after {rec['kill_to_requeued_s']:.1f} s, "
+                     f"first progress after restart at step {rec['first_step_seen_after_restart']}, "
+                     f"final {rec['final_status']} after {rec['attempts']} attempts.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="embedded,redis-postgres")
+    parser.add_argument("--requests", type=int, default=400, help="submissions in the load test")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    parser.add_argument("--time-limit", type=float, default=60.0, help="seconds for the load test")
+    parser.add_argument("--dispatch-jobs", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+
+    versions = {}
+    for pkg in ("celery", "kombu", "sqlalchemy", "fastapi", "uvicorn", "httpx", "psycopg", "redis"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[pkg] = importlib.metadata.version(pkg)
+    report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "python": platform.python_version()},
+              "versions": versions, "settings": RECOVERY_SETTINGS,
+              "options": {"tiny_job": TINY, "recovery_job": LONG,
+                          "requests": args.requests, "clients": args.clients},
+              "results": {}}
+    for name in args.backends.split(","):
+        print(f"== {name}", file=sys.stderr)
+        report["results"][name] = run_backend(name, args)
+        print(json.dumps(report["results"][name], indent=2), file=sys.stderr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"service-{dt.date.today().isoformat()}"
+    Path(f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(f"{stem}.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
