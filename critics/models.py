@@ -14,7 +14,7 @@ from torch import nn
 
 from critics.bcop import BCOPConv2d
 from critics.conv import LipschitzConv2d
-from critics.layers import GroupSort, InvertibleDownsample, MaxMin, OrthoLinear
+from critics.layers import GroupSort, MaxMin, OrthoLinear
 from critics.ossn import OSSNConv2d
 from critics.rko import RKOConv2d
 

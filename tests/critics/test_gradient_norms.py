@@ -6,7 +6,6 @@ BCOP loses some gradient norm there; RKO and OSSN lose more. `python tests/criti
 records the distributions in bench/results/gradient_norms.md."""
 from __future__ import annotations
 
-import statistics
 import time
 
 import pytest
