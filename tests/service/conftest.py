@@ -11,7 +11,7 @@
   workers or point at Redis/PostgreSQL (``make_service(W1_BROKER_URL=..., W1_DATABASE_URL=...)``).
 - ``redis_url`` / ``postgres_url`` (session scope): a real redis-server and a real PostgreSQL 15
   started on free loopback ports in temp dirs; they fail with a clear message when the binaries
-  are missing (CI installs them).
+  are missing (CI installs them). ``fresh_postgres_url``: a new empty database on that server.
 - Helpers, as fixtures returning the function (pytest runs with --import-mode=importlib, so test
   modules cannot import conftest): ``make_npz(path, array, key="images")``,
   ``make_npy(path, array)``, ``make_png_zip(path, arrays, names=None)``,
@@ -341,6 +341,20 @@ def postgres_url(tmp_path_factory):
     assert out.returncode == 0, out.stderr
     yield f"postgresql+psycopg://w1@127.0.0.1:{port}/w1"
     run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop")
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url):
+    """A new, empty database on the session's PostgreSQL server (one per test)."""
+    import uuid
+
+    import psycopg
+
+    name = f"w1_{uuid.uuid4().hex[:12]}"
+    base = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_url.rsplit("/", 1)[0] + "/" + name
 
 
 def tempfile_root() -> str:
