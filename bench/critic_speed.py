@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import statistics
 import sys
@@ -103,7 +104,7 @@ class PaperBCOP(LipschitzConv2d):
     def build_weight(self):
         c, k = self.c, self.effective_kernel_size
         h = bjorck(self.h, self.iters)
-        eye = torch.eye(c)
+        eye = torch.eye(c, device=self.h.device)
         kernel = h[:, :, None, None]
         for j in range(k - 1):
             rp = bjorck(self.p[2 * j], self.iters)[:, : c // 2]
@@ -111,7 +112,7 @@ class PaperBCOP(LipschitzConv2d):
             p, q = rp @ rp.T, rq @ rq.T
             block = [[p @ q, p @ (eye - q)], [(eye - p) @ q, (eye - p) @ (eye - q)]]
             kk = kernel.shape[-1]
-            new = [[torch.zeros(c, c) for _ in range(kk + 1)] for _ in range(kk + 1)]
+            new = [[torch.zeros(c, c, device=self.h.device) for _ in range(kk + 1)] for _ in range(kk + 1)]
             for a in range(kk):
                 for b in range(kk):
                     for u in range(2):
@@ -139,50 +140,52 @@ VARIANTS = {
     "deel-torchlip 1.0.5 SpectralConv2d": (torchlip_conv, "no (bound only)"),
 }
 
-ABLATION = {
-    "ours (retraction + 1 differentiable step)": lambda a, b: ours(a, b),
-    "ours, 3 differentiable steps": lambda a, b: ours(a, b, bjorck_iters=3),
-    "no retraction: c x c/2 factors, Björck x20 from scratch": lambda a, b: NoRetractBCOP(a, b, 4, 2, bjorck_iters=20),
-    "paper-bcop: c x c Björck x20, loop composition": lambda a, b: PaperBCOP(a, b, 4, 2),
+OURS, PAPER = "ours: BCOPConv2d", "paper-bcop (c x c Björck x20, loop composition)"
+ABLATION = {  # extra variants; the ablation table runs from OURS through these to PAPER
+    "ours with 3 differentiable Björck steps instead of 1": lambda a, b: ours(a, b, bjorck_iters=3),
+    "ours without retraction: Björck x20 from scratch (small factors, loop-free composition)":
+        lambda a, b: NoRetractBCOP(a, b, 4, 2, bjorck_iters=20),
 }
 
 
 # ---------------------------------------------------------------- timing
-def time_train(model, device, steps, warmup, lr):
-    opt = torch.optim.RMSprop(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(0)
-    real = torch.rand(64, 3, 64, 64, generator=g).to(device) * 2 - 1
-    fake = torch.rand(64, 3, 64, 64, generator=g).to(device) * 2 - 1
-    model.train()
-    times = []
-    for i in range(warmup + steps):
-        sync(device)
-        t0 = time.perf_counter()
-        out = model(torch.cat([real, fake]))
-        loss = out[64:].mean() - out[:64].mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+class Runner:
+    """One model with its optimiser and data; `train_step`/`eval_step` return (wall s, CPU s)."""
 
+    def __init__(self, name, make_stage, device, lr):
+        self.name = name
+        torch.manual_seed(0)
+        self.model = critic(make_stage).to(device)
+        self.opt = torch.optim.RMSprop(self.model.parameters(), lr=lr)
+        self.device = device
+        g = torch.Generator().manual_seed(0)
+        self.real = (torch.rand(64, 3, 64, 64, generator=g) * 2 - 1).to(device)
+        self.fake = (torch.rand(64, 3, 64, 64, generator=g) * 2 - 1).to(device)
+        self.train, self.eval = [], []
 
-@torch.no_grad()
-def time_eval(model, device, steps, warmup):
-    x = torch.rand(128, 3, 64, 64, generator=torch.Generator().manual_seed(1)).to(device)
-    model.eval()
-    times = []
-    for i in range(warmup + steps):
-        sync(device)
-        t0 = time.perf_counter()
-        model(x)
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    model.train()
-    return statistics.median(times)
+    def _timed(self, fn):
+        sync(self.device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        sync(self.device)
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    def train_step(self):
+        def step():
+            self.model.train()
+            out = self.model(torch.cat([self.real, self.fake]))
+            loss = out[64:].mean() - out[:64].mean()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        return self._timed(step)
+
+    def eval_step(self):
+        def step():
+            self.model.eval()
+            with torch.no_grad():
+                self.model(torch.cat([self.real, self.fake]))
+        return self._timed(step)
 
 
 def sync(device):
@@ -195,52 +198,83 @@ def max_orth_error(model):
     return max(errs) if errs else None
 
 
-def measure(name, make_stage, device, args):
-    try:
-        torch.manual_seed(0)
-        model = critic(make_stage).to(device)
-    except Exception as exc:  # a missing optional package is reported, not fatal
-        return {"name": name, "available": False, "error": f"{type(exc).__name__}: {exc}"}
-    train = time_train(model, device, args.steps, args.warmup, args.lr)
-    ev = time_eval(model, device, args.steps, args.warmup)
-    row = {"name": name, "available": True, "train_s": train, "eval_s": ev, "orth_error": max_orth_error(model)}
-    print(f"  {name}: train {train * 1e3:.1f} ms, eval {ev * 1e3:.1f} ms", flush=True)
-    return row
+def run_all(variants, device, args):
+    """Round-robin over all variants, one step each per round, so that load changes on a shared
+    machine hit every variant alike; medians over rounds."""
+    runners, rows = [], {}
+    for name, make in variants.items():
+        try:
+            runners.append(Runner(name, make, device, args.lr))
+        except Exception as exc:  # a missing optional package is reported, not fatal
+            rows[name] = {"name": name, "available": False, "error": f"{type(exc).__name__}: {exc}"}
+            print(f"  {name}: unavailable ({exc})", flush=True)
+    for phase, steps in (("train", args.steps), ("eval", args.eval_steps)):
+        for i in range(args.warmup + steps):
+            for r in runners:
+                t = r.train_step() if phase == "train" else r.eval_step()
+                if i >= args.warmup:
+                    getattr(r, phase).append(t)
+            print(f"  {phase} round {i + 1}/{args.warmup + steps}", flush=True)
+    for r in runners:
+        med = lambda xs, j: statistics.median(x[j] for x in xs)  # noqa: E731
+        rows[r.name] = {"name": r.name, "available": True, "train_s": med(r.train, 0), "train_cpu_s": med(r.train, 1),
+                        "eval_s": med(r.eval, 0), "eval_cpu_s": med(r.eval, 1),
+                        "orth_error": max_orth_error(r.model)}
+    return rows
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
-    ap.add_argument("--steps", type=int, default=15)
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=8, help="timed train steps per variant")
+    ap.add_argument("--eval-steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--only", nargs="*", help="substrings of variant names to run (plain always runs)")
     ap.add_argument("--no-ablation", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    rows = [measure(n, f, device, args) | {"orthogonal": o} for n, (f, o) in VARIANTS.items()]
-    ablation = [] if args.no_ablation else [measure(n, f, device, args) for n, f in ABLATION.items()]
-    base = rows[0]
-    for r in rows + ablation:
+    keep = lambda n: n == "plain nn.Conv2d" or not args.only or any(o in n for o in args.only)  # noqa: E731
+    main_variants = {n: f for n, (f, _) in VARIANTS.items() if keep(n)}
+    ablation = {} if args.no_ablation else {n: f for n, f in ABLATION.items() if keep(n)}
+    rows = run_all(main_variants | ablation, device, args)
+    base = rows["plain nn.Conv2d"]
+    for r in rows.values():
         if r["available"]:
-            r["train_ratio"] = r["train_s"] / base["train_s"]
-            r["eval_ratio"] = r["eval_s"] / base["eval_s"]
+            for k in ("train", "eval"):
+                r[f"{k}_ratio"] = r[f"{k}_s"] / base[f"{k}_s"]
+                r[f"{k}_cpu_ratio"] = r[f"{k}_cpu_s"] / base[f"{k}_cpu_s"]
+    results = [rows[n] | {"orthogonal": VARIANTS[n][1]} for n in main_variants]
+    abl = [rows[n] for n in (OURS, *ablation, PAPER) if n in rows] if ablation else []
 
     now = dt.datetime.now(dt.timezone.utc)
     meta = {"date": now.isoformat(timespec="seconds"), "device": args.device,
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-            "threads": args.threads if device.type == "cpu" else None, "torch": torch.__version__,
-            "python": platform.python_version(), "steps": args.steps, "warmup": args.warmup, "lr": args.lr,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "load_average": os.getloadavg()[0], "torch": torch.__version__,
+            "python": platform.python_version(), "steps": args.steps, "eval_steps": args.eval_steps,
+            "warmup": args.warmup, "lr": args.lr,
             "batch": "64 real + 64 fake, 3x64x64", "versions": package_versions()}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"critic_speed-{args.device}-{now:%Y-%m-%d}"
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": rows, "ablation": ablation}, indent=2))
-    stem.with_suffix(".md").write_text(markdown(meta, rows, ablation))
-    print(markdown(meta, rows, ablation))
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results, "ablation": abl}, indent=2))
+    stem.with_suffix(".md").write_text(markdown(meta, results, abl))
+    print(markdown(meta, results, abl))
     print(f"wrote {stem}.json and .md")
+
+
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def package_versions():
@@ -255,27 +289,29 @@ def package_versions():
 
 
 def markdown(meta, rows, ablation):
+    cpu = meta["device"] == "cpu"
     lines = [f"# Critic speed, {meta['device']} ({meta['device_name']}), {meta['date']}", "",
-             f"torch {meta['torch']}, threads {meta['threads']}, {meta['batch']}, RMSprop lr {meta['lr']}, "
-             f"median of {meta['steps']} steps after {meta['warmup']} warm-up.", "",
-             "| implementation | train step | vs plain | eval (128 imgs) | vs plain | orthogonal | max orth. error |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(fmt(r, r.get("orthogonal", "")))
+             f"torch {meta['torch']}, {meta['threads']} threads (of {meta['cpu_count']} cores, load average "
+             f"{meta['load_average']:.1f} at the end), {meta['batch']}, RMSprop lr {meta['lr']}. Variants measured "
+             f"round-robin; medians of {meta['steps']} train / {meta['eval_steps']} eval steps after {meta['warmup']} "
+             "warm-up. Eval: no-grad forward of the 128 images in eval mode.", ""]
+    head = ("| implementation | train step | vs plain | eval | vs plain | orthogonal | max orth. error |"
+            + (" train vs plain (CPU time) |" if cpu else ""))
+    sep = "|---|---|---|---|---|---|---|" + ("---|" if cpu else "")
+    lines += [head, sep] + [fmt(r, r.get("orthogonal", ""), cpu) for r in rows]
     if ablation:
-        lines += ["", "## Ablation: what each optimisation of BCOPConv2d buys", "",
-                  "| variant | train step | vs plain | eval (128 imgs) | vs plain | orthogonal | max orth. error |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [fmt(r, "yes") for r in ablation]
+        lines += ["", "## Ablation: what each optimisation of BCOPConv2d buys", "", head, sep]
+        lines += [fmt(r, "yes", cpu) for r in ablation]
     return "\n".join(lines) + "\n"
 
 
-def fmt(r, orth):
+def fmt(r, orth, cpu):
     if not r["available"]:
-        return f"| {r['name']} | unavailable: {r['error']} | | | | {orth} | |"
+        return f"| {r['name']} | unavailable: {r['error']} | | | | {orth} | |" + (" |" if cpu else "")
     err = "" if r.get("orth_error") is None else f"{r['orth_error']:.1e}"
-    return (f"| {r['name']} | {r['train_s'] * 1e3:.0f} ms | {r['train_ratio']:.2f}x | {r['eval_s'] * 1e3:.0f} ms | "
+    line = (f"| {r['name']} | {r['train_s'] * 1e3:.0f} ms | {r['train_ratio']:.2f}x | {r['eval_s'] * 1e3:.0f} ms | "
             f"{r['eval_ratio']:.2f}x | {orth} | {err} |")
+    return line + (f" {r['train_cpu_ratio']:.2f}x |" if cpu else "")
 
 
 if __name__ == "__main__":
