@@ -88,7 +88,9 @@ class _Side:
             if self.n_heldout < 2 or n_train < 1:
                 raise ValueError(f"{self.name} side has {n} samples: too few to hold out {self.n_heldout} and "
                                  f"{self.n_validation} for validation and still train (need >= 2 held out, >= 1 train)")
-            perm = torch.randperm(n, generator=_generator(_seed(self.seed, code, "split")))
+            # the same permutation on both sides (side code 0): equal-size sets get the same held-out
+            # indices, so paired data (fake = g(real)) is evaluated on pairs; see _stderr
+            perm = torch.randperm(n, generator=_generator(_seed(self.seed, 0, "split")))
             self.heldout = perm[:self.n_heldout]
             self.validation = perm[self.n_heldout:self.n_heldout + self.n_validation]
             self.train = perm[self.n_heldout + self.n_validation:]
@@ -176,6 +178,21 @@ def _dual_value(critic, real: _Side, fake: _Side, which: str) -> tuple[float, np
     fr = critic_values(critic, getattr(real, f"{which}_batches")())
     ff = critic_values(critic, getattr(fake, f"{which}_batches")())
     return float(fr.mean() - ff.mean()), fr, ff
+
+
+def _same_heldout(real: _Side, fake: _Side) -> bool:
+    return (real.heldout is not None and fake.heldout is not None and len(real.heldout) == len(fake.heldout)
+            and bool(torch.equal(real.heldout, fake.heldout)))
+
+
+def _stderr(fr: np.ndarray, ff: np.ndarray, paired: bool) -> float:
+    """Standard error of mean(fr) - mean(ff). Independent sides: from the two sample variances. When
+    both sides used the same indices, the samples may be paired (fake = g(real)), so the larger of the
+    independent and the paired (variance of differences) errors is reported: valid either way."""
+    independent = math.sqrt(fr.var(ddof=1) / len(fr) + ff.var(ddof=1) / len(ff))
+    if not paired:
+        return independent
+    return max(independent, float(np.std(fr - ff, ddof=1)) / math.sqrt(len(fr)))
 
 
 def _lr_at(opts: EstimateOptions, step: int) -> float:
@@ -372,7 +389,7 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
         critic.load_state_dict(run.best_state)
     critic.eval()
     estimate, fr, ff = _dual_value(critic, real_side, fake_side, "heldout")
-    stderr = math.sqrt(fr.var(ddof=1) / len(fr) + ff.var(ddof=1) / len(ff))
+    stderr = _stderr(fr, ff, paired=_same_heldout(real_side, fake_side))
     from scipy.stats import norm
     z = float(norm.ppf(0.5 + opts.confidence / 2))
     ci = (estimate - z * stderr, estimate + z * stderr)

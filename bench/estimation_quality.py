@@ -1,0 +1,113 @@
+"""Known-answer benchmark: certified lower bound / true W1 for several critics, cases and seeds.
+
+Cases (estimation.md, "Cases with a known answer"), all in the default [-1, 1] space:
+- digits+v: scikit-learn digits (scaled into [0, 0.5]) and the same images shifted by v: W1 = |v|.
+- photos+v: 16x16 RGB patches of scikit-image photographs, likewise shifted: W1 = |v|.
+- square: deel-torchlip's case at 16x16 instead of 64x64: one side all zeros, the other a centred 9x9
+  square (81 pixels, 32 % of the area) of +1 or -1 with equal probability: W1 = sqrt(81) = 9 exactly
+  (at 64x64 with 1,225 pixels it is 35).
+Every critic is trained with the "default" preset (plus the widths below), on 1 CPU thread.
+
+    python bench/estimation_quality.py [--seeds 2] [--critics bcop,rko,ossn,fc] [--out bench/results]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import estimate_w1
+from training.builtin import photos
+
+CRITICS = {
+    "bcop": dict(critic="dcgan", conv="bcop"),
+    "rko": dict(critic="dcgan", conv="rko"),
+    "ossn": dict(critic="dcgan", conv="ossn"),
+    "fc": dict(critic="fc", width=256, critic_options={"depth": 2}),
+}
+# dcgan width per case: the first stage must not lose input dimensions (8x8x1: 16 channels at 4x4 =
+# 256 >= 64; 16x16x3: 32 channels at 8x8 then 64 at 4x4 = 1024 >= 768; a width of 16 there would leave
+# 512 < 768 dimensions, and a generic translation could not be fully seen).
+DCGAN_WIDTH = {"digits": 16, "photos16": 32, "square16": 16}
+
+
+def shifted(base01: np.ndarray, norm: float, seed: int):
+    """base scaled into [0, 0.5], and the same shifted by u in [0, 0.5]: |v| = |2u| = norm in [-1, 1]."""
+    x = (base01 * 0.5).astype(np.float32)
+    u = np.random.default_rng(1000 + seed).random((1, *x.shape[1:])).astype(np.float32)
+    u *= norm / (2 * np.linalg.norm(u))
+    assert u.max() <= 0.5, "shift too large for the [0, 1] range"
+    return x, x + u, float(np.linalg.norm(2 * u.astype(np.float64)))
+
+
+def cases(seed: int):
+    from sklearn.datasets import load_digits
+    digits = load_digits().images[:, None] / 16.0
+    patches = photos(size=16, count=3000, seed=0)[0].transpose(0, 3, 1, 2) / 255.0
+    yield ("digits+v |v|=1",) + shifted(digits, 1.0, seed)
+    yield ("digits+v |v|=4",) + shifted(digits, 4.0, seed)
+    yield ("photos16+v |v|=4",) + shifted(patches, 4.0, seed)
+    n = 2000
+    zeros = np.full((n, 1, 16, 16), 0.5, np.float32)  # 0 in the [-1, 1] space
+    square = zeros.copy()
+    sign = np.where(np.random.default_rng(seed).random(n) < 0.5, 1.0, 0.0).astype(np.float32)  # +1 or -1
+    square[:, :, 3:12, 3:12] = sign[:, None, None, None]
+    yield ("square16 (W1=9)", zeros, square, 9.0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--critics", default=",".join(CRITICS))
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for seed in range(args.seeds):
+        for name, real, fake, true_w1 in cases(seed):
+            for critic in args.critics.split(","):
+                t0 = time.perf_counter()
+                opts = dict(CRITICS[critic])
+                if opts["critic"] == "dcgan":
+                    opts["width"] = DCGAN_WIDTH[name.split("+")[0].split(" ")[0]]
+                r = estimate_w1(real, fake, seed=seed, device=args.device, **opts)
+                row = dict(case=name, critic=critic, seed=seed, true_w1=true_w1, estimate=r.estimate,
+                           ci=list(r.ci), lipschitz_bound=r.lipschitz_bound,
+                           certified_lower_bound=r.certified_lower_bound,
+                           ratio=r.certified_lower_bound / true_w1, above_true_beyond_ci=r.ci[0] > true_w1,
+                           steps=r.steps_run, seconds=time.perf_counter() - t0)
+                rows.append(row)
+                print(f"{name:18s} {critic:5s} seed {seed}: ratio {row['ratio']:.4f}  est {r.estimate:.4f} "
+                      f"[{r.ci[0]:.4f}, {r.ci[1]:.4f}]  L {r.lipschitz_bound:.5f}  steps {r.steps_run}  "
+                      f"{row['seconds']:.1f}s", flush=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = dict(date=stamp, device=args.device, threads=args.threads, cpu=platform.processor() or platform.machine(),
+                torch=torch.__version__, preset="default", critics=CRITICS)
+    (out / f"estimation_quality_{stamp}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    lines = [f"# Estimation quality ({stamp}, device {args.device}, {args.threads} thread(s), torch {torch.__version__})",
+             "", "Ratio certified lower bound / true W1 (mean, min over seeds); default preset.", "",
+             "| case | " + " | ".join(args.critics.split(",")) + " |",
+             "|---|" + "---|" * len(args.critics.split(","))]
+    for case in dict.fromkeys(r["case"] for r in rows):
+        cells = []
+        for critic in args.critics.split(","):
+            ratios = [r["ratio"] for r in rows if r["case"] == case and r["critic"] == critic]
+            bad = any(r["above_true_beyond_ci"] for r in rows if r["case"] == case and r["critic"] == critic)
+            cells.append(f"{np.mean(ratios):.4f} (min {min(ratios):.4f})" + (" ABOVE" if bad else ""))
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    (out / f"estimation_quality_{stamp}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
