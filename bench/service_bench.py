@@ -86,19 +86,21 @@ def redis_postgres(tmp: Path):
     """A real redis-server and PostgreSQL cluster on free loopback ports."""
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     redis_port, pg_port = free_port(), free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-                             stdout=subprocess.DEVNULL)
     pg = tmp / "pg"
     pg.mkdir()
-    if as_postgres:
+    if as_postgres:  # initdb refuses root; the postgres user must reach its folder
+        tmp.chmod(0o755)
         shutil.chown(pg, "postgres", "postgres")
-    subprocess.run([*as_postgres, "initdb", "-D", str(pg / "data"), "-A", "trust", "-U", "postgres"],
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([*as_postgres, "pg_ctl", "-D", str(pg / "data"), "-l", str(pg / "log"), "-w",
-                    "-o", f"-p {pg_port} -k {pg} -c listen_addresses=127.0.0.1 -c max_connections=200",
-                    "start"], check=True, stdout=subprocess.DEVNULL)
+    redis = None
     try:
+        subprocess.run([*as_postgres, "initdb", "-D", str(pg / "data"), "-A", "trust", "-U", "postgres"],
+                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([*as_postgres, "pg_ctl", "-D", str(pg / "data"), "-l", str(pg / "log"), "-w",
+                        "-o", f"-p {pg_port} -k {pg} -c listen_addresses=127.0.0.1 -c max_connections=200",
+                        "start"], check=True, stdout=subprocess.DEVNULL)
+        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                                 stdout=subprocess.DEVNULL)
         wait_until(lambda: subprocess.run(["redis-cli", "-p", str(redis_port), "ping"],
                                           capture_output=True, text=True).stdout.strip() == "PONG",
                    20, "redis-server")
@@ -112,10 +114,12 @@ def redis_postgres(tmp: Path):
                 "W1_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0"},
                {"database": f"postgresql {versions['postgres']}", "broker": f"redis {versions['redis']}"})
     finally:
-        redis.terminate()
-        subprocess.run([*as_postgres, "pg_ctl", "-D", str(pg / "data"), "-m", "fast", "-w", "stop"],
-                       stdout=subprocess.DEVNULL)
-        redis.wait(10)
+        if redis is not None:
+            redis.terminate()
+            redis.wait(10)
+        if (pg / "data" / "postmaster.pid").exists():
+            subprocess.run([*as_postgres, "pg_ctl", "-D", str(pg / "data"), "-m", "fast", "-w", "stop"],
+                           stdout=subprocess.DEVNULL)
 
 
 BACKENDS = {"embedded": embedded, "redis-postgres": redis_postgres}

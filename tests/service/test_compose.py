@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -139,6 +140,27 @@ def test_healthcheck_script_against_a_live_api(live_service):
     proc = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "api"],
                           env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_worker_healthcheck_answers_for_this_hosts_worker(make_service, redis_url):
+    """The compose worker's health check: a Celery ping over Redis, answered by a `w1 worker`
+    started as in the container (default name w1@<host>:<pid>)."""
+    svc = make_service(workers=0, W1_BROKER_URL=redis_url)
+    check = [sys.executable, str(ROOT / "docker" / "healthcheck.py"), "worker"]
+    before = subprocess.run(check, env=svc.env, capture_output=True, text=True, timeout=60)
+    assert before.returncode == 1 and "no worker on" in before.stderr
+    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=svc.env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(30):
+            proc = subprocess.run(check, env=svc.env, capture_output=True, text=True, timeout=60)
+            if proc.returncode == 0:
+                break
+            time.sleep(1)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
 
 
 # -- docker-compose.yml ------------------------------------------------------------------------
