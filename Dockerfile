@@ -26,7 +26,6 @@ COPY training training
 COPY service service
 COPY docker docker
 RUN pip install --constraint /tmp/constraints.txt --no-deps . \
-    && pip check \
     && python -c "import torch, service.cli; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 # Unprivileged user; /data holds uploads, checkpoints, artifacts (and the SQLite file and
@@ -37,6 +36,7 @@ VOLUME ["/data"]
 USER w1
 EXPOSE 8000
 
+# The API's check; a worker container overrides it with `healthcheck.py worker` (compose does).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/opt/w1/docker/healthcheck.py", "api"]
 

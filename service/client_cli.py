@@ -263,14 +263,24 @@ def list_jobs(client: W1Client, status: str | None, batch_id: str | None, label:
 @jobs.command("show")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@click.option("--download", type=click.Path(file_okay=False), metavar="DIR",
+              help="Also save the job's artifacts (curve, plot, trained critic) into DIR.")
 @_server_options
-def show(client: W1Client, job_id: str, as_json: bool) -> None:
+def show(client: W1Client, job_id: str, as_json: bool, download: str | None) -> None:
     """Details of one job, with its result when it has one."""
     job = client.get_job(job_id)
     if as_json:
         click.echo(json.dumps(job, indent=2))
     else:
         _print_job(job)
+    if download:
+        folder = Path(download)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise W1Error(f"{folder}: cannot create ({exc.strerror})") from None
+        for name in client.list_artifacts(job_id):
+            click.echo(f"saved {client.download_artifact(job_id, name, folder / name)}", err=True)
 
 
 @jobs.command("wait")

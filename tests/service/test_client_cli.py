@@ -75,8 +75,10 @@ def test_submit_wait_show_list(w1, samples, live_service, tmp_path):
 
     shown = json.loads(w1("jobs", "show", job["id"], "--json").stdout)
     assert shown["id"] == job["id"] and shown["result"] == done["result"]
-    table = w1("jobs", "show", job["id"]).stdout
-    assert "succeeded" in table and "lipschitz_bound" in table
+    shown = w1("jobs", "show", job["id"], "--download", str(tmp_path / "artifacts"))
+    assert "succeeded" in shown.stdout and "lipschitz_bound" in shown.stdout
+    saved = {p.name for p in (tmp_path / "artifacts").iterdir()}
+    assert {"curve.json", "critic.pt"} <= saved
 
     listed = w1("jobs", "list", "--limit", "5").stdout
     assert job["id"] in listed and "cli-json" in listed
