@@ -96,7 +96,8 @@ def validation_message(exc: RequestValidationError) -> str:
 
 # -- the app ---------------------------------------------------------------------------------
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
+    """The app; ``on_shutdown`` callables run when the server stops (``w1 serve`` stops its workers)."""
     settings = settings or get_settings()
     settings.ensure_dirs()
     migrate(settings.db_url)
@@ -118,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             thread.start()
         yield
         stop.set()
+        for hook in on_shutdown:
+            hook()
         if thread is not None:
             thread.join(timeout=5)
         engine.dispose()

@@ -34,6 +34,16 @@ def count_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
 
 
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when `w1 serve` dies, even by SIGKILL (no orphans)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def _overrides(**kw) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
@@ -50,7 +60,8 @@ class WorkerPool:
         env = dict(self.env, W1_WORKER_NAME=f"local-{i}")
         if self.devices[i] is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.devices[i]
-        self.procs[i] = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
+        self.procs[i] = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env,
+                                         preexec_fn=_die_with_parent)
 
     def start(self) -> None:
         for i in range(len(self.devices)):
@@ -119,8 +130,10 @@ def serve(host, port, workers, data_dir):
                f"{len(devices)} worker(s) {'on GPUs ' + ','.join(d for d in devices if d) if any(devices) else 'on CPU'}, "
                f"data in {settings.data_dir}", err=True)
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                    timeout_graceful_shutdown=5)
+        # workers stop in the app's shutdown: uvicorn re-raises SIGTERM after it, so a `finally`
+        # here would never run
+        uvicorn.run(create_app(settings, on_shutdown=[pool.stop]), host=settings.host, port=settings.port,
+                    log_level="warning", timeout_graceful_shutdown=5)
     finally:
         pool.stop()
 

@@ -1,0 +1,154 @@
+"""`w1 serve` (embedded default with its own worker), `w1 keys`, the loopback-only rule, settings
+from the environment and a settings file, and GPU counting without CUDA."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_for(data_dir, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("W1_")}
+    env.update({"W1_DATA_DIR": str(data_dir), "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}, **extra)
+    return env
+
+
+def w1(*args, env, timeout=120):
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_keys_create_list_revoke(tmp_path):
+    env = env_for(tmp_path)
+    out = w1("keys", "list", env=env)
+    assert out.returncode == 0 and "no API keys" in out.stdout
+    created = w1("keys", "create", "--owner", "carol", env=env)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("w1_") and "shown only once" in created.stderr
+    listed = w1("keys", "list", env=env).stdout
+    assert "carol" in listed and "active" in listed and token not in listed
+    key_id = listed.split()[0]
+    assert w1("keys", "revoke", key_id, env=env).returncode == 0
+    assert "revoked" in w1("keys", "list", env=env).stdout
+    bad = w1("keys", "revoke", "key_nope", env=env)
+    assert bad.returncode != 0 and "no key" in bad.stderr
+    # only the hash is stored
+    import sqlite3
+
+    rows = sqlite3.connect(tmp_path / "w1.db").execute("select token_hash from api_keys").fetchall()
+    assert rows and all(token not in r[0] for r in rows)
+
+
+def test_serve_refuses_public_host_without_keys(tmp_path):
+    out = w1("serve", "--host", "0.0.0.0", "--workers", "0", "--port", str(free_port()), env=env_for(tmp_path))
+    assert out.returncode != 0
+    assert "refusing to listen on 0.0.0.0" in out.stderr and "w1 keys create" in out.stderr
+
+
+@pytest.mark.slow
+def test_serve_embedded_default_runs_a_job(tmp_path):
+    """One command: API + reconciler + one CPU worker, SQLite + filesystem:// under the data dir."""
+    port = free_port()
+    env = env_for(tmp_path / "data", W1_HEARTBEAT_INTERVAL_S="0.3", W1_BROKER_POLL_INTERVAL_S="0.05")
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env, cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        assert "1 worker(s) on CPU" in (tmp_path / "serve.log").read_text()
+        rng = np.random.default_rng(0)
+        with httpx.Client(base_url=url, timeout=60) as c:  # no keys: loopback clients are served
+            ids = []
+            for lo in (0, 100):
+                buf = tmp_path / f"{lo}.npy"
+                np.save(buf, rng.integers(lo, 256 if lo else 128, (128, 1, 8, 8), dtype=np.uint8))
+                ids.append(c.post("/v1/datasets", files={"file": (buf.name, buf.read_bytes())}).json()["id"])
+            job = c.post("/v1/jobs", json={"real": {"dataset": ids[0]}, "fake": {"dataset": ids[1]},
+                                           "options": {"critic": "fc", "width": 16, "steps": 10, "eval_every": 5,
+                                                       "device": "cpu", "eval_samples": 32}}).json()
+            deadline = time.monotonic() + 240
+            while (j := c.get(f"/v1/jobs/{job['id']}").json())["status"] not in ("succeeded", "failed"):
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.3)
+            assert j["status"] == "succeeded", j
+        assert (tmp_path / "data" / "w1.db").exists() and (tmp_path / "data" / "broker").is_dir()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    # the worker went down with the server
+    leftover = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert leftover == []
+
+
+def test_settings_env_file_and_defaults(tmp_path, monkeypatch):
+    from service.settings import get_settings
+
+    for k in list(os.environ):
+        if k.startswith("W1_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("W1_DATA_DIR", str(tmp_path))
+    s = get_settings()
+    assert s.db_url == f"sqlite:///{tmp_path / 'w1.db'}" and s.broker == "filesystem://"
+    assert s.host == "127.0.0.1" and s.allow_torchscript is False and s.workers is None
+
+    cfg = tmp_path / "w1.yaml"
+    cfg.write_text("port: 9000\nmax_attempts: 5\ncatalog:\n  digits:\n    source: builtin:digits\n"
+                   "    description: small digits\n")
+    monkeypatch.setenv("W1_CONFIG", str(cfg))
+    monkeypatch.setenv("W1_MAX_ATTEMPTS", "7")  # the environment wins over the file
+    s = get_settings()
+    assert s.port == 9000 and s.max_attempts == 7 and s.catalog["digits"].source == "builtin:digits"
+
+    toml = tmp_path / "w1.toml"
+    toml.write_text('allow_torchscript = true\n[catalog.mnist]\nsource = "torchvision:mnist?root=/srv"\n')
+    monkeypatch.setenv("W1_CONFIG", str(toml))
+    s = get_settings()
+    assert s.allow_torchscript is True and "mnist" in s.catalog
+
+    monkeypatch.setenv("W1_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(FileNotFoundError, match="not a file"):
+        get_settings()
+    monkeypatch.delenv("W1_CONFIG")
+    monkeypatch.setenv("W1_BOGUS", "1")  # unknown W1_ variables are ignored, unknown file keys are not
+    get_settings()
+
+
+def test_gpu_count_without_cuda(monkeypatch):
+    from service.server_cli import count_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
+    assert count_gpus() == ["0", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert count_gpus() == []
+    # the server side never initialises CUDA in the parent process
+    out = subprocess.run([sys.executable, "-c", "import service.server_cli, service.api, torch; "
+                          "print(torch.cuda.is_initialized())"], capture_output=True, text=True, cwd=ROOT,
+                         env=env_for(ROOT / "none"))
+    assert out.stdout.strip() == "False", out.stderr
