@@ -8,7 +8,7 @@ Cases (estimation.md, "Cases with a known answer"), all in the default [-1, 1] s
   (at 64x64 with 1,225 pixels it is 35).
 Every critic is trained with the "default" preset (plus the widths below), on 1 CPU thread.
 
-    python bench/estimation_quality.py [--seeds 2] [--critics bcop,rko,ossn,fc] [--out bench/results]
+    python bench/estimation_quality.py [--seeds 2] [--first-seed 0] [--critics bcop,rko,ossn,fc] [--out bench/results]
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ CRITICS = {
     "bcop": dict(critic="dcgan", conv="bcop"),
     "rko": dict(critic="dcgan", conv="rko"),
     "ossn": dict(critic="dcgan", conv="ossn"),
-    "fc": dict(critic="fc", width=256, critic_options={"depth": 2}),
+    "fc": dict(critic="fc", width=128, critic_options={"depth": 2}),
 }
 # dcgan width per case: the first stage must not lose input dimensions (8x8x1: 16 channels at 4x4 =
 # 256 >= 64; 16x16x3: 32 channels at 8x8 then 64 at 4x4 = 1024 >= 768; a width of 16 there would leave
@@ -64,6 +64,7 @@ def cases(seed: int):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--critics", default=",".join(CRITICS))
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--device", default="cpu")
@@ -71,7 +72,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name, real, fake, true_w1 in cases(seed):
             for critic in args.critics.split(","):
                 t0 = time.perf_counter()
@@ -93,7 +94,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(date=stamp, device=args.device, threads=args.threads, cpu=platform.processor() or platform.machine(),
                 torch=torch.__version__, preset="default", critics=CRITICS)
-    (out / f"estimation_quality_{stamp}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    (out / f"estimation_quality_{args.critics.replace(',', '-')}_s{args.first_seed}-{args.first_seed + args.seeds - 1}_{stamp}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     lines = [f"# Estimation quality ({stamp}, device {args.device}, {args.threads} thread(s), torch {torch.__version__})",
              "", "Ratio certified lower bound / true W1 (mean, min over seeds); default preset.", "",
              "| case | " + " | ".join(args.critics.split(",")) + " |",
@@ -105,7 +106,7 @@ def main():
             bad = any(r["above_true_beyond_ci"] for r in rows if r["case"] == case and r["critic"] == critic)
             cells.append(f"{np.mean(ratios):.4f} (min {min(ratios):.4f})" + (" ABOVE" if bad else ""))
         lines.append(f"| {case} | " + " | ".join(cells) + " |")
-    (out / f"estimation_quality_{stamp}.md").write_text("\n".join(lines) + "\n")
+    (out / f"estimation_quality_{args.critics.replace(',', '-')}_s{args.first_seed}-{args.first_seed + args.seeds - 1}_{stamp}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -156,3 +156,12 @@ def test_fid_without_weights_is_a_note_not_a_failure(digits_pair, tmp_path):
     r = estimate_w1(*digits_pair, fid=True, fid_weights=str(tmp_path / "missing.pth"), **{**TINY, "steps": 5})
     assert r.fid is not None and r.fid.value is None
     assert "FID not computed" in r.fid.note
+
+
+def test_equal_size_sides_share_heldout_indices_and_keep_an_honest_error(digits_pair):
+    """Equal-size sides are split by the same permutation, so a set against itself is evaluated on the
+    same images (estimate exactly 0); the error bar still covers unpaired sampling (it is not 0)."""
+    real, _ = digits_pair
+    r = estimate_w1(real, real.copy(), **{**TINY, "steps": 3})
+    assert r.estimate == 0.0
+    assert r.stderr > 0 and r.ci[0] < 0 < r.ci[1]
