@@ -108,7 +108,7 @@ def redis_postgres(tmp: Path):
             "redis": subprocess.run(["redis-server", "--version"], capture_output=True,
                                     text=True).stdout.split()[2].removeprefix("v="),
             "postgres": subprocess.run(["postgres", "--version"], capture_output=True,
-                                       text=True).stdout.split()[-1],
+                                       text=True).stdout.split()[2],
         }
         yield ({"W1_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{pg_port}/postgres",
                 "W1_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0"},
@@ -334,7 +334,10 @@ def run_backend(name: str, args) -> dict:
 def markdown(report: dict) -> str:
     lines = [f"# Service benchmark, {report['date']}", "",
              f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['platform']}, "
-             f"Python {report['machine']['python']}; all on loopback, CPU workers. "
+             f"Python {report['machine']['python']}; all on loopback, CPU workers, load average "
+             f"{report['machine']['load_average_at_start'][0]:.1f} at start and "
+             f"{report['machine']['load_average_at_end'][0]:.1f} at the end (other work shared the "
+             "CPUs: compare the back-ends with each other, not with other runs). "
              f"Server settings: {', '.join(f'{k}={v}' for k, v in report['settings'].items())}.", "",
              "| backend | submit p50 | submit p95 | submits/s | clients | dispatch p50 | dispatch max "
              "| kill → running again | kill → succeeded |",
@@ -356,6 +359,13 @@ def markdown(report: dict) -> str:
                      f"/{rec['total_steps']}, requeued after {rec['kill_to_requeued_s']:.1f} s, "
                      f"first progress after restart at step {rec['first_step_seen_after_restart']}, "
                      f"final {rec['final_status']} after {rec['attempts']} attempts.")
+    lines += ["", "Reading it: dispatch is created_at -> started_at as the job table records it "
+              "(the filesystem queue polls every W1_BROKER_POLL_INTERVAL_S, 0.1 s by default). "
+              "Recovery is dominated by W1_STALE_AFTER_S (5 s here, 60 s by default) plus one "
+              "reconcile interval; the job then resumes from its last checkpoint "
+              "(checkpoint_every=50 steps here), so kill -> succeeded includes the remaining training. "
+              "Submissions are POST /v1/jobs with the datasets already uploaded, no worker "
+              "running; the client threads share the same 2 CPUs as the server."]
     return "\n".join(lines) + "\n"
 
 
@@ -375,7 +385,8 @@ def main() -> None:
             versions[pkg] = importlib.metadata.version(pkg)
     report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "python": platform.python_version()},
+                          "python": platform.python_version(),
+                          "load_average_at_start": os.getloadavg()},
               "versions": versions, "settings": RECOVERY_SETTINGS,
               "options": {"tiny_job": TINY, "recovery_job": LONG,
                           "requests": args.requests, "clients": args.clients},
@@ -384,6 +395,7 @@ def main() -> None:
         print(f"== {name}", file=sys.stderr)
         report["results"][name] = run_backend(name, args)
         print(json.dumps(report["results"][name], indent=2), file=sys.stderr)
+    report["machine"]["load_average_at_end"] = os.getloadavg()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"service-{dt.date.today().isoformat()}"
