@@ -291,8 +291,10 @@ def package_versions():
 def markdown(meta, rows, ablation):
     cpu = meta["device"] == "cpu"
     lines = [f"# Critic speed, {meta['device']} ({meta['device_name']}), {meta['date']}", "",
-             f"torch {meta['torch']}, {meta['threads']} threads (of {meta['cpu_count']} cores, load average "
-             f"{meta['load_average']:.1f} at the end), {meta['batch']}, RMSprop lr {meta['lr']}. Variants measured "
+             f"torch {meta['torch']}, "
+             + (f"{meta['threads']} threads (of {meta['cpu_count']} cores, load average {meta['load_average']:.1f} "
+                "at the end), " if cpu else "")
+             + f"{meta['batch']}, RMSprop lr {meta['lr']}. Variants measured "
              f"round-robin; medians of {meta['steps']} train / {meta['eval_steps']} eval steps after {meta['warmup']} "
              "warm-up. Eval: no-grad forward of the 128 images in eval mode.", ""]
     head = ("| implementation | train step | vs plain | eval | vs plain | orthogonal | max orth. error |"
