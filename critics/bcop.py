@@ -38,7 +38,14 @@ def _random_orthonormal(*shape: int, generator: torch.Generator | None = None) -
 
 class BCOPConv2d(LipschitzConv2d):
     """Orthogonal convolution: an isometry when expanding, orthonormal rows when contracting,
-    orthogonal per frequency (circular padding) when channels match. See the module docstring."""
+    orthogonal per frequency (circular padding) when channels match. See the module docstring.
+
+    bjorck_iters: differentiable Björck steps per build (1 suffices: parameters are kept orthonormal).
+    retract_tol: drift ||W^T W - I||_F above which a parameter is re-projected before the build; after
+        one differentiable step the applied matrices deviate by at most 0.75 * retract_tol**2.
+    max_retract_iters: cap for re-projecting a badly drifted parameter; hitting it warns, and the layer
+        is then non-expansive but not orthogonal (see orthogonality_error()).
+    Training-mode builds write the re-projection into the parameters in place (under no_grad)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  bias: bool = True, padding_mode: str = "circular", bjorck_iters: int = 1,

@@ -232,3 +232,19 @@ def test_no_warning_in_normal_training():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         random_steps(layer, steps=3, lr=1e-3)
+
+
+def test_separate_real_and_fake_forwards_share_one_backward():
+    """The usual critic step calls the layer twice before backward; the in-place re-projection must
+    happen at most once (in the first call) so the first graph stays valid."""
+    torch.manual_seed(0)
+    layer = BCOPConv2d(4, 8, 4, stride=2)
+    opt = torch.optim.RMSprop(layer.parameters(), lr=1e-2)
+    real, fake = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    for _ in range(3):
+        loss = layer(fake).mean() - layer(real).mean()
+        opt.zero_grad()
+        loss.backward()
+        assert layer.ortho.grad.abs().sum() > 0 and layer.proj.grad.abs().sum() > 0
+        opt.step()
+    assert_orthogonal(layer)
