@@ -89,11 +89,12 @@ class W1Client:
     """The v1 API over one httpx connection pool. Server and token default to W1_SERVER / W1_TOKEN."""
 
     def __init__(self, server: str | None = None, token: str | None = None, *,
-                 timeout: float = 30.0, upload_timeout: float = 600.0):
+                 timeout: float = 30.0, upload_timeout: float = 600.0, reconnect_s: float = 120.0):
         self.server = (server or os.environ.get("W1_SERVER") or DEFAULT_SERVER).rstrip("/")
         token = token if token is not None else os.environ.get("W1_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.upload_timeout = upload_timeout
+        self.reconnect_s = reconnect_s  # how long waits ride out an unreachable server (restarts)
         self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -274,8 +275,9 @@ class W1Client:
                  timeout: float | None = None, poll_interval: float = 1.0,
                  use_events: bool = True) -> Job:
         """Block until the job is final and return it. Follows the SSE stream when the server offers
-        one, otherwise (or when it breaks) polls. `on_update(event, data)` sees `progress` events
-        (the progress dict) and `status` events (the job)."""
+        one, otherwise (or when it breaks) polls, riding out a server restart of up to
+        `reconnect_s`. `on_update(event, data)` sees `progress` events (the progress dict) and
+        `status` events (the job)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         notify = on_update or (lambda event, data: None)
         if use_events:
@@ -291,14 +293,15 @@ class W1Client:
                 if exc.status in (401, 403, 404):
                     raise
                 # Streaming is a convenience: a proxy or server without SSE falls back to polling.
+        outage = _Outage(self.reconnect_s)
         while True:
-            job = self.get_job(job_id)
-            notify("status", job)
-            if job["status"] in FINAL_STATUSES:
-                return job
+            job = outage.call(self.get_job, job_id)
+            if job is not None:
+                notify("status", job)
+                if job["status"] in FINAL_STATUSES:
+                    return job
             if deadline is not None and time.monotonic() > deadline:
-                raise W1Error(f"{self.server}: job {job_id} still {job['status']} after "
-                              f"{timeout:g} s")
+                raise W1Error(f"{self.server}: job {job_id} not finished after {timeout:g} s")
             time.sleep(poll_interval)
 
     # -- batches -------------------------------------------------------------------------------
@@ -318,12 +321,14 @@ class W1Client:
                    timeout: float | None = None, poll_interval: float = 1.0) -> dict:
         """Poll the batch until every job in it is final; returns the batch with its summary."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        outage = _Outage(self.reconnect_s)
         while True:
-            batch = self.get_batch(batch_id)
-            if on_update:
-                on_update(batch)
-            if all(job["status"] in FINAL_STATUSES for job in batch["jobs"]):
-                return batch
+            batch = outage.call(self.get_batch, batch_id)
+            if batch is not None:
+                if on_update:
+                    on_update(batch)
+                if all(job["status"] in FINAL_STATUSES for job in batch["jobs"]):
+                    return batch
             if deadline is not None and time.monotonic() > deadline:
                 raise W1Error(f"{self.server}: batch {batch_id} not finished after {timeout:g} s")
             time.sleep(poll_interval)
@@ -358,6 +363,27 @@ class W1Client:
             raise W1Error(f"{dest}: cannot write ({exc.strerror})") from None
         tmp.replace(dest)
         return dest
+
+
+class _Outage:
+    """Lets a wait survive a server restart: connection failures return None until they have
+    lasted `limit` seconds, then the last one is raised. HTTP errors are raised at once."""
+
+    def __init__(self, limit: float):
+        self.limit, self.since = limit, None
+
+    def call(self, fetch, *args):
+        try:
+            value = fetch(*args)
+        except W1Error as exc:
+            if exc.status is not None:
+                raise
+            self.since = self.since or time.monotonic()
+            if time.monotonic() - self.since > self.limit:
+                raise
+            return None
+        self.since = None
+        return value
 
 
 def _decode(data: str) -> Any:

@@ -7,6 +7,8 @@ import json
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -208,3 +210,18 @@ def test_error_is_one_line_without_traceback():
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "cannot reach" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_wait_rides_out_an_api_restart(live_service, samples):
+    """A client waiting on a job keeps waiting while the API restarts (an upgrade, a crash)."""
+    outcome: dict = {}
+    options = {**FAST_OPTIONS, "steps": 400, "early_stopping": False}
+    with W1Client(live_service.url, live_service.token, reconnect_s=90) as client:
+        job = client.submit_job(samples / "real.npz", samples / "fake.npz", options=options)
+        waiter = threading.Thread(target=lambda: outcome.update(
+            client.wait_job(job["id"], poll_interval=0.2, timeout=240)))
+        waiter.start()
+        time.sleep(1.0)
+        live_service.restart_api()
+        waiter.join(timeout=260)
+    assert outcome.get("status") == "succeeded", outcome
