@@ -142,18 +142,20 @@ def test_healthcheck_script_against_a_live_api(live_service):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_worker_healthcheck_answers_for_this_hosts_worker(make_service, redis_url):
+def test_worker_healthcheck_answers_for_this_hosts_worker(redis_url, tmp_path):
     """The compose worker's health check: a Celery ping over Redis, answered by a `w1 worker`
-    started as in the container (default name w1@<host>:<pid>)."""
-    svc = make_service(workers=0, W1_BROKER_URL=redis_url)
+    started as in the container (default name w1@<host>:<pid>). No API is needed for it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("W1_")}
+    env.update(W1_DATA_DIR=str(tmp_path), W1_BROKER_URL=redis_url, CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=str(ROOT))
     check = [sys.executable, str(ROOT / "docker" / "healthcheck.py"), "worker"]
-    before = subprocess.run(check, env=svc.env, capture_output=True, text=True, timeout=60)
+    before = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
     assert before.returncode == 1 and "no worker on" in before.stderr
-    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=svc.env, cwd=ROOT,
+    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(30):
-            proc = subprocess.run(check, env=svc.env, capture_output=True, text=True, timeout=60)
+            proc = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
             if proc.returncode == 0:
                 break
             time.sleep(1)
