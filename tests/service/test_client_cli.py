@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from service.cli import main
-from service.client import W1Client, W1Error
+from service.client import W1Client, W1Error, parse_source
 
 pytestmark = pytest.mark.slow
 
@@ -102,8 +102,9 @@ def test_wait_follows_progress_events(live_service, samples):
     """`wait_job` on the SSE stream sees progress events and the final status."""
     seen: list[str] = []
     with W1Client(live_service.url, live_service.token) as client:
-        job = client.submit_job(samples / "real.npz", samples / "fake2.npy",
+        job = client.submit_job("catalog:digits", samples / "fake2.npy",
                                 options=FAST_OPTIONS, label="sse")
+        assert job["spec"]["real"] == {"catalog": "digits"}
         final = client.wait_job(job["id"], on_update=lambda event, data: seen.append(event),
                                 timeout=120)
     assert final["status"] == "succeeded"
@@ -199,6 +200,20 @@ def test_clear_errors(w1, samples, live_service, tmp_path):
 
     with pytest.raises(W1Error, match="unsupported file type"):
         W1Client(live_service.url).resolve_source(str(bad_json))
+
+
+def test_parse_source(tmp_path):
+    assert parse_source("catalog:cifar10") == {"catalog": "cifar10"}
+    assert parse_source("dataset:ds_1") == {"dataset": "ds_1"}
+    assert parse_source("generator:gen_1") == {"generator": "gen_1"}
+    assert parse_source("generator:gen_1:5000") == {"generator": "gen_1", "samples": 5000}
+    for bad, message in [("generator:gen_1:many", "must be an integer"),
+                         ("generator:gen_1:0", "must be positive"), ("catalog:", "missing the name"),
+                         (str(tmp_path / "x.npz"), "no such file")]:
+        with pytest.raises(W1Error, match=message):
+            parse_source(bad)
+    (tmp_path / "ok.tgz").write_bytes(b"")
+    assert parse_source(str(tmp_path / "ok.tgz")) == tmp_path / "ok.tgz"
 
 
 def test_error_is_one_line_without_traceback():
