@@ -36,6 +36,13 @@ log = logging.getLogger("w1.worker")
 
 
 def training_source(session, settings: Settings, owner: str, ref: dict):
+    """The opened SampleSource behind an API source reference (TorchScript only if allowed)."""
+    from training.sources import open_source
+
+    return open_source(source_spec(session, settings, owner, ref), allow_torchscript=settings.allow_torchscript)
+
+
+def source_spec(session, settings: Settings, owner: str, ref: dict):
     """The training SourceSpec (or spec string) behind an API source reference."""
     from training.sources import SourceSpec
 
