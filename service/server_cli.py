@@ -142,7 +142,10 @@ def serve(host, port, workers, data_dir):
 @click.option("--name", default=None, help="Worker name shown in jobs (default host:pid).")
 @click.option("--loglevel", default="WARNING", show_default=True)
 def worker(name, loglevel):
-    """Run one worker: takes one job at a time from the broker (W1_BROKER_URL)."""
+    """Run one worker: takes one job at a time from the broker (W1_BROKER_URL).
+
+    Prefork with one child: the child trains (and alone touches CUDA), the parent keeps talking
+    to the broker (so `celery inspect ping` health checks answer during long jobs)."""
     if name:
         os.environ["W1_WORKER_NAME"] = name
     from service.db import migrate
@@ -152,7 +155,7 @@ def worker(name, loglevel):
     migrate(settings.db_url)
     from service.worker import app, worker_name
 
-    app.worker_main(["worker", "--pool=solo", "--concurrency=1", "--prefetch-multiplier=1",
+    app.worker_main(["worker", "--pool=prefork", "--concurrency=1", "--prefetch-multiplier=1",
                      "--without-gossip", "--without-mingle", "--without-heartbeat",
                      f"--loglevel={loglevel}", "-n", f"w1@{worker_name()}", "-Q", "w1"])
 

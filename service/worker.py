@@ -23,6 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
+from celery.signals import worker_process_init
 from sqlalchemy import func, select, update
 
 from service.db import (
@@ -262,6 +263,21 @@ def sessions():
 
 def worker_name() -> str:
     return os.environ.get("W1_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+@worker_process_init.connect
+def _die_with_parent(**_) -> None:
+    """The training child dies with its worker parent (Linux), so a killed worker leaves no
+    orphan holding a GPU; its heartbeat stops and the reconciler takes over."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before we set it
+            os._exit(1)
+    except OSError:
+        pass
 
 
 @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
