@@ -8,6 +8,7 @@ query is scoped to the caller's owner, so other owners' objects answer 404.
 import asyncio
 import hashlib
 import json
+import logging
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from service.schemas import (
 )
 from service.settings import Settings, get_settings
 
+log = logging.getLogger("w1.api")
 ARTIFACTS = {"curve.json": "application/json", "curve.png": "image/png",
              "critic.onnx": "application/octet-stream", "critic.pt": "application/octet-stream"}
 
@@ -218,7 +220,11 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
     def send(s: Session, jobs: list[Job]) -> None:
         """Dispatch after commit; dispatched_at marks success (the reconciler resends the rest)."""
         for job in jobs:
-            dispatch(celery, job.id)
+            try:
+                dispatch(celery, job.id)
+            except Exception as exc:  # broker down: the job is stored; the reconciler sends it later
+                log.warning("dispatch of %s failed (%s); the reconciler will retry", job.id, exc)
+                continue
             s.execute(update(Job).where(Job.id == job.id, Job.status == QUEUED).values(dispatched_at=now()))
         s.commit()
         registry.submitted.inc(len(jobs))
@@ -256,7 +262,7 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
             src = open_source(SourceSpec(kind="file", path=str(checked)))
             count, shape = len(src), list(src.shape)
         except SourceError as exc:
-            raise HTTPException(422, f"{up.filename}: {exc}".replace(str(checked), up.filename)) from None
+            raise HTTPException(422, f"{up.filename}: {exc}".replace(str(checked), up.filename).replace(checked.name, up.filename)) from None
         except Exception as exc:
             raise HTTPException(422, f"{up.filename}: cannot be read as a sample set: {exc}") from None
         path = storage.store(up, settings.uploads_dir, suffix)
@@ -359,7 +365,7 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
             src = open_source(spec, allow_torchscript=settings.allow_torchscript)
             out_shape = list(src.shape)
         except (SourceError, ValueError) as exc:
-            raise HTTPException(422, f"{up.filename}: {exc}".replace(str(checked), up.filename)) from None
+            raise HTTPException(422, f"{up.filename}: {exc}".replace(str(checked), up.filename).replace(checked.name, up.filename)) from None
         except Exception as exc:
             raise HTTPException(422, f"{up.filename}: cannot be run as a generator: {exc}") from None
         path = storage.store(up, settings.uploads_dir, suffix)
