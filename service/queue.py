@@ -26,6 +26,8 @@ def make_celery(settings: Settings) -> Celery:
             "data_folder_in": folder,
             "data_folder_out": folder,
             "processed_folder": str(settings.broker_dir / "processed"),
+            # broadcast (ping, revoke) exchanges; kombu's default is ./control in the working directory
+            "control_folder": str(settings.broker_dir / "control"),
             "store_processed": False,
             "polling_interval": settings.broker_poll_interval_s,
         }
