@@ -23,7 +23,7 @@ import warnings
 import torch
 
 from critics.conv import LipschitzConv2d
-from critics.orthogonal import bjorck_step, gram, gram_error_of, orthonormality_error, orthonormalize
+from critics.orthogonal import kept_orthonormal, orthonormality_error
 
 
 def _random_orthonormal(*shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -71,42 +71,9 @@ class BCOPConv2d(LipschitzConv2d):
         return self._orthonormal(self.ortho, mutate), self._orthonormal(self.proj, mutate)
 
     def _orthonormal(self, p: torch.Tensor, mutate: bool) -> torch.Tensor:
-        """`bjorck_iters` differentiable Björck steps on p, re-projecting p first if it drifted.
-
-        The Gram matrix of the first step doubles as the drift check e = ||p^T p - I||_F, so a
-        parameter still within `retract_tol` costs exactly one step. A drifted one is re-projected
-        without autograd: a Björck step maps every eigenvalue x of p^T p - I to x' with
-        |x'| <= 0.75 x^2 (1 + |x|/3), so for moderate drift the number of steps that bring the error
-        under `retract_tol` is known in advance (no verification Gram needed); a large drift runs
-        the verified loop (orthonormalize). With `mutate` (training) the result is written back into
-        the parameter so later steps start orthonormal; otherwise it is used functionally."""
-        if not p.numel():
-            return p
-        g = gram(p)
-        err = float(gram_error_of(g.detach()).amax())
-        if err > self.retract_tol:
-            with torch.no_grad():
-                if err <= 0.5:
-                    fixed, gd, iters = p.detach(), g.detach(), 0
-                    while err > self.retract_tol:
-                        fixed = bjorck_step(fixed, g=gd if iters == 0 else None)
-                        err = 0.75 * err * err * (1 + err / 3) + 1e-6  # + float32 rounding
-                        iters += 1
-                else:
-                    fixed, err, iters = orthonormalize(p.detach(), self.retract_tol, self.max_retract_iters)
-                    if err > self.retract_tol:
-                        warnings.warn(f"BCOPConv2d: Björck did not converge in {iters} iterations "
-                                      f"(||W^T W - I||_F = {err:.2e}); the layer stays non-expansive but is "
-                                      "not orthogonal. Lower the learning rate.", RuntimeWarning, stacklevel=4)
-                self.last_retract_iters += iters
-                if mutate:
-                    p.copy_(fixed)
-            if not mutate:
-                p = fixed
-            g = gram(p)
-        w = bjorck_step(p, g=g)
-        for _ in range(self.bjorck_iters - 1):
-            w = bjorck_step(w)
+        w, iters = kept_orthonormal(p, mutate=mutate, tol=self.retract_tol, max_iters=self.max_retract_iters,
+                                    steps=self.bjorck_iters, owner=type(self).__name__)
+        self.last_retract_iters += iters
         return w
 
     def build_weight(self) -> torch.Tensor:

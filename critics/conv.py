@@ -12,7 +12,31 @@ from torch import nn
 PADDING_MODES = ("circular", "zeros")
 
 
-class LipschitzConv2d(nn.Module):
+class CachedWeight(nn.Module):
+    """A layer whose applied weight is built from its parameters: rebuilt in training mode, built once
+    and cached in eval mode until a parameter changes, so inference costs a plain layer."""
+
+    _cached_weight: torch.Tensor | None = None
+    _cache_key = None
+
+    def build_weight(self) -> torch.Tensor:
+        """The applied weight from the current parameters. Subclasses implement it."""
+        raise NotImplementedError
+
+    @property
+    def weight(self) -> torch.Tensor:
+        if self.training:
+            self._cached_weight = None
+            return self.build_weight()
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        if self._cached_weight is None or key != self._cache_key:
+            with torch.no_grad():
+                self._cached_weight = self.build_weight().detach()
+            self._cache_key = key
+        return self._cached_weight
+
+
+class LipschitzConv2d(CachedWeight):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  bias: bool = True, padding_mode: str = "circular"):
         super().__init__()
@@ -33,26 +57,11 @@ class LipschitzConv2d(nn.Module):
         self.effective_in_channels = in_channels * stride * stride
         self.effective_kernel_size = kernel_size // stride
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self._cached_weight: torch.Tensor | None = None
-        self._cache_key = None
 
     def build_weight(self) -> torch.Tensor:
-        """The (c_out, c_in*s^2, k/s, k/s) kernel from the current parameters. Subclasses implement it."""
+        """The (c_out, c_in*s^2, k/s, k/s) kernel from the current parameters: exactly what forward()
+        applies to the unshuffled input. Subclasses implement it."""
         raise NotImplementedError
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The exact kernel forward() applies to the unshuffled input. Rebuilt in training mode;
-        in eval mode built once and cached until a parameter changes, so inference costs a plain conv."""
-        if self.training:
-            self._cached_weight = None
-            return self.build_weight()
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        if self._cached_weight is None or key != self._cache_key:
-            with torch.no_grad():
-                self._cached_weight = self.build_weight().detach()
-            self._cache_key = key
-        return self._cached_weight
 
     def same_padding(self) -> tuple[int, int, int, int]:
         """(left, right, top, bottom) padding that keeps the spatial size for the effective kernel."""

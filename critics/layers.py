@@ -2,11 +2,14 @@
 everywhere (so they keep gradient norm), the invertible downsampling, and an orthogonal linear layer."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from critics.orthogonal import bjorck, orthonormality_error
+from critics.conv import CachedWeight
+from critics.orthogonal import kept_orthonormal, orthonormality_error
 
 
 class MaxMin(nn.Module):
@@ -67,43 +70,38 @@ class InvertibleDownsample(nn.Module):
         return f"factor={self.factor}"
 
 
-class OrthoLinear(nn.Module):
+class OrthoLinear(CachedWeight):
     """Linear layer whose weight is Björck-orthonormalised: orthonormal rows when out < in (gradient-norm
     preserving backwards), orthonormal columns when out > in (an isometry). With one output the weight
     is the unit vector param/||param||, normalised exactly.
 
-    Like LipschitzConv2d, `weight` is rebuilt in training mode and cached in eval mode."""
+    The parameter is kept orthonormal in place (re-projected after optimiser steps, see
+    critics.orthogonal.kept_orthonormal), so `bjorck_iters` differentiable steps (default 1) give the
+    exact gradient of the orthogonal parameterisation. Like LipschitzConv2d, `weight` is rebuilt in
+    training mode and cached in eval mode."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, bjorck_iters: int = 25):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, bjorck_iters: int = 1,
+                 retract_tol: float = 5e-3, max_retract_iters: int = 100):
         super().__init__()
         if in_features < 1 or out_features < 1:
             raise ValueError(f"feature counts must be positive, got in={in_features}, out={out_features}")
         if bjorck_iters < 1:
             raise ValueError(f"bjorck_iters must be >= 1, got {bjorck_iters}")
         self.in_features, self.out_features, self.bjorck_iters = in_features, out_features, bjorck_iters
+        self.retract_tol, self.max_retract_iters = retract_tol, max_retract_iters
         self.param = nn.Parameter(torch.empty(out_features, in_features))
         nn.init.orthogonal_(self.param)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self._cached_weight: torch.Tensor | None = None
-        self._cache_key = None
 
     def build_weight(self) -> torch.Tensor:
+        return self._matrix(mutate=self.training)
+
+    def _matrix(self, mutate: bool) -> torch.Tensor:
         if self.out_features == 1:
             return self.param / self.param.norm().clamp_min(1e-12)
-        return bjorck(self.param, self.bjorck_iters)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The (out, in) matrix forward() applies; cached in eval mode until a parameter changes."""
-        if self.training:
-            self._cached_weight = None
-            return self.build_weight()
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        if self._cached_weight is None or key != self._cache_key:
-            with torch.no_grad():
-                self._cached_weight = self.build_weight().detach()
-            self._cache_key = key
-        return self._cached_weight
+        w, _ = kept_orthonormal(self.param, mutate=mutate, tol=self.retract_tol,
+                                max_iters=self.max_retract_iters, steps=self.bjorck_iters, owner="OrthoLinear")
+        return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -112,8 +110,9 @@ class OrthoLinear(nn.Module):
 
     def orthogonality_error(self) -> float:
         """max |W W^T - I| (or W^T W): how far Björck is from converged (0 for the exact unit vector)."""
-        with torch.no_grad():
-            return orthonormality_error(self.build_weight().double())
+        with torch.no_grad(), warnings.catch_warnings():  # the number itself is the report here
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return orthonormality_error(self._matrix(mutate=False).double())
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, bjorck_iters={self.bjorck_iters}"

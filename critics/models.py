@@ -163,7 +163,7 @@ def dcgan(input_shape, conv, activation, width, *, min_size: int = 4, max_width:
 
 @register_critic("fc")
 def fc(input_shape, conv, activation, width, *, depth: int = 3, group_size: int = 4,
-       bjorck_iters: int = 25) -> list[nn.Module]:
+       bjorck_iters: int = 1) -> list[nn.Module]:
     """Björck fully connected critic (Anil et al. 2019): flatten, `depth` orthonormal hidden layers of
     `width` (default 1024) units with the activation, then a unit-vector output. `conv` is unused."""
     c, h, w = input_shape
