@@ -153,11 +153,15 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
     DB = Annotated[Session, Depends(session)]
     Owner = Annotated[str, Depends(owner)]
 
+    def owned(s: Session, model, object_id: str, who: str):
+        """The owner's object with this id; 404 for a missing id and for another owner's object alike."""
+        obj = s.scalar(select(model).where(model.id == object_id, model.owner == who))
+        if obj is None:
+            raise HTTPException(404, f"no {model.__name__.lower()} {object_id!r}")
+        return obj
+
     def get_job(s: Session, who: str, job_id: str) -> Job:
-        job = s.scalar(select(Job).where(Job.id == job_id, Job.owner == who))
-        if job is None:
-            raise HTTPException(404, f"no job {job_id!r}")
-        return job
+        return owned(s, Job, job_id, who)
 
     # -- sources -----------------------------------------------------------------------------
 
@@ -286,16 +290,12 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
 
     @app.get("/v1/datasets/{dataset_id}", tags=["datasets"])
     def get_dataset(dataset_id: str, s: DB, who: Owner) -> DatasetOut:
-        d = s.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.owner == who))
-        if d is None:
-            raise HTTPException(404, f"no dataset {dataset_id!r}")
+        d = owned(s, Dataset, dataset_id, who)
         return dataset_out(d)
 
     @app.delete("/v1/datasets/{dataset_id}", status_code=204, tags=["datasets"])
     def delete_dataset(dataset_id: str, s: DB, who: Owner) -> Response:
-        d = s.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.owner == who))
-        if d is None:
-            raise HTTPException(404, f"no dataset {dataset_id!r}")
+        d = owned(s, Dataset, dataset_id, who)
         active = s.scalars(select(Job).where(Job.owner == who, Job.status.in_(ACTIVE)))
         users = [j.id for j in active if dataset_id in (j.spec["real"].get("dataset"), j.spec["fake"].get("dataset"))]
         if users:
@@ -385,9 +385,7 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
 
     @app.get("/v1/generators/{generator_id}", tags=["generators"])
     def get_generator(generator_id: str, s: DB, who: Owner) -> GeneratorOut:
-        g = s.scalar(select(Generator).where(Generator.id == generator_id, Generator.owner == who))
-        if g is None:
-            raise HTTPException(404, f"no generator {generator_id!r}")
+        g = owned(s, Generator, generator_id, who)
         return generator_out(g)
 
     @app.get("/v1/catalog", tags=["datasets"])
@@ -536,9 +534,7 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
 
     @app.get("/v1/batches/{batch_id}", tags=["batches"])
     def read_batch(batch_id: str, s: DB, who: Owner) -> BatchOut:
-        batch = s.scalar(select(Batch).where(Batch.id == batch_id, Batch.owner == who))
-        if batch is None:
-            raise HTTPException(404, f"no batch {batch_id!r}")
+        batch = owned(s, Batch, batch_id, who)
         jobs = list(s.scalars(select(Job).where(Job.batch_id == batch.id).order_by(Job.seq)))
         return {"id": batch.id, "status": batch_status(jobs), "jobs": [job_out(j) for j in jobs],
                 "summary": [summary_row(j) for j in jobs]}
