@@ -1,4 +1,4 @@
-"""Manual GPU check (not collected by pytest): `python tests/service/gpu_check.py`.
+"""Manual GPU check of the service: `python bench/cuda_service_check.py` on a CUDA machine.
 
 Starts `w1 serve` (embedded default) on a GPU machine, runs one job with device=auto and checks
 that the worker trained on CUDA while the serving parent process never initialised CUDA.
@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
