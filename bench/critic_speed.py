@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from critics.bcop import BCOPConv2d  # noqa: E402
 from critics.conv import LipschitzConv2d  # noqa: E402
-from critics.orthogonal import bjorck, bjorck_step  # noqa: E402
+from critics.orthogonal import bjorck  # noqa: E402
 
 WIDTHS = (64, 128, 256, 512)
 

@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated

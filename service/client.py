@@ -145,14 +145,18 @@ class W1Client:
     def upload_dataset(self, path: str | Path, name: str | None = None) -> dict:
         """Upload a sample file; the server deduplicates by content (same file: same dataset)."""
         path = Path(path)
+        return self._upload("/v1/datasets", path, {"name": name or path.name})
+
+    def _upload(self, endpoint: str, path: Path, form: dict) -> dict:
+        """POST a file as multipart; errors name the file."""
         try:
             handle = path.open("rb")
         except OSError as exc:
             raise W1Error(f"{path}: cannot read ({exc.strerror})") from None
         with handle:
             try:
-                return self._json("POST", "/v1/datasets", files={"file": (path.name, handle)},
-                                  data={"name": name or path.name}, timeout=self.upload_timeout)
+                return self._json("POST", endpoint, files={"file": (path.name, handle)},
+                                  data=form, timeout=self.upload_timeout)
             except W1Error as exc:
                 raise W1Error(f"{path}: upload refused: {exc}", exc.status) from None
 
@@ -178,16 +182,7 @@ class W1Client:
             "output_range": output_range if isinstance(output_range, str)
             else ",".join(str(float(v)) for v in output_range),
         }
-        try:
-            handle = path.open("rb")
-        except OSError as exc:
-            raise W1Error(f"{path}: cannot read ({exc.strerror})") from None
-        with handle:
-            try:
-                return self._json("POST", "/v1/generators", files={"file": (path.name, handle)},
-                                  data=form, timeout=self.upload_timeout)
-            except W1Error as exc:
-                raise W1Error(f"{path}: upload refused: {exc}", exc.status) from None
+        return self._upload("/v1/generators", path, form)
 
     def resolve_source(self, source: str | Path | Mapping[str, Any]) -> Source:
         """A SOURCE object for the API; local files are uploaded first."""

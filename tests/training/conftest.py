@@ -12,6 +12,8 @@ Fixtures (all write real files; nothing is mocked):
 - onnx_generator: (path, module) of a TinyGenerator(latent 4, 3x8x8) exported to ONNX with a
   dynamic batch axis (session).
 - torchscript_generator: (path, module) of the same kind of generator saved as TorchScript (session).
+- one_thread (autouse): torch runs on one thread in these tests; tiny critics run faster that way,
+  and far faster when the CPU is shared.
 - mnist_root: a folder holding a tiny MNIST in torchvision's on-disk format (MNIST/raw idx files;
   train 12 images, test 5) -> (root, train_images uint8 (12, 28, 28)).
 """
@@ -28,6 +30,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,9 @@
 """`w1 estimate` end to end on .npz files: summary, --json, --plot, --help, and one-line errors."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 from sklearn.datasets import load_digits
@@ -14,14 +12,6 @@ from service.cli import main
 from training import EstimateOptions, W1Result
 
 FAST = ["--critic", "dcgan", "--width", "8", "--steps", "40", "--eval-every", "20", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,6 @@ from sklearn.datasets import load_digits
 from training import estimate_w1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny critics run faster on one thread, and far faster when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def translated_digits(norm_in_space: float, seed: int = 0):
     """Digits in [0, 0.5] and the same images shifted by u >= 0 (so both stay in [0, 1]); in the
     default [-1, 1] space the shift is v = 2u, and W1 = |v| exactly (also between the two finite sets)."""

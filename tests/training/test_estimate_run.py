@@ -17,14 +17,6 @@ from training.sources import GeneratorSource
 TINY = dict(critic="dcgan", width=8, steps=30, eval_every=10, checkpoint_every=10, progress_every=5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits_pair():
     """Digits in [0, 0.5] and a shifted copy; small enough for fast runs."""
