@@ -24,7 +24,6 @@ import platform
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -331,6 +330,11 @@ def run_backend(name: str, args) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _seconds(value: float | None) -> str:
+    """Seconds for the report; None when the poll never saw that state (it passed between polls)."""
+    return "(not seen between polls)" if value is None else f"{value:.1f} s"
+
+
 def markdown(report: dict) -> str:
     lines = [f"# Service benchmark, {report['date']}", "",
              f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['platform']}, "
@@ -356,7 +360,7 @@ def markdown(report: dict) -> str:
         lines.append(f"- {name}: {s['accepted']} of {s['requests']} submissions accepted "
                      f"(statuses {s['statuses']}) in {s['wall_s']:.1f} s; first job after start "
                      f"{r['first_job_wall_s']:.1f} s; recovery: killed at step {rec['step_at_kill']}"
-                     f"/{rec['total_steps']}, requeued after {rec['kill_to_requeued_s']:.1f} s, "
+                     f"/{rec['total_steps']}, requeued after {_seconds(rec['kill_to_requeued_s'])}, "
                      f"first progress after restart at step {rec['first_step_seen_after_restart']}, "
                      f"final {rec['final_status']} after {rec['attempts']} attempts.")
     lines += ["", "Reading it: dispatch is created_at -> started_at as the job table records it "
