@@ -224,12 +224,14 @@ def test_depends_on_waits_for_healthy_services(compose):
 
 
 def test_compose_config_validates_where_compose_is_installed(tmp_path):
-    """`docker compose config -q` needs no daemon; skipped where neither compose is installed."""
+    """`docker compose config -q` needs no daemon; skipped where neither compose is installed, except in CI."""
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
                                                   capture_output=True).returncode == 0:
         cmd = ["docker", "compose"]
     elif shutil.which("docker-compose"):
         cmd = ["docker-compose"]
+    elif os.environ.get("CI"):  # .ci/run installs docker-compose: a missing one there is a broken CI
+        pytest.fail("neither `docker compose` nor `docker-compose` is installed (CI installs docker-compose)")
     else:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
     proc = subprocess.run([*cmd, "-f", str(COMPOSE), "config", "-q"], cwd=ROOT,
