@@ -8,12 +8,46 @@ Workers take one job at a time (concurrency 1, prefetch 1) and acknowledge late.
 """
 from __future__ import annotations
 
+import os
+import uuid
+from time import monotonic
+
 from celery import Celery
+from kombu.exceptions import ChannelError
+from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
 
 from service.settings import Settings
 
 TASK_NAME = "w1.run_job"
 QUEUE = "w1"
+
+
+class _AtomicFilesystemChannel(filesystem.Channel):
+    """kombu's filesystem channel creates a message file and then writes into it, so a consumer polling
+    in between moves away an empty file and its worker dies on the JSON error (seen in our tests).
+    Write under a name consumers skip (they only take ``*.<queue>.msg``), then rename it into place:
+    a rename within one folder is atomic, so a consumer sees a complete message or none."""
+
+    def _put(self, queue, payload, **kwargs):
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = final + ".part"
+        try:
+            with open(partial, "wb") as f:
+                f.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+class AtomicFilesystemTransport(filesystem.Transport):
+    Channel = _AtomicFilesystemChannel
+
+
+# every filesystem:// broker in our processes (API and workers import this module) writes atomically
+TRANSPORT_ALIASES["filesystem"] = f"{__name__}:AtomicFilesystemTransport"
 
 
 def make_celery(settings: Settings) -> Celery:
