@@ -39,7 +39,8 @@ def _race_publisher_and_consumer(transport, folder, count=400):
 
     from kombu import Connection
 
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "polling_interval": 0}
+    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "polling_interval": 0,
+               "control_folder": str(folder / "control")}
     got, errors = [], []
 
     def consume():
