@@ -268,9 +268,11 @@ def _save_checkpoint(path: Path, fingerprint: str, run: _Run, critic, optimizer,
         "real": real.state_dict(), "fake": fake.state_dict(), "torch_rng": torch.get_rng_state(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    # a name of its own per writer (a zombie attempt of a job may still be saving), renamed into place:
+    # never a half-written or interleaved checkpoint behind
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     torch.save(state, tmp)
-    os.replace(tmp, path)  # never leave a half-written checkpoint behind
+    os.replace(tmp, path)
 
 
 def _load_checkpoint(path: Path, fingerprint: str, run: _Run, critic, optimizer, real: _Side, fake: _Side,
