@@ -12,6 +12,14 @@ from torch import nn
 PADDING_MODES = ("circular", "zeros")
 
 
+def pixel_unshuffle(x: torch.Tensor, factor: int, name: str = "the downsampling factor") -> torch.Tensor:
+    """(C, H, W) -> (C s^2, H/s, W/s), with a clear error (naming the factor as `name`) when H or W is
+    not divisible by s."""
+    if x.shape[-1] % factor or x.shape[-2] % factor:
+        raise ValueError(f"input size {tuple(x.shape[-2:])} is not divisible by {name} {factor}")
+    return F.pixel_unshuffle(x, factor)
+
+
 class CachedWeight(nn.Module):
     """A layer whose applied weight is built from its parameters: rebuilt in training mode, built once
     and cached in eval mode until a parameter changes, so inference costs a plain layer."""
@@ -70,11 +78,8 @@ class LipschitzConv2d(CachedWeight):
         return (lo, total - lo, lo, total - lo)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.stride
-        if s > 1:
-            if x.shape[-1] % s or x.shape[-2] % s:
-                raise ValueError(f"input size {tuple(x.shape[-2:])} is not divisible by stride {s}")
-            x = F.pixel_unshuffle(x, s)
+        if self.stride > 1:
+            x = pixel_unshuffle(x, self.stride, name="stride")
         mode = "circular" if self.padding_mode == "circular" else "constant"
         if self.effective_kernel_size > 1:
             x = F.pad(x, self.same_padding(), mode=mode)

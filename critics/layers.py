@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from critics.conv import CachedWeight
+from critics.conv import CachedWeight, pixel_unshuffle
 from critics.orthogonal import kept_orthonormal, orthonormality_error
 
 
@@ -61,10 +61,7 @@ class InvertibleDownsample(nn.Module):
         self.factor = factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.factor
-        if x.shape[-1] % s or x.shape[-2] % s:
-            raise ValueError(f"input size {tuple(x.shape[-2:])} is not divisible by the downsampling factor {s}")
-        return F.pixel_unshuffle(x, s)
+        return pixel_unshuffle(x, self.factor)
 
     def extra_repr(self) -> str:
         return f"factor={self.factor}"
