@@ -52,11 +52,6 @@ def bjorck_step(w: torch.Tensor, beta: float = 0.5, g: torch.Tensor | None = Non
     return (1 + beta) * w - beta * (a @ b)
 
 
-def gram_error(w: torch.Tensor) -> torch.Tensor:
-    """Per-matrix Frobenius norm of W^T W - I (W W^T for wide): an upper bound on max |sigma^2 - 1|."""
-    return gram_error_of(gram(w))
-
-
 def gram_error_of(g: torch.Tensor) -> torch.Tensor:
     """Per-matrix ||G - I||_F of a batch of Gram matrices."""
     eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
