@@ -1,21 +1,38 @@
 # Two commands do all the set-up on a fresh machine: `make serve` and `make test`.
+# Both install into a virtual environment (.venv by default) that they create when it is missing.
 PYTHON ?= python3
-PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
+VENV ?= .venv
+# torch is pinned to the release this project is tested with. Elsewhere, a CPU-only build
+# (a few hundred MB instead of several GB of CUDA wheels) comes from PyTorch's CPU wheel index:
+#   make serve TORCH_INDEX=<PyTorch's CPU wheel index URL>
+TORCH_INDEX ?=
+TORCH = 'torch==2.14.1' 'torchvision==0.29.1'
+PY = $(VENV)/bin/python
+PIP_INSTALL = $(PY) -m pip install --disable-pip-version-check --progress-bar off
 
-.PHONY: install install-dev serve test bench
+.PHONY: venv install install-dev serve test bench
 
-install:
-	$(PIP_INSTALL) 'torch==2.14.1' 'torchvision==0.29.1' -e .
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 
-install-dev:
-	$(PIP_INSTALL) 'torch==2.14.1' 'torchvision==0.29.1' -e '.[dev]'
+venv: $(PY)
+
+install: $(PY)
+	@echo "installing torch and w1 into $(VENV) (first time: a few minutes)"
+	$(PIP_INSTALL) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH)
+	$(PIP_INSTALL) -e .
+
+install-dev: $(PY)
+	@echo "installing torch, w1 and its test extras into $(VENV) (first time: a few minutes)"
+	$(PIP_INSTALL) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH)
+	$(PIP_INSTALL) -e '.[dev]'
 
 serve: install
-	$(PYTHON) -m service.cli serve
+	$(PY) -m service.cli serve
 
 test: install-dev
-	$(PYTHON) -m pytest -q
+	$(PY) -m pytest -q
 
 bench:
 	$(PIP_INSTALL) -e '.[dev,bench]'
-	$(PYTHON) bench/critic_speed.py
+	$(PY) bench/critic_speed.py
