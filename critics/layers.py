@@ -103,6 +103,17 @@ class OrthoLinear(CachedWeight):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"OrthoLinear expects {self.in_features} input features, got {x.shape[-1]}")
+        rows = x.numel() // self.in_features
+        if (self.training and self.out_features > 1 and self.bjorck_iters == 1
+                and rows < min(self.in_features, self.out_features)):
+            # The Björck step W = 1.5 P - 0.5 P P^T P applied without forming it (no Gram matrix):
+            # x W^T = 1.5 a - 0.5 (a P) P^T with a = x P^T. Same map, a few rows x matrix products
+            # instead of matrix x matrix ones: cheaper when the batch has fewer rows than min(in, out).
+            p, _ = kept_orthonormal(self.param, mutate=True, tol=self.retract_tol, owner="OrthoLinear",
+                                    materialize=False)
+            a = x @ p.mT
+            y = torch.addmm(a.flatten(0, -2), a.flatten(0, -2) @ p, p.mT, beta=1.5, alpha=-0.5).view_as(a)
+            return y if self.bias is None else y + self.bias
         return F.linear(x, self.weight, self.bias)
 
     def orthogonality_error(self) -> float:
