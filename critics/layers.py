@@ -86,6 +86,10 @@ class OrthoLinear(CachedWeight):
             raise ValueError(f"bjorck_iters must be >= 1, got {bjorck_iters}")
         self.in_features, self.out_features, self.bjorck_iters = in_features, out_features, bjorck_iters
         self.retract_tol, self.max_retract_iters = retract_tol, max_retract_iters
+        # Re-projection steps per training build: one where a Gram matrix costs as much as the rest of
+        # the step (the applied Björck step squares the remaining error again), else two.
+        small, large = min(in_features, out_features), max(in_features, out_features)
+        self.retract_steps = 2 if small * small * large <= 2 ** 24 else 1
         self.param = nn.Parameter(torch.empty(out_features, in_features))
         nn.init.orthogonal_(self.param)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
@@ -96,8 +100,8 @@ class OrthoLinear(CachedWeight):
     def _matrix(self, mutate: bool) -> torch.Tensor:
         if self.out_features == 1:
             return self.param / self.param.norm().clamp_min(1e-12)
-        w, _ = kept_orthonormal(self.param, mutate=mutate, tol=self.retract_tol,
-                                max_iters=self.max_retract_iters, steps=self.bjorck_iters, owner="OrthoLinear")
+        w, _ = kept_orthonormal(self.param, mutate=mutate, tol=self.retract_tol, max_iters=self.max_retract_iters,
+                                steps=self.bjorck_iters, owner="OrthoLinear", retract_steps=self.retract_steps)
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +114,7 @@ class OrthoLinear(CachedWeight):
             # x W^T = 1.5 a - 0.5 (a P) P^T with a = x P^T. Same map, a few rows x matrix products
             # instead of matrix x matrix ones: cheaper when the batch has fewer rows than min(in, out).
             p, _ = kept_orthonormal(self.param, mutate=True, tol=self.retract_tol, owner="OrthoLinear",
-                                    materialize=False)
+                                    retract_steps=self.retract_steps, materialize=False)
             a = x @ p.mT
             y = torch.addmm(a.flatten(0, -2), a.flatten(0, -2) @ p, p.mT, beta=1.5, alpha=-0.5).view_as(a)
             return y if self.bias is None else y + self.bias
