@@ -11,7 +11,7 @@ Sections, each timed, each failing on its own without stopping the others:
 3. speed: the paper's 64x64 critic, BCOP vs plain convolutions, train and eval, at batch 64 and 256
    per side (bench/critic_speed.py), with the orthogonality error on the GPU (target: train <= 1.2x,
    eval 1.0x, orthogonality within 1e-4).
-4. serve: `w1 serve` as shipped, one job with device=auto; the job's device and worker, GPU memory per
+4. serve: `w1 serve` as shipped, one job with device=auto; the job's device, GPU memory per
    worker (nvidia-smi), and that the serving parent never loaded the CUDA driver.
 5. estimate: photo patches 32x32x3, 50,000 a side, the fake side contracted toward the mean by s = 0.5
    (W1 = (1 - s) E||X - c|| exactly, on the population); default options; time to the converged
@@ -50,6 +50,11 @@ def section(name, results, fn, *args):
     print(json.dumps({k: v for k, v in results[name].items() if k != "trace"}, default=str)[:2000], flush=True)
 
 
+def _pythonpath() -> str:
+    """The repository first, then whatever PYTHONPATH held (the carried wheels on the GPU machine)."""
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def install(args):
     import numpy
     import torch
@@ -76,7 +81,7 @@ def unit_tests(args):
     if args.cpu_smoke:
         files = ["tests/critics/test_cuda.py", "tests/critics/test_sync_free.py::test_the_counter_sees_host_reads"]
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *files], cwd=ROOT,
-                       capture_output=True, text=True, timeout=240, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                       capture_output=True, text=True, timeout=240, env=dict(os.environ, PYTHONPATH=_pythonpath()))
     return {"ok": p.returncode == 0, "returncode": p.returncode, "summary": p.stdout.strip().splitlines()[-1:],
             "tail": p.stdout[-2500:]}
 
@@ -127,7 +132,7 @@ def serve(args):
     data = Path(tempfile.mkdtemp(prefix="w1-serve-"))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("W1_")}
-    env.update(W1_DATA_DIR=str(data / "d"), PYTHONPATH=str(ROOT))
+    env.update(W1_DATA_DIR=str(data / "d"), PYTHONPATH=_pythonpath())
     log_path = data / "serve.log"
     t_start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env, cwd=ROOT,
@@ -172,7 +177,7 @@ def serve(args):
         device = str(result.get("device", ""))
         want = "cpu" if args.cpu_smoke else "cuda"
         return {"ok": j["status"] == "succeeded" and device.startswith(want) and "libcuda.so" not in maps,
-                "status": j["status"], "error": j.get("error"), "device": device, "worker": j.get("worker"),
+                "status": j["status"], "error": j.get("error"), "device": device,
                 "certified_lower_bound": result.get("certified_lower_bound"), "steps_run": result.get("steps_run"),
                 "job_wall_s": round(time.monotonic() - t0, 1), "serve_startup_s": round(t_up - t_start, 1),
                 "parent_loaded_cuda_driver": "libcuda.so" in maps,
@@ -232,7 +237,7 @@ def markdown(report) -> str:
         if name == "tests":
             note = note or " ".join(r.get("summary", []))
         if name == "serve" and not r.get("error"):
-            note = f"device {r.get('device')}, worker {r.get('worker')}, GPU MiB per process {r.get('gpu_memory_mib_per_process')}, " \
+            note = f"device {r.get('device')}, GPU MiB per process {r.get('gpu_memory_mib_per_process')}, " \
                    f"parent loaded CUDA driver: {r.get('parent_loaded_cuda_driver')}, job {r.get('job_wall_s')} s"
         if name == "estimate" and not r.get("error"):
             note = (f"{r['samples_per_side']} a side, {r['critic']}/{r['conv']}: certified/true "

@@ -72,10 +72,11 @@ class OrthoLinear(CachedWeight):
     preserving backwards), orthonormal columns when out > in (an isometry). With one output the weight
     is the unit vector param/||param||, normalised exactly.
 
-    The parameter is kept orthonormal in place (re-projected after optimiser steps, see
-    critics.orthogonal.kept_orthonormal), so `bjorck_iters` differentiable steps (default 1) give the
-    exact gradient of the orthogonal parameterisation. Like LipschitzConv2d, `weight` is rebuilt in
-    training mode and cached in eval mode."""
+    The parameter is kept orthonormal in place (re-projected after optimiser steps, decided on the
+    device, see critics.orthogonal.kept_orthonormal), so `bjorck_iters` differentiable steps (default 1)
+    give the exact gradient of the orthogonal parameterisation. Like LipschitzConv2d, `weight` is rebuilt
+    in training mode and cached in eval mode; a training forward on fewer rows than min(in, out) applies
+    the step without forming the weight (same map, no Gram matrix)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bjorck_iters: int = 1,
                  retract_tol: float = 5e-3, max_retract_iters: int = 100):
