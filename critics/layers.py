@@ -88,7 +88,8 @@ class OrthoLinear(CachedWeight):
         self.in_features, self.out_features, self.bjorck_iters = in_features, out_features, bjorck_iters
         self.retract_tol, self.max_retract_iters = retract_tol, max_retract_iters
         # Re-projection steps per training build: one where a Gram matrix costs as much as the rest of
-        # the step (the applied Björck step squares the remaining error again), else two.
+        # the step (the applied Björck step squares the remaining error again), else two (cheap there,
+        # and what the host rule needs after the large steps small FC critics take).
         small, large = min(in_features, out_features), max(in_features, out_features)
         self.retract_steps = 2 if small * small * large <= 2 ** 24 else 1
         self.param = nn.Parameter(torch.empty(out_features, in_features))
