@@ -1,34 +1,15 @@
 """A critic training step never waits for the device: no op that copies a value to the host
 (.item(), float(t), bool(t), data-dependent shapes) runs in forward, backward, optimiser step or
 re-projection. Counted with a TorchDispatchMode on the CPU, so it runs in CI without a GPU: every such
-op reaches the dispatcher on any device, and on CUDA each one would be a host synchronisation."""
+op reaches the dispatcher on any device, and on CUDA each one would be a host synchronisation.
+The counter is tests/conftest.py's `host_reads` fixture."""
 from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from critics import build_critic
 from critics.orthogonal import kept_orthonormal
-
-# ops whose result the host has to read: each is a device synchronisation on CUDA
-HOST_READS = {"_local_scalar_dense", "is_nonzero", "equal", "nonzero", "nonzero_static", "masked_select",
-              "_unique", "_unique2", "unique_consecutive", "unique_dim", "repeat_interleave", "allclose"}
-
-
-class HostReads(TorchDispatchMode):
-    """Counts dispatched ops that make the host read a tensor's value."""
-
-    def __init__(self, host_tensors=()):
-        super().__init__()
-        self.seen: list[str] = []
-        self.host_ids = {id(t) for t in host_tensors}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.__name__.split(".")[0]
-        if name in HOST_READS and not (args and id(args[0]) in self.host_ids):
-            self.seen.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 def optimizer_step_counters(opt):
@@ -37,17 +18,17 @@ def optimizer_step_counters(opt):
     return [s["step"] for s in opt.state.values() if torch.is_tensor(s.get("step"))]
 
 
-def test_the_counter_sees_host_reads():
-    with HostReads() as reads:
+def test_the_counter_sees_host_reads(host_reads):
+    with host_reads() as reads:
         t = torch.ones(3)
         float(t.sum()), bool(t[0] > 0), torch.nonzero(t)
     assert len(reads.seen) == 3, reads.seen
     # and the host-decided re-projection (eval builds, where a read is fine) is seen reading
     p = torch.linalg.qr(torch.randn(8, 4))[0] + 0.01 * torch.randn(8, 4)
-    with HostReads() as reads:
+    with host_reads() as reads:
         kept_orthonormal(p, mutate=False)
     assert reads.seen
-    with HostReads() as reads:
+    with host_reads() as reads:
         kept_orthonormal(p, mutate=True)
     assert reads.seen == []
 
@@ -68,14 +49,14 @@ def train_step(critic, opt, x):
     ("fc", "bcop", (3, 8, 8), 64, 8),    # fewer rows than features: the step applied without forming W
     ("fc", "bcop", (1, 4, 4), 16, 64),   # more rows: W formed (Gram + step)
 ])
-def test_training_step_reads_nothing_back(name, conv, shape, width, batch):
+def test_training_step_reads_nothing_back(name, conv, shape, width, batch, host_reads):
     torch.manual_seed(0)
     critic = build_critic(name, shape, conv=conv, width=width)
     opt = torch.optim.Adam(critic.parameters(), lr=3e-2, betas=(0.5, 0.999))  # large: re-projection runs
     x = torch.rand(2 * batch, *shape) * 2 - 1
     for _ in range(2):  # warm-up (OSSN's first power iteration, optimiser state)
         train_step(critic, opt, x)
-    with HostReads(optimizer_step_counters(opt)) as reads:
+    with host_reads(optimizer_step_counters(opt)) as reads:
         for _ in range(3):
             train_step(critic, opt, x)
     assert reads.seen == []
