@@ -99,7 +99,7 @@ def kept_orthonormal(p: torch.Tensor, *, mutate: bool, tol: float = 5e-3, max_it
     With `mutate` (a training step) the decision is taken on the device, never on the host: up to
     `retract_steps` steps are computed and each is kept or dropped by torch.where, and the result is
     written back into the parameter, so the step never waits for the device (iterations come back as
-    a device tensor). Where today's rule needs more steps than that (a drift too large for the
+    a device tensor). Where the host rule needs more steps than that (a drift too large for the
     learning rate), the rest happens in the following builds; the applied matrix stays non-expansive
     either way (a Björck step maps every singular value in [0, sqrt 3] into [0, 1]). Without
     `mutate` (eval builds, reports) the re-projection is used functionally and verified on the host,
