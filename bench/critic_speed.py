@@ -2,9 +2,9 @@
 
 Network (self-contained here, not critics.build_critic): 64x64x3 input, four stages of
 (pixel unshuffle by 2, circular-padded 2x2 conv) to 64, 128, 256, 512 channels, MaxMin after each,
-flatten (8192), unit-norm linear to 1. A train step is 64 real + 64 fake images in one forward,
-loss mean f(fake) - mean f(real), backward, RMSprop step. Eval is a no-grad forward of 128 images
-in eval mode. Everything is reported as a ratio to plain nn.Conv2d measured in the same run.
+flatten (8192), unit-norm linear to 1. A train step is --batch (64) real + as many fake images in one forward,
+loss mean f(fake) - mean f(real), backward, RMSprop step. Eval is a no-grad forward of the same
+images in eval mode. Everything is reported as a ratio to plain nn.Conv2d measured in the same run.
 
     python3 bench/critic_speed.py --device cpu            # writes bench/results/critic_speed-cpu-<date>.{json,md}
 """
@@ -152,15 +152,16 @@ ABLATION = {  # extra variants; the ablation table runs from OURS through these 
 class Runner:
     """One model with its optimiser and data; `train_step`/`eval_step` return (wall s, CPU s)."""
 
-    def __init__(self, name, make_stage, device, lr):
+    def __init__(self, name, make_stage, device, lr, batch=64):
         self.name = name
         torch.manual_seed(0)
         self.model = critic(make_stage).to(device)
         self.opt = torch.optim.RMSprop(self.model.parameters(), lr=lr)
         self.device = device
         g = torch.Generator().manual_seed(0)
-        self.real = (torch.rand(64, 3, 64, 64, generator=g) * 2 - 1).to(device)
-        self.fake = (torch.rand(64, 3, 64, 64, generator=g) * 2 - 1).to(device)
+        self.batch = batch
+        self.real = (torch.rand(batch, 3, 64, 64, generator=g) * 2 - 1).to(device)
+        self.fake = (torch.rand(batch, 3, 64, 64, generator=g) * 2 - 1).to(device)
         self.train, self.eval = [], []
 
     def _timed(self, fn):
@@ -174,7 +175,7 @@ class Runner:
         def step():
             self.model.train()
             out = self.model(torch.cat([self.real, self.fake]))
-            loss = out[64:].mean() - out[:64].mean()
+            loss = out[self.batch:].mean() - out[:self.batch].mean()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -204,7 +205,7 @@ def run_all(variants, device, args):
     runners, rows = [], {}
     for name, make in variants.items():
         try:
-            runners.append(Runner(name, make, device, args.lr))
+            runners.append(Runner(name, make, device, args.lr, args.batch))
         except Exception as exc:  # a missing optional package is reported, not fatal
             rows[name] = {"name": name, "available": False, "error": f"{type(exc).__name__}: {exc}"}
             print(f"  {name}: unavailable ({exc})", flush=True)
@@ -231,6 +232,7 @@ def main(argv=None):
     ap.add_argument("--eval-steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batch", type=int, default=64, help="images per side in a train step")
     ap.add_argument("--only", nargs="*", help="substrings of variant names to run (plain always runs)")
     ap.add_argument("--no-ablation", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -258,13 +260,14 @@ def main(argv=None):
             "load_average": os.getloadavg()[0], "torch": torch.__version__,
             "python": platform.python_version(), "steps": args.steps, "eval_steps": args.eval_steps,
             "warmup": args.warmup, "lr": args.lr,
-            "batch": "64 real + 64 fake, 3x64x64", "versions": package_versions()}
+            "batch": f"{args.batch} real + {args.batch} fake, 3x64x64", "versions": package_versions()}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"critic_speed-{args.device}-{now:%Y-%m-%d}"
+    stem = args.out / (f"critic_speed-{args.device}-{now:%Y-%m-%d}" + (f"-b{args.batch}" if args.batch != 64 else ""))
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results, "ablation": abl}, indent=2))
     stem.with_suffix(".md").write_text(markdown(meta, results, abl))
     print(markdown(meta, results, abl))
     print(f"wrote {stem}.json and .md")
+    return {"meta": meta, "results": results, "ablation": abl}
 
 
 def cpu_name():
@@ -296,7 +299,7 @@ def markdown(meta, rows, ablation):
                 "at the end), " if cpu else "")
              + f"{meta['batch']}, RMSprop lr {meta['lr']}. Variants measured "
              f"round-robin; medians of {meta['steps']} train / {meta['eval_steps']} eval steps after {meta['warmup']} "
-             "warm-up. Eval: no-grad forward of the 128 images in eval mode.", ""]
+             "warm-up. Eval: no-grad forward of the same 2 x batch images in eval mode.", ""]
     head = ("| implementation | train step | vs plain | eval | vs plain | orthogonal | max orth. error |"
             + (" train vs plain (CPU time) |" if cpu else ""))
     sep = "|---|---|---|---|---|---|---|" + ("---|" if cpu else "")

@@ -12,8 +12,9 @@ K(H P H^T, H Q H^T) H, so M absorbs H and only c_out x c_in' of it is ever neede
 
 Speed comes from keeping every parameter matrix (M and the R's, each projector its own c x c/2 R)
 orthonormal in place: before building, a matrix that drifted past `retract_tol` (an optimiser step)
-is re-projected without autograd (orthonormalize, usually one iteration), then `bjorck_iters`
-differentiable Björck steps are applied. At an orthonormal point one step's derivative equals the
+is re-projected without autograd (usually one iteration; in training decided on the device, so a step
+never waits for it: critics.orthogonal.kept_orthonormal), then `bjorck_iters` differentiable Björck
+steps are applied. At an orthonormal point one step's derivative equals the
 polar factor's, so the gradient is the gradient of the orthogonal parameterisation, at the cost of
 one iteration instead of the paper's twenty."""
 from __future__ import annotations
@@ -43,9 +44,11 @@ class BCOPConv2d(LipschitzConv2d):
     bjorck_iters: differentiable Björck steps per build (1 suffices: parameters are kept orthonormal).
     retract_tol: drift ||W^T W - I||_F above which a parameter is re-projected before the build; after
         one differentiable step the applied matrices deviate by at most 0.75 * retract_tol**2.
-    max_retract_iters: cap for re-projecting a badly drifted parameter; hitting it warns, and the layer
-        is then non-expansive but not orthogonal (see orthogonality_error()).
-    Training-mode builds write the re-projection into the parameters in place (under no_grad)."""
+    max_retract_iters: cap for re-projecting a badly drifted parameter in an eval build (verified on the
+        host); hitting it warns, and the layer is then non-expansive but not orthogonal (see
+        orthogonality_error()). Training builds spend at most RETRACT_STEPS (2) re-projection steps,
+        chosen on the device, and write them into the parameters in place (under no_grad); a larger
+        drift is finished over the following steps."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  bias: bool = True, padding_mode: str = "circular", bjorck_iters: int = 1,
@@ -63,7 +66,7 @@ class BCOPConv2d(LipschitzConv2d):
         n_proj = 2 * (self.effective_kernel_size - 1)
         self.ortho = torch.nn.Parameter(_random_orthonormal(c_out, c_in, generator=generator))
         self.proj = torch.nn.Parameter(_random_orthonormal(n_proj, self.channels, self.rank, generator=generator))
-        self.last_retract_iters = 0  # Björck iterations the last build spent re-projecting parameters
+        self.last_retract_iters = 0  # re-projection steps of the last build (a device tensor in training)
 
     def _factors(self, mutate: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(M, R stack) with orthonormal rows/columns, differentiable w.r.t. the parameters."""

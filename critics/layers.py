@@ -72,10 +72,11 @@ class OrthoLinear(CachedWeight):
     preserving backwards), orthonormal columns when out > in (an isometry). With one output the weight
     is the unit vector param/||param||, normalised exactly.
 
-    The parameter is kept orthonormal in place (re-projected after optimiser steps, see
-    critics.orthogonal.kept_orthonormal), so `bjorck_iters` differentiable steps (default 1) give the
-    exact gradient of the orthogonal parameterisation. Like LipschitzConv2d, `weight` is rebuilt in
-    training mode and cached in eval mode."""
+    The parameter is kept orthonormal in place (re-projected after optimiser steps, decided on the
+    device, see critics.orthogonal.kept_orthonormal), so `bjorck_iters` differentiable steps (default 1)
+    give the exact gradient of the orthogonal parameterisation. Like LipschitzConv2d, `weight` is rebuilt
+    in training mode and cached in eval mode; a training forward on fewer rows than min(in, out) applies
+    the step without forming the weight (same map, no Gram matrix)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bjorck_iters: int = 1,
                  retract_tol: float = 5e-3, max_retract_iters: int = 100):
@@ -86,6 +87,11 @@ class OrthoLinear(CachedWeight):
             raise ValueError(f"bjorck_iters must be >= 1, got {bjorck_iters}")
         self.in_features, self.out_features, self.bjorck_iters = in_features, out_features, bjorck_iters
         self.retract_tol, self.max_retract_iters = retract_tol, max_retract_iters
+        # Re-projection steps per training build: one where a Gram matrix costs as much as the rest of
+        # the step (the applied Björck step squares the remaining error again), else two (cheap there,
+        # and what the host rule needs after the large steps small FC critics take).
+        small, large = min(in_features, out_features), max(in_features, out_features)
+        self.retract_steps = 2 if small * small * large <= 2 ** 24 else 1
         self.param = nn.Parameter(torch.empty(out_features, in_features))
         nn.init.orthogonal_(self.param)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
@@ -96,13 +102,24 @@ class OrthoLinear(CachedWeight):
     def _matrix(self, mutate: bool) -> torch.Tensor:
         if self.out_features == 1:
             return self.param / self.param.norm().clamp_min(1e-12)
-        w, _ = kept_orthonormal(self.param, mutate=mutate, tol=self.retract_tol,
-                                max_iters=self.max_retract_iters, steps=self.bjorck_iters, owner="OrthoLinear")
+        w, _ = kept_orthonormal(self.param, mutate=mutate, tol=self.retract_tol, max_iters=self.max_retract_iters,
+                                steps=self.bjorck_iters, owner="OrthoLinear", retract_steps=self.retract_steps)
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"OrthoLinear expects {self.in_features} input features, got {x.shape[-1]}")
+        rows = x.numel() // self.in_features
+        if (self.training and self.out_features > 1 and self.bjorck_iters == 1
+                and rows < min(self.in_features, self.out_features)):
+            # The Björck step W = 1.5 P - 0.5 P P^T P applied without forming it (no Gram matrix):
+            # x W^T = 1.5 a - 0.5 (a P) P^T with a = x P^T. Same map, a few rows x matrix products
+            # instead of matrix x matrix ones: cheaper when the batch has fewer rows than min(in, out).
+            p, _ = kept_orthonormal(self.param, mutate=True, tol=self.retract_tol, owner="OrthoLinear",
+                                    retract_steps=self.retract_steps, materialize=False)
+            a = x @ p.mT
+            y = torch.addmm(a.flatten(0, -2), a.flatten(0, -2) @ p, p.mT, beta=1.5, alpha=-0.5).view_as(a)
+            return y if self.bias is None else y + self.bias
         return F.linear(x, self.weight, self.bias)
 
     def orthogonality_error(self) -> float:

@@ -82,44 +82,101 @@ def orthonormalize(w: torch.Tensor, tol: float, max_iters: int = 100, beta: floa
     return w, float(err.amax()), iters
 
 
+RETRACT_STEPS = 2  # no-grad Björck steps a training build may spend re-projecting a parameter
+
+
 def kept_orthonormal(p: torch.Tensor, *, mutate: bool, tol: float = 5e-3, max_iters: int = 100,
-                     steps: int = 1, owner: str = "layer") -> tuple[torch.Tensor, int]:
+                     steps: int = 1, owner: str = "layer", retract_steps: int = RETRACT_STEPS,
+                     materialize: bool = True) -> tuple[torch.Tensor, torch.Tensor | int]:
     """`steps` differentiable Björck steps on a parameter that is kept orthonormal in place.
 
-    Returns (matrix, iterations spent re-projecting). The Gram matrix of the first step doubles as
-    the drift check e = ||p^T p - I||_F, so a parameter within `tol` costs exactly one step. A drifted
-    one (after an optimiser step) is re-projected without autograd: a Björck step maps every
-    eigenvalue x of p^T p - I to x' with |x'| <= 0.75 x^2 (1 + |x|/3), so for moderate drift the number
-    of steps that bring the error under `tol` is known in advance (no verification Gram needed); a
-    large drift runs the verified loop (orthonormalize). With `mutate` (training) the result is written
-    back into the parameter so later steps start orthonormal; otherwise it is used functionally.
+    Returns (matrix, iterations spent re-projecting). The drift check is e = ||p^T p - I||_F. A
+    drifted parameter (after an optimiser step) is re-projected without autograd: for e <= 0.5 a
+    Björck step maps every eigenvalue x of p^T p - I to x' with |x'| <= 0.75 x^2 (1 + |x|/3), so the
+    number of steps that bring the error under `tol` is known from e (no verification Gram needed);
+    a larger drift is first scaled into the region of convergence and verified step by step.
+
+    With `mutate` (a training step) the decision is taken on the device, never on the host: up to
+    `retract_steps` steps are computed and each is kept or dropped by torch.where, and the result is
+    written back into the parameter, so the step never waits for the device (iterations come back as
+    a device tensor). Where the host rule needs more steps than that (a drift too large for the
+    learning rate), the rest happens in the following builds; the applied matrix stays non-expansive
+    either way (a Björck step maps every singular value in [0, sqrt 3] into [0, 1]). Without
+    `mutate` (eval builds, reports) the re-projection is used functionally and verified on the host,
+    up to `max_iters` steps, with a warning if that does not reach `tol`.
     At an orthonormal point one step's derivative equals the polar factor's, so one step gives the
-    gradient of the orthogonal parameterisation at the cost of one iteration instead of twenty."""
+    gradient of the orthogonal parameterisation at the cost of one iteration instead of twenty.
+    `materialize=False` (one step, training only) returns the re-projected parameter instead of the
+    step's result, for callers that apply the step to their input without forming it (OrthoLinear)."""
     if not p.numel():
         return p, 0
-    g = gram(p)
-    err = float(gram_error_of(g.detach()).amax())
-    iters = 0
-    if err > tol:
-        with torch.no_grad():
-            if err <= 0.5:
-                fixed, gd = p.detach(), g.detach()
-                while err > tol:
-                    fixed = bjorck_step(fixed, g=gd if iters == 0 else None)
-                    err = 0.75 * err * err * (1 + err / 3) + 1e-6  # + float32 rounding
-                    iters += 1
-            else:
-                fixed, err, iters = orthonormalize(p.detach(), tol, max_iters)
-                if err > tol:
-                    warnings.warn(f"{owner}: Björck did not converge in {iters} iterations "
-                                  f"(||W^T W - I||_F = {err:.2e}); the layer stays non-expansive but is "
-                                  "not orthogonal. Lower the learning rate.", RuntimeWarning, stacklevel=4)
-            if mutate:
-                p.copy_(fixed)
-        if not mutate:
-            p = fixed
+    if mutate:
+        # p._version is a host-side counter: unchanged since our own write-back means no optimiser
+        # step in between (a second forward in the same step), so there is nothing to re-project and
+        # nothing may be written into a tensor that autograd has saved.
+        iters = 0
+        if getattr(p, "_w1_retracted_version", None) != p._version:
+            iters = _retract_on_device(p, tol, retract_steps)
+            p._w1_retracted_version = p._version
+        if not materialize:
+            return p, iters
         g = gram(p)
+    else:
+        g = gram(p)
+        p, g, iters = _retract_checked(p, g, tol, max_iters, owner)
     w = bjorck_step(p, g=g)
     for _ in range(steps - 1):
         w = bjorck_step(w)
     return w, iters
+
+
+@torch.no_grad()
+def _retract_on_device(p: torch.Tensor, tol: float, max_steps: int) -> torch.Tensor:
+    """Re-project `p` in place without a host synchronisation: the rule of _retract_checked (the same
+    operations, so the same bits whenever it needs at most `max_steps` steps), each step applied or
+    not by torch.where on device-side errors. Returns the number of steps applied (a device tensor)."""
+    w = p.detach()
+    g = gram(w)
+    rec = gram_error_of(g).amax().double()   # the drift check, as the host rule sees it (float64)
+    big = rec > 0.5                           # verified mode: scaled start, measured errors
+    active = rec > tol
+    bound = g.abs().sum(dim=-1).amax(dim=-1)  # >= spectral radius of the Gram matrix
+    one = torch.ones_like(bound)
+    scale = torch.where(big, torch.where(bound > 2.9, (2.9 / bound).sqrt(), one), one)
+    w = w * scale[..., None, None]            # exactly w where scale is 1
+    g = g * (scale * scale)[..., None, None]
+    iters = torch.zeros((), dtype=torch.int64, device=p.device)
+    for i in range(max_steps):
+        w = torch.where(active, bjorck_step(w, g=g), w)
+        iters = iters + active.long()
+        if i == max_steps - 1:
+            break
+        g = gram(w)
+        measured = gram_error_of(g).amax().double()
+        rec = 0.75 * rec * rec * (1 + rec / 3) + 1e-6  # + float32 rounding
+        active = active & torch.where(big, measured > tol, rec > tol)
+    p.copy_(w)
+    return iters
+
+
+def _retract_checked(p: torch.Tensor, g: torch.Tensor, tol: float, max_iters: int,
+                     owner: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Functional re-projection decided on the host (eval builds and reports only): (p, gram(p), iters)."""
+    err = float(gram_error_of(g.detach()).amax())
+    if err <= tol:
+        return p, g, 0
+    iters = 0
+    with torch.no_grad():
+        if err <= 0.5:
+            fixed, gd = p.detach(), g.detach()
+            while err > tol:
+                fixed = bjorck_step(fixed, g=gd if iters == 0 else None)
+                err = 0.75 * err * err * (1 + err / 3) + 1e-6  # + float32 rounding
+                iters += 1
+        else:
+            fixed, err, iters = orthonormalize(p.detach(), tol, max_iters)
+            if err > tol:
+                warnings.warn(f"{owner}: Björck did not converge in {iters} iterations "
+                              f"(||W^T W - I||_F = {err:.2e}); the layer stays non-expansive but is "
+                              "not orthogonal. Lower the learning rate.", RuntimeWarning, stacklevel=5)
+    return fixed, gram(fixed), iters

@@ -58,8 +58,8 @@ class WorkerPool:
 
     def _start(self, i: int) -> None:
         env = dict(self.env, W1_WORKER_NAME=f"local-{i}")
-        if self.devices[i] is not None:
-            env["CUDA_VISIBLE_DEVICES"] = self.devices[i]
+        if self.devices[i] is not None:  # one GPU each; the job row's worker name says which
+            env.update(CUDA_VISIBLE_DEVICES=self.devices[i], W1_WORKER_NAME=f"local-{i}-gpu{self.devices[i]}")
         self.procs[i] = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env,
                                          preexec_fn=_die_with_parent)
 

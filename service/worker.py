@@ -153,6 +153,7 @@ class Attempt:
         from training.result import Cancelled
 
         t0 = time.monotonic()
+        options = None
         try:
             with self.sessions() as s:
                 job = s.scalar(select(Job).where(Job.id == self.job_id))
@@ -175,8 +176,8 @@ class Attempt:
             return
         except Exception as exc:
             log.exception("job %s failed", self.job_id)
-            self.write(status=FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=now(),
-                       progress=self.latest)
+            self.write(status=FAILED, error=job_error(exc, options),
+                       finished_at=now(), progress=self.latest)
             return
         if self.lost:
             return
@@ -187,6 +188,22 @@ class Attempt:
         if self.write(status=SUCCEEDED, result=json.loads(result.to_json(indent=None)), progress=final,
                       finished_at=now(), run_seconds=Job.run_seconds + (time.monotonic() - t0)):
             log.info("job %s succeeded: W1 >= %.4f", self.job_id, result.certified_lower_bound)
+
+
+def job_error(exc: BaseException, options=None) -> str:
+    """The error a failed job reports. CUDA out of memory is the user's to fix (a smaller batch), not
+    a crash: the cached GPU memory is released so this worker takes the next job as usual."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+        batch = options.resolved().batch_size if options is not None else None
+        hint = (f"batch_size {batch} per side did not fit; retry with batch_size {max(1, batch // 2)} or less"
+                if batch else "retry with a smaller batch_size")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"CUDA out of memory: {hint} (or a smaller critic width). {first}".strip()
+    return f"{type(exc).__name__}: {exc}"
 
 
 def write_artifacts(result, folder: Path) -> None:

@@ -101,6 +101,9 @@ class _Side:
         return "real" if self.code == 0 else "fake"
 
     def _prepare(self, x01: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda" and x01.device.type == "cpu":
+            # pinned + non_blocking: a blocking upload would wait for every queued kernel each step
+            x01 = x01.to(torch.float32).pin_memory().to(self.device, non_blocking=True)
         return self.space.apply(x01.to(self.device, torch.float32))
 
     def _read(self, indices: torch.Tensor) -> torch.Tensor:
@@ -261,7 +264,7 @@ class _Run:
 def _save_checkpoint(path: Path, fingerprint: str, run: _Run, critic, optimizer, real: _Side, fake: _Side) -> None:
     state = {
         "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "step": run.step, "curve": run.curve,
-        "obj": [run.obj_sum, run.obj_count], "last_validation": run.last_validation,
+        "obj": [float(run.obj_sum), run.obj_count], "last_validation": run.last_validation,
         "best": {"value": run.best_value, "step": run.best_step, "state": run.best_state, "bad": run.bad_evals},
         "stopped_early": run.stopped_early, "done": run.done, "train_s": run.train_s,
         "critic": critic.state_dict(), "optimizer": optimizer.state_dict(),
@@ -343,6 +346,7 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
 
     t_train = time.perf_counter() - run.train_s  # so train_s keeps counting across resumes
     critic.train()
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     while not run.done and run.step < opts.steps:
         if should_stop is not None and should_stop():
             run.train_s = time.perf_counter() - t_train
@@ -357,7 +361,9 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
         (-objective).backward()
         optimizer.step()
         run.step += 1
-        run.obj_sum += float(objective.detach())
+        # summed on the device (float64, as a host float would be): read only when reported, so a
+        # training step never waits for the device
+        run.obj_sum = run.obj_sum + objective.detach().to(acc_dtype)
         run.obj_count += 1
 
         validated = want_validation and (run.step % opts.eval_every == 0 or run.step == opts.steps)
@@ -372,7 +378,7 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
                 if opts.early_stopping and run.bad_evals >= opts.patience:
                     run.stopped_early = True
         if run.step % opts.progress_every == 0 or validated or run.step == opts.steps or run.stopped_early:
-            mean_obj = run.obj_sum / max(run.obj_count, 1)
+            mean_obj = float(run.obj_sum) / max(run.obj_count, 1)
             elapsed = time.perf_counter() - t_train
             run.curve.append({"step": run.step, "objective": mean_obj,
                               "validation": run.last_validation if validated else None, "time_s": elapsed})

@@ -1,0 +1,67 @@
+"""A critic training step never waits for the device: no op that copies a value to the host
+(.item(), float(t), bool(t), data-dependent shapes) runs in forward, backward, optimiser step or
+re-projection. Counted with a TorchDispatchMode on the CPU, so it runs in CI without a GPU: every such
+op reaches the dispatcher on any device, and on CUDA each one would be a host synchronisation.
+The counter is tests/conftest.py's `host_reads` fixture."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from critics import build_critic
+from critics.orthogonal import kept_orthonormal
+
+
+def optimizer_step_counters(opt):
+    """Adam keeps its step counts on the host even for CUDA parameters (unless capturable): reading
+    them costs no synchronisation, so they are not counted."""
+    return [s["step"] for s in opt.state.values() if torch.is_tensor(s.get("step"))]
+
+
+def test_the_counter_sees_host_reads(host_reads):
+    with host_reads() as reads:
+        t = torch.ones(3)
+        float(t.sum()), bool(t[0] > 0), torch.nonzero(t)
+    assert len(reads.seen) == 3, reads.seen
+    # and the host-decided re-projection (eval builds, where a read is fine) is seen reading
+    p = torch.linalg.qr(torch.randn(8, 4))[0] + 0.01 * torch.randn(8, 4)
+    with host_reads() as reads:
+        kept_orthonormal(p, mutate=False)
+    assert reads.seen
+    with host_reads() as reads:
+        kept_orthonormal(p, mutate=True)
+    assert reads.seen == []
+
+
+def train_step(critic, opt, x):
+    out = critic(x)
+    half = len(x) // 2
+    loss = out[half:].mean() - out[:half].mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("name,conv,shape,width,batch", [
+    ("dcgan", "bcop", (3, 16, 16), 8, 8),
+    ("dcgan", "rko", (3, 16, 16), 8, 8),
+    ("dcgan", "ossn", (3, 16, 16), 8, 8),
+    ("fc", "bcop", (3, 8, 8), 64, 8),    # fewer rows than features: the step applied without forming W
+    ("fc", "bcop", (1, 4, 4), 16, 64),   # more rows: W formed (Gram + step)
+])
+def test_training_step_reads_nothing_back(name, conv, shape, width, batch, host_reads):
+    torch.manual_seed(0)
+    critic = build_critic(name, shape, conv=conv, width=width)
+    opt = torch.optim.Adam(critic.parameters(), lr=3e-2, betas=(0.5, 0.999))  # large: re-projection runs
+    x = torch.rand(2 * batch, *shape) * 2 - 1
+    for _ in range(2):  # warm-up (OSSN's first power iteration, optimiser state)
+        train_step(critic, opt, x)
+    with host_reads(optimizer_step_counters(opt)) as reads:
+        for _ in range(3):
+            train_step(critic, opt, x)
+    assert reads.seen == []
+    # and the re-projection did run: the applied matrices are orthonormal after these large steps
+    critic.train()
+    for m in critic.modules():
+        if hasattr(m, "orthogonality_error") and conv == "bcop":
+            assert m.orthogonality_error() < 1e-3
