@@ -161,6 +161,43 @@ def dcgan(input_shape, conv, activation, width, *, min_size: int = 4, max_width:
     return layers + [nn.Flatten(1), OrthoLinear(c * h * w, 1), nn.Flatten(0)]
 
 
+def _divisor_at_most(channels: int, group_size: int) -> int:
+    return max(d for d in range(1, min(channels, group_size) + 1) if channels % d == 0)
+
+
+@register_critic("conv")
+def conv_critic(input_shape, conv, activation, width, *, blocks: int = 1, kernel_size: int = 3, min_size: int = 2,
+                max_width: int = 256, group_size: int = 4, padding_mode: str = "circular") -> list[nn.Module]:
+    """A convolutional critic whose depth does not need a large image: stages of (unshuffle by 2, 2x2 conv,
+    activation) while H and W are even and the halved size is >= min_size, each followed by `blocks`
+    stride-1 k x k convolutions (k = min(kernel_size, H, W); 1x1 grids get dense 1x1 layers) with the
+    activation; then flatten and a unit-vector linear layer.
+
+    Channels: a stage keeps the unshuffled count 4C (the first stage `width` if given), capped at
+    `max_width`. Without `width` no layer expands, so every layer is orthogonal or has orthonormal rows
+    and the gradient norm is 1 at initialisation (an expanding first layer starts at sqrt(C_in/C_out)).
+    GroupSort groups have `group_size` channels, or the largest divisor of a layer's channel count below
+    it (12 channels with group_size 8: groups of 6)."""
+    c, h, w = input_shape
+    if min_size < 1 or blocks < 0 or kernel_size < 1 or max_width < 1:
+        raise ValueError(f"need min_size >= 1, blocks >= 0, kernel_size >= 1, max_width >= 1; got "
+                         f"{min_size}, {blocks}, {kernel_size}, {max_width}")
+    layers: list[nn.Module] = []
+    while h % 2 == 0 and w % 2 == 0 and h // 2 >= min_size and w // 2 >= min_size:
+        out = min(width if (width is not None and not layers) else 4 * c, max_width)
+        k = 4 if h >= 4 and w >= 4 else 2  # 2x2 after unshuffle; onto a 1x1 grid a 1x1 (dense) layer
+        act = make_activation(activation, out, _divisor_at_most(out, group_size))
+        layers += [make_conv(conv, c, out, k, 2, padding_mode, (h, w)), act]
+        c, h, w = out, h // 2, w // 2
+        k = min(kernel_size, h, w)
+        for _ in range(blocks):
+            layers += [make_conv(conv, c, c, k, 1, padding_mode, (h, w)), make_activation(activation, c, _divisor_at_most(c, group_size))]
+    if not layers:
+        raise ValueError(f"conv critic cannot take input {tuple(input_shape)}: needs H and W even and "
+                         f">= 2*min_size = {2 * min_size} (got {input_shape[1]}x{input_shape[2]})")
+    return layers + [nn.Flatten(1), OrthoLinear(c * h * w, 1), nn.Flatten(0)]
+
+
 @register_critic("fc")
 def fc(input_shape, conv, activation, width, *, depth: int = 3, group_size: int = 4,
        bjorck_iters: int = 1) -> list[nn.Module]:
