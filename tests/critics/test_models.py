@@ -150,3 +150,13 @@ def test_conv_critic_input_errors():
         build_critic("conv", (1, 7, 7))
     with pytest.raises(ValueError, match="need min_size >= 1, blocks >= 0"):
         build_critic("conv", (1, 8, 8), blocks=-1)
+
+
+def test_default_activation_is_the_critics_own():
+    conv, fc, dcgan = (build_critic(n, (1, 8, 8), conv="plain") for n in ("conv", "fc", "dcgan"))
+    assert conv.spec["activation"] == fc.spec["activation"] == "groupsort"
+    assert dcgan.spec["activation"] == "maxmin" and any(isinstance(m, MaxMin) for m in dcgan)
+    assert [m.group_size for m in fc if isinstance(m, GroupSort)] == [8, 8, 8]
+    assert [m.out_features for m in fc if isinstance(m, OrthoLinear)] == [256, 256, 256, 1]
+    twin = critic_from_spec(conv.spec)
+    assert [type(m) for m in twin] == [type(m) for m in conv]
