@@ -111,6 +111,18 @@ def run(case: str, candidate: str, seed: int) -> dict:
                 params=sum(p.numel() for p in r.critic.parameters()))
 
 
+def report(path: Path) -> str:
+    """Markdown table of every run in a JSON-lines file: ratio, seconds, steps per (case, candidate)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = ["| case | candidate | options | seed | certified / true | estimate +- stderr | true W1 | steps | "
+             "seconds | threads |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['candidate']} | `{json.dumps(r['options'])}` | {r['seed']} | "
+                     f"{r['ratio']:.4f} | {r['estimate']:.3f} +- {r['stderr']:.3f} | {r['true_w1']:.3f} | "
+                     f"{r['steps']} | {r['seconds']:.0f} | {r['threads']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default=",".join(CASES))
@@ -119,7 +131,10 @@ def main():
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="bench/results/critic_design_runs.jsonl")
+    ap.add_argument("--report", action="store_true", help="only print the Markdown table of --out")
     args = ap.parse_args()
+    if args.report:
+        return print(report(Path(args.out)))
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -172,7 +172,7 @@ def _divisor_at_most(channels: int, group_size: int) -> int:
 
 
 @register_critic("conv", activation="groupsort")
-def conv_critic(input_shape, conv, activation, width, *, blocks: int = 1, kernel_size: int = 3, min_size: int = 2,
+def conv_critic(input_shape, conv, activation, width, *, blocks: int = 1, kernel_size: int = 3, min_size: int = 1,
                 max_width: int = 256, group_size: int = 4, padding_mode: str = "circular") -> list[nn.Module]:
     """A convolutional critic whose depth does not need a large image: stages of (unshuffle by 2, 2x2 conv,
     activation) while H and W are even and the halved size is >= min_size, each followed by `blocks`

@@ -90,7 +90,7 @@ def test_conv_critic_preserves_gradient_norm_at_init(shape, opts):
     model = build_critic("conv", shape, conv="bcop", **opts).double().eval()
     norms = grad_norms(model, torch.randn(32, *shape, dtype=torch.float64))
     assert (norms - 1).abs().max() < 1e-3, norms
-    expanding = build_critic("dcgan", shape, conv="bcop", width=64, min_size=2).double().eval()
+    expanding = build_critic("dcgan", shape, conv="bcop", width=32, max_width=64, min_size=2).double().eval()
     assert grad_norms(expanding, torch.randn(32, *shape, dtype=torch.float64)).max() < 0.8
 
 

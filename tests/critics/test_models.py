@@ -116,10 +116,10 @@ def test_forward_rejects_wrong_input_shape():
 
 
 @pytest.mark.parametrize("shape,opts,channels,kernels", [
-    ((1, 8, 8), {}, [4, 4, 16, 16], [2, 3, 2, 2]),
-    ((1, 8, 8), {"min_size": 1}, [4, 4, 16, 16, 64, 64], [2, 3, 2, 2, 1, 1]),
-    ((3, 32, 32), {}, [12, 12, 48, 48, 192, 192, 256, 256], [2, 3, 2, 3, 2, 3, 2, 2]),
-    ((3, 16, 16), {"blocks": 2, "max_width": 32}, [12, 12, 12, 32, 32, 32, 32, 32, 32],
+    ((1, 8, 8), {"min_size": 2}, [4, 4, 16, 16], [2, 3, 2, 2]),
+    ((1, 8, 8), {}, [4, 4, 16, 16, 64, 64], [2, 3, 2, 2, 1, 1]),
+    ((3, 32, 32), {}, [12, 12, 48, 48, 192, 192, 256, 256, 256, 256], [2, 3, 2, 3, 2, 3, 2, 2, 1, 1]),
+    ((3, 16, 16), {"blocks": 2, "max_width": 32, "min_size": 2}, [12, 12, 12, 32, 32, 32, 32, 32, 32],
      [2, 3, 3, 2, 3, 3, 2, 2, 2]),
     ((2, 28, 28), {"blocks": 0}, [8, 32], [2, 2]),
 ])
@@ -136,17 +136,17 @@ def test_conv_critic_keeps_depth_on_small_images(shape, opts, channels, kernels)
 
 def test_conv_critic_width_and_group_size():
     model = build_critic("conv", (1, 8, 8), conv="plain", width=32, activation="groupsort", group_size=8)
-    assert [c.out_channels for c in _convs(model)] == [32, 32, 128, 128]
+    assert [c.out_channels for c in _convs(model)] == [32, 32, 128, 128, 256, 256]
     sizes = [m.group_size for m in model if isinstance(m, GroupSort)]
-    assert sizes == [8, 8, 8, 8]
+    assert sizes == [8] * 6
     small = build_critic("conv", (1, 8, 8), conv="plain", activation="groupsort", group_size=8)
-    assert [m.group_size for m in small if isinstance(m, GroupSort)] == [4, 4, 8, 8]  # a 4-channel layer: one group
+    assert [m.group_size for m in small if isinstance(m, GroupSort)] == [4, 4, 8, 8, 8, 8]  # a 4-channel layer: one group
     rgb = build_critic("conv", (3, 8, 8), conv="plain", activation="groupsort", group_size=8)
-    assert [m.group_size for m in rgb if isinstance(m, GroupSort)] == [6, 6, 8, 8]  # 12 channels: groups of 6
+    assert [m.group_size for m in rgb if isinstance(m, GroupSort)] == [6, 6, 8, 8, 8, 8]  # 12 channels: groups of 6
 
 
 def test_conv_critic_input_errors():
-    with pytest.raises(ValueError, match=r"conv critic cannot take input \(1, 7, 7\)"):
+    with pytest.raises(ValueError, match=r"conv critic cannot take input \(1, 7, 7\): needs H and W even and >= 2"):
         build_critic("conv", (1, 7, 7))
     with pytest.raises(ValueError, match="need min_size >= 1, blocks >= 0"):
         build_critic("conv", (1, 8, 8), blocks=-1)
