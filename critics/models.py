@@ -173,18 +173,21 @@ def _divisor_at_most(channels: int, group_size: int) -> int:
 
 @register_critic("conv", activation="groupsort")
 def conv_critic(input_shape, conv, activation, width, *, blocks: int = 1, kernel_size: int = 3, min_size: int = 1,
-                max_width: int = 256, group_size: int = 4, padding_mode: str = "circular") -> list[nn.Module]:
+                max_width: int | None = None, group_size: int = 4, padding_mode: str = "circular") -> list[nn.Module]:
     """A convolutional critic whose depth does not need a large image: stages of (unshuffle by 2, 2x2 conv,
     activation) while H and W are even and the halved size is >= min_size, each followed by `blocks`
     stride-1 k x k convolutions (k = min(kernel_size, H, W); 1x1 grids get dense 1x1 layers) with the
     activation; then flatten and a unit-vector linear layer.
 
     Channels: a stage keeps the unshuffled count 4C (the first stage `width` if given), capped at
-    `max_width`. Without `width` no layer expands, so every layer is orthogonal or has orthonormal rows
+    `max_width` (default 256 up to 16x16 inputs, 64 above: at 32x32x3 the 192- and 768-channel layers of
+    a 256 cap cost about 6x more per step for no measured gain, bench/results/critic_design_2026-12-03_cpu.md). Without `width` no layer expands, so every layer is orthogonal or has orthonormal rows
     and the gradient norm is 1 at initialisation (an expanding first layer starts at sqrt(C_in/C_out)).
     GroupSort groups have `group_size` channels, or the largest divisor of a layer's channel count below
     it (12 channels with group_size 8: groups of 6)."""
     c, h, w = input_shape
+    if max_width is None:
+        max_width = 256 if h * w <= 256 else 64
     if min_size < 1 or blocks < 0 or kernel_size < 1 or max_width < 1:
         raise ValueError(f"need min_size >= 1, blocks >= 0, kernel_size >= 1, max_width >= 1; got "
                          f"{min_size}, {blocks}, {kernel_size}, {max_width}")

@@ -103,8 +103,8 @@ def _convs_and_linears(model):
     return [m for m in model if hasattr(m, "build_weight")]
 
 
-CRITICS = [("dcgan", "bcop", "maxmin", {}), ("conv", "bcop", "groupsort", {}),
-           ("conv", "rko", "maxmin", {"padding_mode": "zeros", "blocks": 2}), ("dcgan", "rko", "maxmin", {}), ("dcgan", "ossn", "groupsort", {}),
+CRITICS = [("dcgan", "bcop", "maxmin", {}), ("conv", "bcop", "groupsort", {"max_width": 32}),
+           ("conv", "rko", "maxmin", {"padding_mode": "zeros", "blocks": 2, "max_width": 32}), ("dcgan", "rko", "maxmin", {}), ("dcgan", "ossn", "groupsort", {}),
            ("dcgan", "plain", "relu", {}), ("dcgan", "bcop", "maxmin", {"padding_mode": "zeros"}),
            ("fc", "bcop", "maxmin", {"depth": 2})]
 
