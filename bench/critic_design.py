@@ -34,34 +34,24 @@ N_PHOTOS = 4000
 
 # name -> estimate_w1 keyword options (the critic part; everything else is the default preset)
 CANDIDATES = {
-    "dcgan": dict(critic="dcgan"),
+    "dcgan": dict(critic="dcgan"),  # the default preset's critic before issue 7 (MaxMin)
     "dcgan-min2": dict(critic="dcgan", critic_options={"min_size": 2}),
-    "conv": dict(critic="conv"),
-    "conv-gs": dict(critic="conv", activation="groupsort"),
-    "conv-b2": dict(critic="conv", critic_options={"blocks": 2}),
-    "conv-b2-gs": dict(critic="conv", activation="groupsort", critic_options={"blocks": 2}),
-    "conv-min1": dict(critic="conv", critic_options={"min_size": 1}),
-    "conv-min1-gs": dict(critic="conv", activation="groupsort", critic_options={"min_size": 1}),
-    "conv-min1-gs8": dict(critic="conv", activation="groupsort", critic_options={"min_size": 1, "group_size": 8}),
-    "conv-w64": dict(critic="conv", width=64),
-    "conv-default": dict(critic="conv", activation="groupsort"),
-    "fc-default-gs": dict(critic="fc", activation="groupsort"),
-    "conv-gs-mw64": dict(critic="conv", activation="groupsort", critic_options={"max_width": 64}),
+    "conv-default": dict(critic="conv", activation="groupsort"),  # the conv builder's defaults
+    "conv-mm-min2": dict(critic="conv", activation="maxmin", critic_options={"min_size": 2, "max_width": 256}),
+    "conv-min1": dict(critic="conv", activation="maxmin", critic_options={"min_size": 1, "max_width": 256}),
+    "conv-mm-min1": dict(critic="conv", activation="maxmin", critic_options={"min_size": 1, "max_width": 256}),
+    "conv-gs": dict(critic="conv", activation="groupsort", critic_options={"min_size": 2, "max_width": 256}),
+    "conv-min1-gs": dict(critic="conv", activation="groupsort", critic_options={"min_size": 1, "max_width": 256}),
+    "conv-min1-gs8": dict(critic="conv", activation="groupsort",
+                          critic_options={"min_size": 1, "group_size": 8, "max_width": 256}),
     "conv-gs-mw48-min4": dict(critic="conv", activation="groupsort", critic_options={"max_width": 48, "min_size": 4}),
-    "conv-gs-mw128-min4": dict(critic="conv", activation="groupsort", critic_options={"max_width": 128, "min_size": 4}),
-    "fc-gs8-128": dict(critic="fc", width=128, activation="groupsort", critic_options={"group_size": 8}),
-    "conv-mw128": dict(critic="conv", critic_options={"max_width": 128}),
-    "fc-gs4-256": dict(critic="fc", width=256, activation="groupsort"),
+    "conv-gs-mw64": dict(critic="conv", activation="groupsort", critic_options={"max_width": 64, "min_size": 2}),
+    "fc-default-gs": dict(critic="fc", activation="groupsort"),  # the fc builder's defaults (256 wide, groups of 8)
+    "fc-gs4-256": dict(critic="fc", width=256, activation="groupsort", critic_options={"group_size": 4}),
     "fc-gs8-256": dict(critic="fc", width=256, activation="groupsort", critic_options={"group_size": 8}),
     "fc-gs16-256": dict(critic="fc", width=256, activation="groupsort", critic_options={"group_size": 16}),
-    "fc-gs32-256": dict(critic="fc", width=256, activation="groupsort", critic_options={"group_size": 32}),
-    "fc-mm-256": dict(critic="fc", width=256, activation="maxmin"),
-    "fc-gs8-512": dict(critic="fc", width=512, activation="groupsort", critic_options={"group_size": 8}),
-    "fc-gs8-256-d4": dict(critic="fc", width=256, activation="groupsort", critic_options={"group_size": 8, "depth": 4}),
-    "fc-gs8-256-d2": dict(critic="fc", width=256, activation="groupsort", critic_options={"group_size": 8, "depth": 2}),
-    "fc-default": dict(critic="fc"),
+    "fc-gs8-128": dict(critic="fc", width=128, activation="groupsort", critic_options={"group_size": 8}),
 }
-
 
 def _gaussian(d: int, shape, s: float, seed: int):
     z = np.random.default_rng(seed).standard_normal((N_GAUSS, *shape)).astype(np.float32)
@@ -118,6 +108,30 @@ def run(case: str, candidate: str, seed: int) -> dict:
                 params=sum(p.numel() for p in r.critic.parameters()))
 
 
+SHAPES = {"gauss64": (1, 8, 8), "gauss256": (1, 16, 16), "photo32": (3, 32, 32), "digits+v4": (1, 8, 8)}
+
+
+def step_ms(candidate: str, shape, steps: int = 20, batch: int = 64) -> float:
+    """Milliseconds per training step (forward of 2 x batch, backward, Adam), as the estimator runs it."""
+    from critics import build_critic
+    from training.options import EstimateOptions
+    opts = EstimateOptions(**{k: v for k, v in CANDIDATES[candidate].items()}).resolved()
+    torch.manual_seed(0)
+    critic = build_critic(opts.critic, shape, conv=opts.conv, activation=opts.activation, width=opts.width,
+                          **opts.critic_options).train()
+    optimizer = torch.optim.Adam(critic.parameters(), lr=opts.lr, betas=(0.5, 0.999))
+    x = torch.randn(2 * batch, *shape)
+    for i in range(steps + 3):
+        if i == 3:
+            t0 = time.perf_counter()
+        out = critic(x)
+        loss = out[batch:].mean() - out[:batch].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - t0) / steps * 1e3
+
+
 def report(path: Path) -> str:
     """Markdown table of every run in a JSON-lines file: ratio, seconds, steps per (case, candidate)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -139,9 +153,17 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="bench/results/critic_design_runs.jsonl")
     ap.add_argument("--report", action="store_true", help="only print the Markdown table of --out")
+    ap.add_argument("--speed", action="store_true", help="only time training steps (ms/step) per case shape")
     args = ap.parse_args()
     if args.report:
         return print(report(Path(args.out)))
+    if args.speed:
+        torch.set_num_threads(args.threads)
+        for case in args.cases.split(","):
+            for cand in args.candidates.split(","):
+                print(f"| {case} {SHAPES[case]} | {cand} | {step_ms(cand, SHAPES[case]):.1f} ms/step | "
+                      f"{args.threads} thread(s) |", flush=True)
+        return None
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
