@@ -21,6 +21,7 @@ from critics.rko import RKOConv2d
 CONVS = ("bcop", "rko", "ossn", "plain")
 ACTIVATIONS = ("maxmin", "groupsort", "relu")
 _REGISTRY: dict[str, Callable[..., list[nn.Module]]] = {}
+_DEFAULT_ACTIVATION: dict[str, str] = {}
 
 
 class UnconstrainedConv2d(LipschitzConv2d):
@@ -59,12 +60,14 @@ class Critic(nn.Sequential):
         return x
 
 
-def register_critic(name: str):
-    """Decorator registering `builder(input_shape, conv, activation, width, **options) -> list of layers`."""
+def register_critic(name: str, activation: str = "maxmin"):
+    """Decorator registering `builder(input_shape, conv, activation, width, **options) -> list of layers`;
+    `activation` is what build_critic uses when none is given."""
     def decorator(builder):
         if name in _REGISTRY:
             raise ValueError(f"critic {name!r} is already registered")
         _REGISTRY[name] = builder
+        _DEFAULT_ACTIVATION[name] = activation
         return builder
     return decorator
 
@@ -73,11 +76,14 @@ def available_critics() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_critic(name: str, input_shape, conv: str = "bcop", activation: str = "maxmin",
+def build_critic(name: str, input_shape, conv: str = "bcop", activation: str | None = None,
                  width: int | None = None, **options) -> Critic:
-    """Build the registered critic `name` for per-sample inputs (C, H, W); see the builders for options."""
+    """Build the registered critic `name` for per-sample inputs (C, H, W); see the builders for options.
+    `activation=None` takes the critic's own default (GroupSort for conv and fc, MaxMin for dcgan)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown critic {name!r}; available: {', '.join(available_critics())}")
+    if activation is None:
+        activation = _DEFAULT_ACTIVATION[name]
     if conv not in CONVS:
         raise ValueError(f"unknown conv {conv!r}; choose one of {', '.join(CONVS)}")
     if activation not in ACTIVATIONS:
@@ -161,13 +167,55 @@ def dcgan(input_shape, conv, activation, width, *, min_size: int = 4, max_width:
     return layers + [nn.Flatten(1), OrthoLinear(c * h * w, 1), nn.Flatten(0)]
 
 
-@register_critic("fc")
-def fc(input_shape, conv, activation, width, *, depth: int = 3, group_size: int = 4,
+def _divisor_at_most(channels: int, group_size: int) -> int:
+    return max(d for d in range(1, min(channels, group_size) + 1) if channels % d == 0)
+
+
+@register_critic("conv", activation="groupsort")
+def conv_critic(input_shape, conv, activation, width, *, blocks: int = 1, kernel_size: int = 3, min_size: int = 1,
+                max_width: int | None = None, group_size: int = 4, padding_mode: str = "circular") -> list[nn.Module]:
+    """A convolutional critic whose depth does not need a large image: stages of (unshuffle by 2, 2x2 conv,
+    activation) while H and W are even and the halved size is >= min_size, each followed by `blocks`
+    stride-1 k x k convolutions (k = min(kernel_size, H, W); 1x1 grids get dense 1x1 layers) with the
+    activation; then flatten and a unit-vector linear layer.
+
+    Channels: a stage keeps the unshuffled count 4C (the first stage `width` if given), capped at
+    `max_width` (default 256 up to 16x16 inputs, 64 above: at 32x32x3 the 192- and 768-channel layers of
+    a 256 cap cost about 6x more per step for no measured gain, bench/results/critic_design_2026-12-03_cpu.md). Without `width` no layer expands, so every layer is orthogonal or has orthonormal rows
+    and the gradient norm is 1 at initialisation (an expanding first layer starts at sqrt(C_in/C_out)).
+    GroupSort groups have `group_size` channels, or the largest divisor of a layer's channel count below
+    it (12 channels with group_size 8: groups of 6)."""
+    c, h, w = input_shape
+    if max_width is None:
+        max_width = 256 if h * w <= 256 else 64
+    if min_size < 1 or blocks < 0 or kernel_size < 1 or max_width < 1:
+        raise ValueError(f"need min_size >= 1, blocks >= 0, kernel_size >= 1, max_width >= 1; got "
+                         f"{min_size}, {blocks}, {kernel_size}, {max_width}")
+    layers: list[nn.Module] = []
+    while h % 2 == 0 and w % 2 == 0 and h // 2 >= min_size and w // 2 >= min_size:
+        out = min(width if (width is not None and not layers) else 4 * c, max_width)
+        k = 4 if h >= 4 and w >= 4 else 2  # 2x2 after unshuffle; onto a 1x1 grid a 1x1 (dense) layer
+        act = make_activation(activation, out, _divisor_at_most(out, group_size))
+        layers += [make_conv(conv, c, out, k, 2, padding_mode, (h, w)), act]
+        c, h, w = out, h // 2, w // 2
+        k = min(kernel_size, h, w)
+        for _ in range(blocks):
+            layers += [make_conv(conv, c, c, k, 1, padding_mode, (h, w)), make_activation(activation, c, _divisor_at_most(c, group_size))]
+    if not layers:
+        raise ValueError(f"conv critic cannot take input {tuple(input_shape)}: needs H and W even and "
+                         f">= 2*min_size = {2 * min_size} (got {input_shape[1]}x{input_shape[2]})")
+    return layers + [nn.Flatten(1), OrthoLinear(c * h * w, 1), nn.Flatten(0)]
+
+
+@register_critic("fc", activation="groupsort")
+def fc(input_shape, conv, activation, width, *, depth: int = 3, group_size: int = 8,
        bjorck_iters: int = 1) -> list[nn.Module]:
     """Björck fully connected critic (Anil et al. 2019): flatten, `depth` orthonormal hidden layers of
-    `width` (default 1024) units with the activation, then a unit-vector output. `conv` is unused."""
+    `width` (default 256) units with the activation, then a unit-vector output. `conv` is unused.
+    Defaults from bench/results/critic_design_2026-12-03_cpu.md: GroupSort in groups of 8 folds a norm
+    (the optimal critic of a scaling) far better than MaxMin, and width 256 is as tight as 1024 there."""
     c, h, w = input_shape
-    width = 1024 if width is None else width
+    width = 256 if width is None else width
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
     layers: list[nn.Module] = [nn.Flatten(1)]

@@ -9,12 +9,13 @@ from critics.conv import LipschitzConv2d
 from critics.layers import OrthoLinear
 
 CASES = [("dcgan", "bcop", "maxmin", {}), ("dcgan", "rko", "groupsort", {"padding_mode": "zeros"}),
-         ("dcgan", "ossn", "relu", {}), ("fc", "bcop", "groupsort", {"depth": 2})]
+         ("dcgan", "ossn", "relu", {}), ("fc", "bcop", "groupsort", {"depth": 2}),
+         ("conv", "bcop", "groupsort", {"group_size": 8})]
 
 
 def _model(name, conv, act, opts):
     torch.manual_seed(0)
-    width = 8 if name == "dcgan" else 32
+    width = {"dcgan": 8, "fc": 32}.get(name)
     return build_critic(name, (3, 16, 16), conv=conv, activation=act, width=width, **opts)
 
 

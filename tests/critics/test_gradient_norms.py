@@ -80,6 +80,20 @@ def test_non_expanding_bcop_critic_preserves_gradient_norm():
     assert (grad_norms(fc, torch.randn(64, 1, 8, 8, dtype=torch.float64)) - 1).abs().max() < 1e-3
 
 
+@pytest.mark.parametrize("shape,opts", [((1, 8, 8), {"min_size": 1}), ((3, 16, 16), {"activation": "groupsort"}),
+                                        ((3, 32, 32), {"max_width": 48})])
+def test_conv_critic_preserves_gradient_norm_at_init(shape, opts):
+    """The conv critic never expands (stages keep 4C channels, then contract at max_width): every layer is
+    orthogonal or has orthonormal rows, so ||grad f|| = 1 at initialisation, where an expanding first
+    layer (dcgan, fc wider than the input) starts near sqrt(C_in / C_out)."""
+    torch.manual_seed(0)
+    model = build_critic("conv", shape, conv="bcop", **opts).double().eval()
+    norms = grad_norms(model, torch.randn(32, *shape, dtype=torch.float64))
+    assert (norms - 1).abs().max() < 1e-3, norms
+    expanding = build_critic("dcgan", shape, conv="bcop", width=32, max_width=64, min_size=2).double().eval()
+    assert grad_norms(expanding, torch.randn(32, *shape, dtype=torch.float64)).max() < 0.8
+
+
 STEPS = 40  # measured ordering holds at 40 and 60 steps for seeds 0-2 (bench/results/gradient_norms.md)
 
 

@@ -77,7 +77,34 @@ def test_plain_conv2d_padding_forms_agree():
     assert lipschitz_bound(nn.Sequential(same), (2, 5, 5)).bound == pytest.approx(padded, rel=1e-12)
 
 
-CRITICS = [("dcgan", "bcop", "maxmin", {}), ("dcgan", "rko", "maxmin", {}), ("dcgan", "ossn", "groupsort", {}),
+@pytest.mark.parametrize("shape,opts", [((1, 8, 8), {"min_size": 1}), ((2, 12, 12), {"padding_mode": "zeros"})])
+def test_conv_critic_layer_bounds_equal_dense_svd(shape, opts, dense_matrix):
+    """The conv critic applies kernels as large as the grid (3x3 on 3x3, 2x2 on 2x2) and 1x1 layers on
+    1x1 grids: each layer's certified bound against the dense float64 matrix of that layer at the size
+    it actually sees (exact for circular padding, an upper bound for zeros)."""
+    torch.manual_seed(0)
+    model = build_critic("conv", shape, conv="plain", **opts).double().eval()
+    cert = lipschitz_bound(model)
+    x, checked = torch.zeros(1, *shape, dtype=torch.float64), 0
+    for layer, bound in zip(model, cert.layers):
+        if hasattr(layer, "build_weight"):
+            operator = lambda v, f=layer: f(v) - f(torch.zeros_like(v[:1]))
+            exact = torch.linalg.matrix_norm(dense_matrix(operator, tuple(x.shape[1:])), ord=2).item()
+            if opts.get("padding_mode") == "zeros":
+                assert exact <= bound.bound * (1 + 1e-12), (bound, exact)
+            else:
+                assert bound.bound == pytest.approx(exact, rel=1e-9), (bound, exact)
+            checked += 1
+        x = layer(x)
+    assert checked == len(_convs_and_linears(model)) >= 5
+
+
+def _convs_and_linears(model):
+    return [m for m in model if hasattr(m, "build_weight")]
+
+
+CRITICS = [("dcgan", "bcop", "maxmin", {}), ("conv", "bcop", "groupsort", {"max_width": 32}),
+           ("conv", "rko", "maxmin", {"padding_mode": "zeros", "blocks": 2, "max_width": 32}), ("dcgan", "rko", "maxmin", {}), ("dcgan", "ossn", "groupsort", {}),
            ("dcgan", "plain", "relu", {}), ("dcgan", "bcop", "maxmin", {"padding_mode": "zeros"}),
            ("fc", "bcop", "maxmin", {"depth": 2})]
 
@@ -85,7 +112,7 @@ CRITICS = [("dcgan", "bcop", "maxmin", {}), ("dcgan", "rko", "maxmin", {}), ("dc
 @pytest.mark.parametrize("name,conv,act,opts", CRITICS)
 def test_certificate_bounds_adversarial_lipschitz(name, conv, act, opts, adversarial_lipschitz):
     torch.manual_seed(0)
-    model = build_critic(name, (3, 16, 16), conv=conv, activation=act, width=8 if name == "dcgan" else 64, **opts)
+    model = build_critic(name, (3, 16, 16), conv=conv, activation=act, width={"dcgan": 8, "fc": 64}.get(name), **opts)
     with torch.no_grad():  # move away from the initialisation, as training would
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))

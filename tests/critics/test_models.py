@@ -91,7 +91,7 @@ def test_register_custom_critic():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"name": "resnet"}, "unknown critic 'resnet'; available: dcgan, fc"),
+    ({"name": "resnet"}, "unknown critic 'resnet'; available: conv, dcgan, fc"),
     ({"conv": "svcm"}, "unknown conv 'svcm'; choose one of bcop, rko, ossn, plain"),
     ({"activation": "tanh"}, "unknown activation 'tanh'; choose one of maxmin, groupsort, relu"),
     ({"input_shape": (3, 15, 15)}, r"cannot take input \(3, 15, 15\): needs H and W even"),
@@ -113,3 +113,51 @@ def test_forward_rejects_wrong_input_shape():
     model = build_critic("dcgan", (3, 16, 16), conv="plain", width=8)
     with pytest.raises(ValueError, match=r"expects input of shape \(N, 3, 16, 16\), got \(2, 3, 32, 32\)"):
         model(torch.randn(2, 3, 32, 32))
+
+
+@pytest.mark.parametrize("shape,opts,channels,kernels", [
+    ((1, 8, 8), {"min_size": 2}, [4, 4, 16, 16], [2, 3, 2, 2]),
+    ((1, 8, 8), {}, [4, 4, 16, 16, 64, 64], [2, 3, 2, 2, 1, 1]),
+    ((3, 16, 16), {}, [12, 12, 48, 48, 192, 192, 256, 256], [2, 3, 2, 3, 2, 2, 1, 1]),
+    ((3, 32, 32), {}, [12, 12, 48, 48, 64, 64, 64, 64, 64, 64], [2, 3, 2, 3, 2, 3, 2, 2, 1, 1]),
+    ((3, 16, 16), {"blocks": 2, "max_width": 32, "min_size": 2}, [12, 12, 12, 32, 32, 32, 32, 32, 32],
+     [2, 3, 3, 2, 3, 3, 2, 2, 2]),
+    ((2, 28, 28), {"blocks": 0}, [8, 32], [2, 2]),
+])
+def test_conv_critic_keeps_depth_on_small_images(shape, opts, channels, kernels):
+    """Stages (unshuffle + 2x2 conv) keep 4C channels (no expansion) up to max_width, each followed by
+    stride-1 blocks, so an 8x8 input still gets several non-linear layers."""
+    model = build_critic("conv", shape, conv="plain", **opts)
+    assert [c.out_channels for c in _convs(model)] == channels
+    assert [c.effective_kernel_size for c in _convs(model)] == kernels
+    blocks = opts.get("blocks", 1)
+    assert [c.stride for c in _convs(model)] == ([2] + [1] * blocks) * (len(channels) // (1 + blocks))
+    assert model(torch.randn(3, *shape)).shape == (3,)
+
+
+def test_conv_critic_width_and_group_size():
+    model = build_critic("conv", (1, 8, 8), conv="plain", width=32, activation="groupsort", group_size=8)
+    assert [c.out_channels for c in _convs(model)] == [32, 32, 128, 128, 256, 256]
+    sizes = [m.group_size for m in model if isinstance(m, GroupSort)]
+    assert sizes == [8] * 6
+    small = build_critic("conv", (1, 8, 8), conv="plain", activation="groupsort", group_size=8)
+    assert [m.group_size for m in small if isinstance(m, GroupSort)] == [4, 4, 8, 8, 8, 8]  # a 4-channel layer: one group
+    rgb = build_critic("conv", (3, 8, 8), conv="plain", activation="groupsort", group_size=8)
+    assert [m.group_size for m in rgb if isinstance(m, GroupSort)] == [6, 6, 8, 8, 8, 8]  # 12 channels: groups of 6
+
+
+def test_conv_critic_input_errors():
+    with pytest.raises(ValueError, match=r"conv critic cannot take input \(1, 7, 7\): needs H and W even and >= 2"):
+        build_critic("conv", (1, 7, 7))
+    with pytest.raises(ValueError, match="need min_size >= 1, blocks >= 0"):
+        build_critic("conv", (1, 8, 8), blocks=-1)
+
+
+def test_default_activation_is_the_critics_own():
+    conv, fc, dcgan = (build_critic(n, (1, 8, 8), conv="plain") for n in ("conv", "fc", "dcgan"))
+    assert conv.spec["activation"] == fc.spec["activation"] == "groupsort"
+    assert dcgan.spec["activation"] == "maxmin" and any(isinstance(m, MaxMin) for m in dcgan)
+    assert [m.group_size for m in fc if isinstance(m, GroupSort)] == [8, 8, 8]
+    assert [m.out_features for m in fc if isinstance(m, OrthoLinear)] == [256, 256, 256, 1]
+    twin = critic_from_spec(conv.spec)
+    assert [type(m) for m in twin] == [type(m) for m in conv]
