@@ -199,6 +199,11 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
     if selection is not None:
         for record, state in zip(selection.candidates, states):
             record.steps, record.train_s = state.step, state.train_s
+    elif auto:  # one candidate for this input shape: recorded all the same
+        value, bound = _certified_choice_value(winner, opts, input_shape)
+        selection = Selection(chosen=winner.name, trial_steps=0, candidates=[CandidateRecord(
+            name=winner.name, spec=winner.critic.spec, validation=value, lipschitz_bound=bound, steps=winner.step,
+            train_s=winner.train_s, stopped_early=winner.stopped_early)])
     train_s = time.perf_counter() - t_select
 
     # 4. report, on the held-out samples, now unsealed
