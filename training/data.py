@@ -95,6 +95,9 @@ class Side:
         return "real" if self.code == 0 else "fake"
 
     def prepare(self, x01: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda" and x01.device.type == "cpu":
+            # pinned + non_blocking: a blocking upload would wait for every queued kernel each step
+            x01 = x01.to(torch.float32).pin_memory().to(self.device, non_blocking=True)
         return self.space.apply(x01.to(self.device, torch.float32))
 
     def read(self, indices: torch.Tensor) -> torch.Tensor:

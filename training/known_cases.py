@@ -25,6 +25,19 @@ class KnownCase:
     options: dict  # what the estimator needs to measure in the right space (space only, never tuning)
 
 
+def translated_digits(norm_in_space: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Digits in [0, 0.5] and the same images shifted by u >= 0 (so both stay in [0, 1]); in the
+    default [-1, 1] space the shift is v = 2u, and W1 = |v| exactly (also between the two finite sets).
+    A translation: a linear critic is optimal, so it only checks that nothing is lost."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images.astype(np.float32)[:, None] / 16.0 * 0.5
+    u = np.random.default_rng(seed).random((1, 1, 8, 8)).astype(np.float32)
+    u *= norm_in_space / (2 * np.linalg.norm(u))
+    assert u.max() <= 0.5
+    return digits, digits + u, float(np.linalg.norm(2 * u.astype(np.float64)))
+
+
 def chi_mean(d: int) -> float:
     """E|Z| for Z ~ N(0, I_d): sqrt(2) Gamma((d+1)/2) / Gamma(d/2)."""
     return math.sqrt(2.0) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
@@ -61,7 +74,8 @@ def photo_patches(size: int, count: int, grey: bool, seed: int = 0) -> np.ndarra
 
 
 def mixture(p_real: np.ndarray, p_fake: np.ndarray, q: np.ndarray, a: float, seed: int = 0) -> np.ndarray:
-    """(1 - a) P + a Q as a set of len(p_fake) samples: a random part of p_fake replaced by samples of q."""
+    """(1 - a) P + a Q as a set of len(p_fake) samples: a random part of p_fake replaced by samples of q
+    (p_fake may be p_real itself: then the kept samples pair with the real side's and cancel)."""
     rng = np.random.default_rng(seed)
     n = len(p_fake)
     k = int(round(a * n))

@@ -63,7 +63,7 @@ def train_step(state: TrainState, lr: float) -> None:
     state.optimizer.zero_grad(set_to_none=True)
     (-objective).backward()
     state.optimizer.step()
-    state.obj_sum += objective.detach()
+    state.obj_sum += objective.detach().to(state.obj_sum.dtype)
     state.obj_count += 1
     state.step += 1
 

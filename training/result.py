@@ -200,6 +200,9 @@ def describe_space(space: dict[str, Any]) -> str:
 
 
 def _describe_space(space: dict[str, Any]) -> str:
+    size = space.get("size")
+    if space.get("channels") == 1 and size and size[0] == 1:  # N×D arrays are 1×1×D samples
+        return f"vectors of {size[1]}, value_range={space.get('value_range')}"
     parts = []
     for key in ("value_range", "channels", "size", "resize"):
         if key in space and space[key] is not None:

@@ -30,7 +30,8 @@ class TrainState:
         device = next(critic.parameters()).device
         self.step = 0
         self.curve: list[dict] = []
-        self.obj_sum, self.obj_count = torch.zeros((), device=device), 0
+        acc = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.obj_sum, self.obj_count = torch.zeros((), dtype=acc, device=device), 0
         self.last_validation: float | None = None
         self.best_value, self.best_step, self.best_state = -float("inf"), 0, None
         self.bad_evals, self.stopped_early, self.done = 0, False, False
