@@ -55,7 +55,8 @@ def _field_options(func):
         if kind is bool:
             func = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(func)
         else:
-            func = click.option(flag, name, type=kind, default=None, help=help_text)(func)
+            aliases = ["--time"] if name == "time_budget_s" else []  # the main knob gets a short name
+            func = click.option(flag, *aliases, name, type=kind, default=None, help=help_text)(func)
     return func
 
 
@@ -147,7 +148,7 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from training.estimator import estimate_w1
-    from training.sources import open_source
+    from training.data import open_for_space
 
     base: dict = {}
     if options_file:
@@ -175,8 +176,8 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
         explicit["space"] = space
     options = EstimateOptions.build(base, **explicit)
 
-    real_src = open_source(real, allow_torchscript=allow_torchscript)
-    fake_src = open_source(fake, allow_torchscript=allow_torchscript)
+    real_src = open_for_space(real, options.space, allow_torchscript=allow_torchscript)
+    fake_src = open_for_space(fake, options.space, allow_torchscript=allow_torchscript)
     err = Console(stderr=True)
     json_to_stdout = json_out == "-"
     out = err if json_to_stdout else Console()

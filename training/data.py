@@ -42,6 +42,23 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def open_for_space(spec, space, **kwargs) -> "SampleSource":
+    """A SampleSource as is; anything else through open_source, with arrays and array files kept as
+    they are (value_range="none") when the space keeps values as they are."""
+    if hasattr(spec, "describe") and (hasattr(spec, "read") or hasattr(spec, "sample")):
+        return spec
+    from pathlib import Path
+
+    from training.sources import SourceSpec, open_source
+    if space.value_range == "none":
+        is_file = isinstance(spec, (np.ndarray, torch.Tensor, Path))
+        if isinstance(spec, str):
+            is_file = SourceSpec.parse(spec).kind == "file"
+        if is_file:
+            return open_source(spec, value_range="none", **kwargs)
+    return open_source(spec, **kwargs)
+
+
 def stream_seed(seed: int, side: int, purpose: str, extra: int = 0) -> int:
     """An independent 63-bit seed for one stream of randomness."""
     state = np.random.SeedSequence([seed, side, _PURPOSES[purpose], extra]).generate_state(2, dtype=np.uint32)

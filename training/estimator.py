@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from training.data import HeldOutSealed, Side, pick_device
+from training.data import HeldOutSealed, Side, open_for_space, pick_device
 from training.loop import dual_value, make_optimizer, train
 from training.options import EstimateOptions
 from training.report import Statistics, legend, same_heldout
@@ -39,21 +39,6 @@ if TYPE_CHECKING:
     from training.sources import SampleSource
 
 __all__ = ["estimate_w1", "pick_device", "HeldOutSealed", "CHECKPOINT_NAME"]
-
-
-def _as_source(spec, space) -> "SampleSource":
-    """A SampleSource as is; anything else through open_source (arrays and files unmapped when the
-    space keeps values as they are)."""
-    if hasattr(spec, "describe") and (hasattr(spec, "read") or hasattr(spec, "sample")):
-        return spec
-    from training.sources import SourceSpec, open_source
-    if space.value_range == "none":
-        is_file = isinstance(spec, (np.ndarray, torch.Tensor, Path))
-        if isinstance(spec, str):
-            is_file = SourceSpec.parse(spec).kind == "file"
-        if is_file:
-            return open_source(spec, value_range="none")
-    return open_source(spec)
 
 
 def _versions() -> dict[str, str]:
@@ -140,7 +125,7 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
     want_validation = auto or bool(opts.early_stopping) or opts.validation > 0
 
     # 1. data
-    real_src, fake_src = _as_source(real, opts.space), _as_source(fake, opts.space)
+    real_src, fake_src = open_for_space(real, opts.space), open_for_space(fake, opts.space)
     space = opts.space.resolve(real_src.shape, fake_src.shape)
     device = pick_device(opts.device)
     real_side = Side(real_src, 0, space, opts, device, want_validation)
