@@ -9,7 +9,7 @@
               confidence bound, notes
 5. plot       (training.plot)      the training curve
 
-`estimate_w1` runs them in that order."""
+`estimate_w1` runs steps 1-4 in that order; the CLI and the job service draw step 5."""
 from __future__ import annotations
 
 import copy
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,9 +34,6 @@ from training.report import Statistics, legend, same_heldout
 from training.result import CandidateRecord, ProgressEvent, SampleCounts, Selection, Timings, W1Result, CurvePoint
 from training.selection import TRIAL_SHARE, Candidate, auto_candidates, trial_steps
 from training.state import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
-
-if TYPE_CHECKING:
-    from training.sources import SampleSource
 
 __all__ = ["estimate_w1", "pick_device", "HeldOutSealed", "CHECKPOINT_NAME"]
 
