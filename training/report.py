@@ -65,6 +65,11 @@ class Statistics:
                 f"{pct} interval [{self.certified_ci[0]:.4g}, {self.certified_ci[1]:.4g}] contains 0 or lies "
                 "near it), so the two sides are indistinguishable at this sample size and training budget; "
                 "W1 may still be positive but small. The lower confidence bound is reported as 0.")
+            if self.certified_ci[1] < 0:
+                notes.append(
+                    "The whole interval lies below 0, which noise alone rarely gives: check whether the same "
+                    "samples appear on both sides (a sample the critic learned as real is then evaluated as "
+                    "fake), or whether very few validation samples let training overfit.")
         elif self.ci[0] <= 0:
             notes.append(f"The {pct} interval contains 0: the difference is within the noise; "
                          "the lower confidence bound is 0.")

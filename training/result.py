@@ -53,13 +53,15 @@ class SampleCounts(BaseModel):
 
 
 class Timings(BaseModel):
-    """Seconds per phase: training (all candidates, selection included), held-out evaluation, total;
-    `selection_s` is the candidates' trials and the choice, `steps_per_s` the chosen critic's speed."""
+    """Seconds per phase: setup (sources, splits, critics), training (all candidates, selection
+    included), held-out evaluation, total; `selection_s` is the candidates' trials and the choice,
+    `steps_per_s` the chosen critic's training speed."""
 
     train_s: float
     eval_s: float
     total_s: float
     selection_s: float = 0.0
+    setup_s: float = 0.0
     steps_per_s: float | None = None
 
 
@@ -163,7 +165,7 @@ class W1Result(BaseModel):
                 for c in self.selection.candidates) + f" -> {self.selection.chosen}"))
         rows.append(("steps", f"{self.steps_run}" + (" (early stop)" if self.stopped_early else "")
                      + (f", {t.steps_per_s:.1f} steps/s" if t.steps_per_s else "")))
-        rows.append(("time", f"{t.total_s:.1f} s (train {t.train_s:.1f} s"
+        rows.append(("time", f"{t.total_s:.1f} s (setup {t.setup_s:.1f} s, train {t.train_s:.1f} s"
                      + (f", of which selection {t.selection_s:.1f} s" if t.selection_s else "")
                      + f", evaluation {t.eval_s:.1f} s) on {self.device}"))
         if self.fid is not None:

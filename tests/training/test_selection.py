@@ -95,8 +95,9 @@ def test_a_negative_value_is_explained():
     fr, ff = rng.normal(0.0, 1.0, 500), rng.normal(0.3, 1.0, 500)  # mean f(real) < mean f(fake)
     stats = Statistics.of(fr, ff, paired=False, lipschitz=1.0, confidence=0.95)
     assert stats.certified < 0 and stats.lower_confidence_bound == 0.0
-    (note,) = stats.notes()
-    assert "negative" in note and "never negative" in note
+    notes = " ".join(stats.notes())
+    assert "is negative" in notes and "never negative" in notes
+    assert ("whole interval lies below 0" in notes) == (stats.certified_ci[1] < 0)
 
 
 def test_vectors_keep_their_values_and_get_the_fc_family():
