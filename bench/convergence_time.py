@@ -94,7 +94,8 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     real, fake, true_w1 = problem(args.n)
-    overrides = dict(width=args.width, critic_options={"min_size": args.min_size}, eval_every=args.eval_every,
+    overrides = dict(critic="dcgan", width=args.width, critic_options={"min_size": args.min_size},
+                     eval_every=args.eval_every,
                      device=args.device)
     if args.steps:
         overrides["steps"] = args.steps

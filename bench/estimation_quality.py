@@ -6,9 +6,15 @@ Cases (estimation.md, "Cases with a known answer"), all in the default [-1, 1] s
 - square: deel-torchlip's case at 16x16 instead of 64x64: one side all zeros, the other a centred 9x9
   square (81 pixels, 32 % of the area) of +1 or -1 with equal probability: W1 = sqrt(81) = 9 exactly
   (at 64x64 with 1,225 pixels it is 35).
-Every critic is trained with the "default" preset (plus the widths below), on 1 CPU thread.
+Cases whose optimal critic is NOT linear (training.known_cases; --cases scaling):
+- gauss32 / gauss256: N(0, I_d) vectors against 0.7 N(0, I_d), W1 = 0.3 E|Z| (chi mean), value_range none;
+- photos16 / photos32x3: patches contracted toward their mean image by s = 0.5, W1 = 0.5 mean |x - c| (x2).
+Every critic is trained with the "default" preset (plus the widths below), on 1 CPU thread; "auto" is the
+default critic choice (training.selection). With --pot, POT's exact emd2 between the first --pot-n samples
+of each side (and between two halves of the real side: its finite-sample floor) is reported beside.
 
-    python bench/estimation_quality.py [--seeds 2] [--first-seed 0] [--critics bcop,rko,ossn,fc] [--out bench/results]
+    python bench/estimation_quality.py [--seeds 2] [--first-seed 0] [--critics bcop,rko,ossn,fc,fc-gs256,auto]
+        [--cases translation,scaling] [--pot] [--out bench/results]
 """
 from __future__ import annotations
 
@@ -30,11 +36,14 @@ CRITICS = {
     "rko": dict(critic="dcgan", conv="rko"),
     "ossn": dict(critic="dcgan", conv="ossn"),
     "fc": dict(critic="fc", width=128, critic_options={"depth": 2}),
+    "fc-gs256": dict(critic="fc", activation="groupsort", width=256),
+    "auto": dict(critic="auto"),
 }
 # dcgan width per case. Observed on photos16+v: width 16 (768 -> 1024 -> 512 dimensions through the
 # two stages) stopped at 0.92 of |v|, width 32 (768 -> 2048 -> 1024) reached 0.998: a convolutional
 # critic whose later stage has fewer dimensions than the input cannot follow a generic translation.
 DCGAN_WIDTH = {"digits": 16, "photos16": 32, "square16": 16}
+CASE_KINDS = ("translation", "scaling")
 
 
 def shifted(base01: np.ndarray, norm: float, seed: int):
@@ -44,6 +53,37 @@ def shifted(base01: np.ndarray, norm: float, seed: int):
     u *= norm / (2 * np.linalg.norm(u))
     assert u.max() <= 0.5, "shift too large for the [0, 1] range"
     return x, x + u, float(np.linalg.norm(2 * u.astype(np.float64)))
+
+
+def scaling_cases(seed: int):
+    """(name, real, fake, true W1, options) of the cases where a linear critic loses."""
+    from training.known_cases import gaussian_scaling, image_scaling, photo_patches
+
+    for d in (32, 256):
+        c = gaussian_scaling(d, s=0.7, n=4000, seed=seed)
+        yield c.name, c.real, c.fake, c.true_w1, c.options
+    for size, count, grey in ((16, 3000, True), (32, 2000, False)):
+        c = image_scaling(photo_patches(size, count, grey=grey, seed=seed), 0.5,
+                          f"photos{size}{'' if grey else 'x3'} s=0.5")
+        yield c.name, c.real, c.fake, c.true_w1, c.options
+
+
+def pot_reference(real: np.ndarray, fake: np.ndarray, options: dict, n: int) -> dict:
+    """POT's exact W1 between the first n samples of each side, and between two halves of the real side
+    (the finite-sample floor: what emd2 reports for two samples of ONE distribution), in the input space."""
+    import ot
+
+    def space(x):
+        x = x.reshape(len(x), -1).astype(np.float64)
+        return x if options.get("space", {}).get("value_range") == "none" else 2 * x - 1
+
+    def emd(a, b):
+        return float(ot.emd2(ot.unif(len(a)), ot.unif(len(b)), ot.dist(a, b, metric="euclidean"),
+                             numItermax=10**7))
+
+    r, f = space(real[:n]), space(fake[:n])
+    half = min(n, len(real)) // 2
+    return {"emd2": emd(r, f), "emd2_floor": emd(space(real[:half]), space(real[half:2 * half])), "n": len(r)}
 
 
 def cases(seed: int):
@@ -66,6 +106,9 @@ def main():
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--critics", default=",".join(CRITICS))
+    ap.add_argument("--cases", default=",".join(CASE_KINDS), help="translation, scaling or both")
+    ap.add_argument("--pot", action="store_true", help="add POT's exact emd2 (and its floor) per case")
+    ap.add_argument("--pot-n", type=int, default=2000)
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
@@ -77,18 +120,27 @@ def main():
     torch.set_num_threads(args.threads)
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for name, real, fake, true_w1 in cases(seed):
+        kinds = args.cases.split(",")
+        todo = [(*c, {}) for c in cases(seed)] if "translation" in kinds else []
+        todo += list(scaling_cases(seed)) if "scaling" in kinds else []
+        for name, real, fake, true_w1, case_opts in todo:
+            ref = pot_reference(real, fake, case_opts, args.pot_n) if args.pot else {}
             for critic in args.critics.split(","):
                 t0 = time.perf_counter()
-                opts = dict(CRITICS[critic])
+                opts = {**CRITICS[critic], **case_opts}
+                vectors = case_opts.get("space", {}).get("value_range") == "none"
                 if opts["critic"] == "dcgan":
-                    opts["width"] = DCGAN_WIDTH[name.split("+")[0].split(" ")[0]]
+                    if vectors:
+                        continue  # no convolution on vectors
+                    opts.setdefault("width", DCGAN_WIDTH.get(name.split("+")[0].split(" ")[0]))
                 r = estimate_w1(real, fake, seed=seed, device=args.device, **opts)
                 row = dict(case=name, critic=critic, seed=seed, true_w1=true_w1, estimate=r.estimate,
                            ci=list(r.ci), lipschitz_bound=r.lipschitz_bound,
                            certified_lower_bound=r.certified_lower_bound,
                            ratio=r.certified_lower_bound / true_w1, above_true_beyond_ci=r.certified_ci[0] > true_w1,
                            raw_above_true_beyond_ci=r.ci[0] > true_w1,
+                           lcb_ratio=r.lower_confidence_bound / true_w1, lcb_above_true=r.lower_confidence_bound > true_w1,
+                           chosen=r.selection.chosen if r.selection else None, **ref,
                            steps=r.steps_run, seconds=time.perf_counter() - t0)
                 rows.append(row)
                 print(f"{name:18s} {critic:5s} seed {seed}: ratio {row['ratio']:.4f}  est {r.estimate:.4f} "
@@ -114,7 +166,11 @@ def report(rows: list[dict], meta: dict) -> str:
              "'raw>W1' marks a raw estimate whose whole interval lies above the true W1 (only possible for a "
              "critic that is not 1-Lipschitz: its certified value divides by L > 1); 'ABOVE' would mark a "
              "certified interval above the true W1, which would be a bug.", "",
-             "| case | " + " | ".join(critics) + " |", "|---|" + "---|" * len(critics)]
+             "Cells also give mean seconds per run; 'LCB>W1' would mark a lower confidence bound above the "
+             "truth; 'chose' names auto's picks. POT column (when run): exact emd2 / true W1 on the first n "
+             "samples, and the floor emd2(real half, real half) / true W1.", "",
+             "| case | " + " | ".join(critics) + (" | POT emd2 |" if any("emd2" in r for r in rows) else " |"),
+             "|---|" + "---|" * (len(critics) + any("emd2" in r for r in rows))]
     for case in dict.fromkeys(r["case"] for r in rows):
         cells = []
         for critic in critics:
@@ -123,12 +179,20 @@ def report(rows: list[dict], meta: dict) -> str:
                 cells.append("")
                 continue
             ratios = [r["ratio"] for r in sel]
-            cell = f"{np.mean(ratios):.4f} (min {min(ratios):.4f}, n={len(sel)})"
+            cell = f"{np.mean(ratios):.4f} (min {min(ratios):.4f}, n={len(sel)}, {np.mean([r['seconds'] for r in sel]):.0f} s)"
+            if any(r.get("lcb_above_true") for r in sel):
+                cell += " LCB>W1"
+            chosen = [r["chosen"] for r in sel if r.get("chosen")]
+            if chosen and critic == "auto":
+                cell += " chose " + "/".join(dict.fromkeys(chosen))
             if any(r.get("raw_above_true_beyond_ci", r["ci"][0] > r["true_w1"]) for r in sel):
                 cell += " raw>W1"
             if any(r["ci"][0] / r["lipschitz_bound"] > r["true_w1"] for r in sel):  # certified interval
                 cell += " ABOVE"
             cells.append(cell)
+        pot = [r for r in rows if r["case"] == case and "emd2" in r]
+        if pot:
+            cells.append(f"{pot[0]['emd2'] / pot[0]['true_w1']:.3f} (floor {pot[0]['emd2_floor'] / pot[0]['true_w1']:.3f})")
         lines.append(f"| {case} | " + " | ".join(cells) + " |")
     lines += ["", "Lipschitz bounds: " + ", ".join(
         f"{c} max {max(r['lipschitz_bound'] for r in rows if r['critic'] == c):.5f}" for c in critics),

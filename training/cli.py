@@ -14,6 +14,7 @@ import click
 from pydantic import ValidationError
 
 from training.options import PRESETS, EstimateOptions
+from training.plot import plot_curve
 
 # Fields that get hand-made options below instead of generated ones.
 _SPECIAL = {"space", "critic_options", "holdout", "validation"}
@@ -54,7 +55,8 @@ def _field_options(func):
         if kind is bool:
             func = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(func)
         else:
-            func = click.option(flag, name, type=kind, default=None, help=help_text)(func)
+            aliases = ["--time"] if name == "time_budget_s" else []  # the main knob gets a short name
+            func = click.option(flag, *aliases, name, type=kind, default=None, help=help_text)(func)
     return func
 
 
@@ -64,29 +66,6 @@ def _one_line(exc: BaseException) -> str:
             f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
     text = str(exc).strip() or type(exc).__name__
     return " ".join(text.split())
-
-
-def plot_curve(result, path: str) -> None:
-    """The training curve (objective and validation estimate per step) with the final estimate."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [p.step for p in result.curve]
-    ax.plot(steps, [p.objective for p in result.curve], label="training objective", lw=1)
-    val = [(p.step, p.validation) for p in result.curve if p.validation is not None]
-    if val:
-        ax.plot(*zip(*val), "o-", ms=3, label="validation estimate")
-    ax.axhline(result.estimate, color="k", ls="--", lw=1, label=f"held-out estimate {result.estimate:.4g}")
-    ax.axhspan(*result.ci, color="k", alpha=0.1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean f(real) − mean f(fake)")
-    ax.set_title("W1 critic training")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 @click.command("estimate", context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,7 +81,7 @@ def plot_curve(result, path: str) -> None:
 @click.option("--critic-option", "critic_option", multiple=True, metavar="KEY=VALUE",
               help="Extra critic option (repeatable); VALUE is parsed as JSON when it can be, e.g. depth=2.")
 @click.option("--range", "value_range", default=None, metavar="LOW,HIGH",
-              help="Pixel range of the input space [default: -1,1].")
+              help="Pixel range of the input space, or 'none' to keep values as they are [default: -1,1].")
 @click.option("--size", default=None, metavar="H[,W]", help="Image size of the input space [default: the real side's].")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
               help="Channels of the input space [default: the real side's].")
@@ -140,11 +119,13 @@ def estimate(real, fake, options_file, critic_option, value_range, size, channel
 
 def _space(base: dict, value_range, size, channels, resize) -> dict:
     space = dict(base)
-    if value_range is not None:
+    if value_range == "none":
+        space["value_range"] = "none"
+    elif value_range is not None:
         try:
             lo, hi = (float(v) for v in value_range.split(","))
         except ValueError:
-            raise ValueError(f"--range must be LOW,HIGH, got {value_range!r}") from None
+            raise ValueError(f"--range must be LOW,HIGH or none, got {value_range!r}") from None
         space["value_range"] = (lo, hi)
     if size is not None:
         try:
@@ -167,7 +148,7 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from training.estimator import estimate_w1
-    from training.sources import open_source
+    from training.data import open_for_space
 
     base: dict = {}
     if options_file:
@@ -195,8 +176,8 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
         explicit["space"] = space
     options = EstimateOptions.build(base, **explicit)
 
-    real_src = open_source(real, allow_torchscript=allow_torchscript)
-    fake_src = open_source(fake, allow_torchscript=allow_torchscript)
+    real_src = open_for_space(real, options.space, allow_torchscript=allow_torchscript)
+    fake_src = open_for_space(fake, options.space, allow_torchscript=allow_torchscript)
     err = Console(stderr=True)
     json_to_stdout = json_out == "-"
     out = err if json_to_stdout else Console()

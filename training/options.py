@@ -13,9 +13,11 @@ from training.space import InputSpace
 # "default" was tuned on the known-answer cases (bench/estimation_quality.py): Adam (betas 0.5, 0.999)
 # at 3e-3 with a cosine decay is within 1 % of its final value after ~100 steps there (1e-3: ~200,
 # same final value); early stopping on a validation split ends easy problems after a few hundred steps.
+# critic="auto" trains the candidates of training.selection.auto_candidates and keeps the best on the
+# validation split; conv/activation/width below apply when a critic is named.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(
-        critic="dcgan", conv="bcop", activation="maxmin", width=None,
+        critic="auto", conv="bcop", activation="maxmin", width=None,
         optimizer="adam", lr=3e-3, lr_schedule="cosine", lr_decay_every=0, lr_decay_factor=0.1,
         steps=2000, batch_size=64, early_stopping=True, eval_every=100, patience=4, min_delta=1e-3,
         holdout=0.2, validation=0.1, eval_samples=6400, validation_samples=1280,
@@ -40,7 +42,8 @@ class EstimateOptions(BaseModel):
 
     preset: Literal["default", "paper"] = Field("default", description="Defaults for every field left unset: "
                                                 "'default' (a good estimate fast) or 'paper' (the BCOP paper's protocol).")
-    critic: str | None = Field(None, description="Critic architecture: 'dcgan' (convolutional) or 'fc' (Björck MLP).")
+    critic: str | None = Field(None, description="Critic architecture: 'auto' (train several certified critics, "
+                               "keep the best on the validation split), 'dcgan' (convolutional) or 'fc' (Björck MLP).")
     conv: Literal["bcop", "rko", "ossn", "plain"] | None = Field(None, description="Convolution of the dcgan critic.")
     activation: Literal["maxmin", "groupsort", "relu"] | None = Field(None, description="Activation of the critic.")
     width: int | None = Field(None, ge=1, description="Critic width (channels of the first stage / hidden units); "
@@ -53,7 +56,11 @@ class EstimateOptions(BaseModel):
         "'cosine': cosine decay to 0 over `steps`.")
     lr_decay_every: int | None = Field(None, ge=0, description="Steps between decays for the 'step' schedule.")
     lr_decay_factor: float | None = Field(None, gt=0, le=1, description="Decay factor for the 'step' schedule.")
-    steps: int | None = Field(None, ge=1, description="Training steps (the budget; early stopping may end sooner).")
+    steps: int | None = Field(None, ge=1, description="Training steps of the chosen critic (early stopping or "
+                              "the time budget may end sooner).")
+    time_budget_s: float | None = Field(None, gt=0, description="Training time budget in seconds, beside `steps` "
+                                        "(whichever ends first): with critic='auto' half goes to the candidates' "
+                                        "trials, the rest to the winner. None = no time limit.")
     batch_size: int | None = Field(None, ge=1, description="Samples per side per training step.")
     early_stopping: bool | None = Field(None, description="Stop when the validation estimate has not improved "
                                         "for `patience` evaluations (the best critic is kept).")

@@ -24,6 +24,7 @@ class ProgressEvent(BaseModel):
     objective: float
     estimate: float | None = None
     elapsed_s: float = 0.0
+    phase: str = Field("", description="The critic being trained (a candidate name with critic='auto').")
 
 
 class CurvePoint(BaseModel):
@@ -52,9 +53,38 @@ class SampleCounts(BaseModel):
 
 
 class Timings(BaseModel):
+    """Seconds per phase: setup (sources, splits, critics), training (all candidates, selection
+    included), held-out evaluation, total; `selection_s` is the candidates' trials and the choice,
+    `steps_per_s` the chosen critic's training speed."""
+
     train_s: float
     eval_s: float
     total_s: float
+    selection_s: float = 0.0
+    setup_s: float = 0.0
+    steps_per_s: float | None = None
+
+
+class CandidateRecord(BaseModel):
+    """One critic that critic='auto' trained: its spec, its certified validation value (the only number
+    the choice looks at), its Lipschitz bound, steps and time."""
+
+    name: str
+    spec: dict[str, Any]
+    validation: float | None = Field(None, description="Best validation estimate / lipschitz_bound.")
+    lipschitz_bound: float | None = None
+    steps: int = 0
+    train_s: float = 0.0
+    stopped_early: bool = False
+
+
+class Selection(BaseModel):
+    """How critic='auto' chose: every candidate, the winner, and the rule."""
+
+    chosen: str
+    candidates: list[CandidateRecord]
+    trial_steps: int
+    rule: str = "highest certified validation value; held-out samples unread until chosen"
 
 
 class W1Result(BaseModel):
@@ -62,7 +92,9 @@ class W1Result(BaseModel):
 
     `estimate` is mean f(real) - mean f(fake) on held-out samples; `certified_lower_bound` divides it
     by the critic's certified Lipschitz bound, so it is a lower bound on W1 in the stated `space`
-    (up to sampling error, which `certified_ci` covers)."""
+    (up to sampling error, which `certified_ci` covers); `lower_confidence_bound` is the one-sided
+    bound W1 >= it with probability `confidence`, never negative. `legend` says this in the JSON,
+    `notes` explains anything a reader must know (a negative value, a bound above 1)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -74,6 +106,7 @@ class W1Result(BaseModel):
     lipschitz_layers: list[dict[str, Any]] = Field(default_factory=list)
     certified_lower_bound: float
     certified_ci: tuple[float, float]
+    lower_confidence_bound: float | None = None
     orthogonality_error: float
     samples: SampleCounts
     space: dict[str, Any]
@@ -87,6 +120,10 @@ class W1Result(BaseModel):
     options: dict[str, Any]
     versions: dict[str, str]
     fid: FIDResult | None = None
+    critic_spec: dict[str, Any] | None = Field(None, description="The chosen critic (critics.critic_from_spec).")
+    selection: Selection | None = None
+    notes: list[str] = Field(default_factory=list)
+    legend: dict[str, str] = Field(default_factory=dict)
 
     # the trained critic (eval mode) when the result comes straight from estimate_w1; never serialised
     _critic: Any = PrivateAttr(default=None)
@@ -106,21 +143,34 @@ class W1Result(BaseModel):
     def summary_rows(self) -> list[tuple[str, str]]:
         """(label, value) pairs for a human-readable summary, shared by the CLI and the service."""
         pct = f"{self.confidence:.0%}"
-        s = self.samples
-        rows = [
-            ("W1 estimate (held-out)", f"{self.estimate:.4f} ± {self.stderr:.4f} (s.e.)"),
-            (f"{pct} interval", f"[{self.ci[0]:.4f}, {self.ci[1]:.4f}]"),
-            ("certified lower bound", f"{self.certified_lower_bound:.4f}"),
+        s, t = self.samples, self.timings
+        rows = []
+        if self.lower_confidence_bound is not None:
+            rows.append((f"W1 >= ({pct} lower confidence bound)", f"{self.lower_confidence_bound:.4f}"))
+        rows += [
+            ("certified lower bound (point estimate / L)", f"{self.certified_lower_bound:.4f}"),
             (f"certified {pct} interval", f"[{self.certified_ci[0]:.4f}, {self.certified_ci[1]:.4f}]"),
-            ("Lipschitz bound", f"{self.lipschitz_bound:.6f}"),
+            ("W1 estimate (critic's held-out dual value)", f"{self.estimate:.4f} ± {self.stderr:.4f} (s.e.)"),
+            (f"{pct} interval", f"[{self.ci[0]:.4f}, {self.ci[1]:.4f}]"),
+            ("Lipschitz bound L", f"{self.lipschitz_bound:.6f}"),
             ("space", _describe_space(self.space)),
             ("samples real (train/held-out)", f"{s.real_train} / {s.real_heldout}"),
             ("samples fake (train/held-out)", f"{s.fake_train} / {s.fake_heldout}"),
-            ("steps", f"{self.steps_run}" + (" (early stop)" if self.stopped_early else "")),
-            ("time", f"{self.timings.total_s:.1f} s (train {self.timings.train_s:.1f} s) on {self.device}"),
         ]
+        if self.critic_spec is not None:
+            rows.append(("critic", _describe_critic(self.critic_spec)))
+        if self.selection is not None:
+            rows.append(("critic choice (validation, certified)", ", ".join(
+                f"{c.name} {c.validation:.4f}" if c.validation is not None else f"{c.name} -"
+                for c in self.selection.candidates) + f" -> {self.selection.chosen}"))
+        rows.append(("steps", f"{self.steps_run}" + (" (early stop)" if self.stopped_early else "")
+                     + (f", {t.steps_per_s:.1f} steps/s" if t.steps_per_s else "")))
+        rows.append(("time", f"{t.total_s:.1f} s (setup {t.setup_s:.1f} s, train {t.train_s:.1f} s"
+                     + (f", of which selection {t.selection_s:.1f} s" if t.selection_s else "")
+                     + f", evaluation {t.eval_s:.1f} s) on {self.device}"))
         if self.fid is not None:
             rows.append(("FID", f"{self.fid.value:.3f}" if self.fid.value is not None else self.fid.note))
+        rows += [("note", note) for note in self.notes]
         return rows
 
     def summary_table(self):
@@ -135,7 +185,26 @@ class W1Result(BaseModel):
         return table
 
 
+def _describe_critic(spec: dict[str, Any]) -> str:
+    parts = [str(spec.get("name"))]
+    if spec.get("name") == "dcgan":
+        parts.append(str(spec.get("conv")))
+    parts.append(str(spec.get("activation")))
+    if spec.get("width"):
+        parts.append(f"width {spec['width']}")
+    parts += [f"{k}={v}" for k, v in (spec.get("options") or {}).items()]
+    return " ".join(parts)
+
+
+def describe_space(space: dict[str, Any]) -> str:
+    """One line naming the input space (used in tables and plot titles)."""
+    return _describe_space(space)
+
+
 def _describe_space(space: dict[str, Any]) -> str:
+    size = space.get("size")
+    if space.get("channels") == 1 and size and size[0] == 1:  # N×D arrays are 1×1×D samples
+        return f"vectors of {size[1]}, value_range={space.get('value_range')}"
     parts = []
     for key in ("value_range", "channels", "size", "resize"):
         if key in space and space[key] is not None:

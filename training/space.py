@@ -8,11 +8,12 @@ and nothing is resized or converted unless the user asked for it.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Union
 
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+if TYPE_CHECKING:  # torch is imported where a batch is mapped, so the options stay importable without it
+    import torch
 
 __all__ = ["InputSpace", "SpaceMismatch"]
 
@@ -29,6 +30,9 @@ class SpaceMismatch(ValueError):
 class InputSpace(BaseModel):
     """Pixel range, size and channel count every sample is mapped into.
 
+    `value_range` is the range [0, 1] source values are mapped onto, or "none": values are used as the
+    sources hand them out (arrays opened with value_range="none" keep their own values: vectors,
+    features, unbounded data need no fake pixel range). Vectors N×D are 1×1×D images.
     `size=None` / `channels=None` mean "the real side's"; `resolve()` fills them in.
     `resize` names the interpolation used when a side's size differs from `size`;
     "none" makes any size difference an error.
@@ -36,7 +40,7 @@ class InputSpace(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    value_range: tuple[float, float] = (-1.0, 1.0)
+    value_range: Union[tuple[float, float], Literal["none"]] = (-1.0, 1.0)
     size: tuple[int, int] | None = None
     channels: int | None = None
     resize: Literal["none", "nearest", "bilinear", "area"] = "none"
@@ -65,6 +69,8 @@ class InputSpace(BaseModel):
 
     @model_validator(mode="after")
     def _valid_range(self):
+        if self.value_range == "none":
+            return self
         lo, hi = self.value_range
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"value_range must be finite with low < high, got {self.value_range}")
@@ -134,6 +140,8 @@ class InputSpace(BaseModel):
         x = self._convert_channels(x)
         if tuple(x.shape[-2:]) != self.size:
             x = self._resize(x)
+        if self.value_range == "none":
+            return x
         lo, hi = self.value_range
         if (lo, hi) != (0.0, 1.0):
             x = x * (hi - lo) + lo
@@ -146,11 +154,15 @@ class InputSpace(BaseModel):
         if c == 1 and self.channels == 3:
             return x.expand(-1, 3, -1, -1).contiguous()
         if c == 3 and self.channels == 1:
+            import torch
+
             w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
             return (x * w).sum(dim=1, keepdim=True)
         raise SpaceMismatch(f"cannot convert {c} channels to {self.channels}")
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
         h, w = x.shape[-2:]
         if self.resize == "none":
             raise SpaceMismatch(
@@ -175,7 +187,7 @@ class InputSpace(BaseModel):
     def describe(self) -> dict:
         """JSON-able summary, stored with every result."""
         return {
-            "value_range": [float(self.value_range[0]), float(self.value_range[1])],
+            "value_range": "none" if self.value_range == "none" else [float(v) for v in self.value_range],
             "size": list(self.size) if self.size is not None else None,
             "channels": self.channels,
             "resize": self.resize,

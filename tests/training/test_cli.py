@@ -84,3 +84,17 @@ def test_debug_shows_the_exception(npz_pair):
     real, _ = npz_pair
     res = CliRunner().invoke(main, ["estimate", str(real), "missing.npz", "--debug", *FAST])
     assert res.exit_code != 0 and res.exception is not None
+
+
+def test_vectors_with_range_none_and_a_time_budget(tmp_path):
+    """N×D features outside [-1, 1]: --range none keeps them; --time bounds the training."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "real.npy", rng.standard_normal((300, 16)).astype(np.float32) * 5)
+    np.save(tmp_path / "fake.npy", rng.standard_normal((300, 16)).astype(np.float32) * 5 + 1)
+    res = CliRunner().invoke(main, ["estimate", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"),
+                                    "--range", "none", "--time", "30", "--steps", "20", "--eval-every", "10",
+                                    "--quiet", "--json"])
+    assert res.exit_code == 0, res.output
+    result = W1Result.from_json(res.stdout)
+    assert result.space["value_range"] == "none" and result.options["time_budget_s"] == 30
+    assert result.selection.chosen.startswith("fc")

@@ -8,19 +8,9 @@ import ot
 import pytest
 import torch
 from scipy.stats import wasserstein_distance
-from sklearn.datasets import load_digits
 
 from training import estimate_w1
-
-
-def translated_digits(norm_in_space: float, seed: int = 0):
-    """Digits in [0, 0.5] and the same images shifted by u >= 0 (so both stay in [0, 1]); in the
-    default [-1, 1] space the shift is v = 2u, and W1 = |v| exactly (also between the two finite sets)."""
-    digits = load_digits().images.astype(np.float32)[:, None] / 16.0 * 0.5
-    u = np.random.default_rng(seed).random((1, 1, 8, 8)).astype(np.float32)
-    u *= norm_in_space / (2 * np.linalg.norm(u))
-    assert u.max() <= 0.5
-    return digits, digits + u, float(np.linalg.norm(2 * u.astype(np.float64)))
+from training.known_cases import translated_digits
 
 
 def test_translated_digits_certified_bound_is_tight_and_never_above():

@@ -108,7 +108,7 @@ def test_npz_keys(tmp_path, digits_uint8):
     "array, message",
     [
         (np.zeros((0, 3, 8, 8), np.uint8), "empty"),
-        (np.zeros((8, 8), np.uint8), "2-D"),
+        (np.zeros((8,), np.uint8), "1-D"),
         (np.zeros((2, 2, 3, 8, 8), np.uint8), "5-D"),
         (np.zeros((2, 4, 8, 8), np.uint8), "4 channels"),
         (np.zeros((2, 5, 8, 7), np.uint8), "channel axis of size 1 or 3"),

@@ -1,6 +1,7 @@
 """The SampleSource interface, its error type, and the array-backed finite source.
 
-Every source hands out float32 CPU tensors (n, C, H, W) in [0, 1]; how stored values map into
+Every source hands out float32 CPU tensors (n, C, H, W) in [0, 1] (vectors N×D as (n, 1, 1, D); with
+value_range="none" values are handed out as they are, not mapped into [0, 1]); how stored values map into
 [0, 1] (uint8 /255, a float [0, 1] or [-1, 1] set, an explicit range) is decided once, when the
 source is opened, and reported by describe().
 """
@@ -99,15 +100,20 @@ def as_index_array(indices, n: int, what: str) -> np.ndarray:
 
 
 def array_layout(shape: Sequence[int], what: str) -> tuple[str, tuple[int, int, int]]:
-    """Decide the layout of an image array: 'NCHW', 'NHWC' or 'NHW' (grey); return (layout, CHW)."""
+    """Decide the layout of an array: 'NCHW', 'NHWC', 'NHW' (grey) or 'ND' (vectors, as 1×1×D);
+    return (layout, CHW)."""
     shape = tuple(int(s) for s in shape)
-    if len(shape) not in (3, 4):
+    if len(shape) not in (2, 3, 4):
         raise SourceError(
-            f"{what}: expected an array of images N×C×H×W, N×H×W×C or N×H×W (grey), "
+            f"{what}: expected an array of images N×C×H×W, N×H×W×C or N×H×W (grey), or of vectors N×D, "
             f"got {len(shape)}-D shape {shape}"
         )
     if shape[0] == 0:
         raise SourceError(f"{what}: the set is empty (shape {shape})")
+    if len(shape) == 2:  # vectors: handed out as 1×1×D "images", so every critic input is (C, H, W)
+        if shape[1] == 0:
+            raise SourceError(f"{what}: vectors have zero length (shape {shape})")
+        return "ND", (1, 1, shape[1])
     if len(shape) == 3:
         layout, chw = "NHW", (1, shape[1], shape[2])
     elif shape[1] in (1, 3):
@@ -152,10 +158,15 @@ def interpret_range(data: np.ndarray, value_range, what: str) -> tuple[tuple[flo
 
     auto: uint8 -> [0, 255]; other integers must lie in 0..255; floats must lie in [0, 1]
     (preferred when both fit) or [-1, 1]. An explicit (low, high) is checked against the data.
+    "none": values are kept as they are (only NaN/Inf are refused).
     """
     kind = data.dtype.kind
     if kind not in "uif":
         raise SourceError(f"{what}: unsupported dtype {data.dtype}; use uint8 or float images")
+    if value_range == "none":
+        if _scan(data)[2]:
+            raise SourceError(f"{what}: contains {_scan(data)[2]} NaN/Inf value(s)")
+        return (0.0, 1.0), "none: values as they are"
     if value_range == "auto" and data.dtype == np.uint8:
         return (0.0, 255.0), "auto: uint8 [0, 255]"
     lo, hi, bad = _scan(data)
@@ -184,7 +195,8 @@ def interpret_range(data: np.ndarray, value_range, what: str) -> tuple[tuple[flo
         return (-1.0, 1.0), "auto: float [-1, 1]"
     raise SourceError(
         f"{what}: float values span [{lo:g}, {hi:g}], neither [0, 1] nor [-1, 1]; "
-        f"pass value_range=(low, high) to say which range maps to [0, 1]"
+        f"pass value_range=(low, high) to say which range maps to [0, 1], or value_range='none' (and an "
+        f"input space with value_range='none') to keep the values as they are (vectors, features)"
     )
 
 
@@ -204,6 +216,7 @@ class ArraySource(FiniteSource):
             self._layout, self.shape = array_layout(data.shape, what)
         self._data = data
         self._range, self._rule = interpret_range(data, value_range, what)
+        self._raw = value_range == "none"  # values handed out as they are, not mapped into [0, 1]
         self._rule = range_rule or self._rule
         self._info = dict(info)
 
@@ -218,10 +231,14 @@ class ArraySource(FiniteSource):
         uniq, inverse = np.unique(idx, return_inverse=True)
         raw = np.asarray(self._data[uniq])[inverse]
         x = torch.from_numpy(np.ascontiguousarray(raw)).to(torch.float32)
-        if self._layout == "NHW":
+        if self._layout == "ND":
+            x = x.view(len(idx), *self.shape)
+        elif self._layout == "NHW":
             x = x.unsqueeze(1)
         elif self._layout == "NHWC":
             x = x.permute(0, 3, 1, 2)
+        if self._raw:
+            return x.contiguous()
         lo, hi = self._range
         if (lo, hi) != (0.0, 1.0):
             x = (x - lo) / (hi - lo)

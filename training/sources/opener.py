@@ -24,7 +24,8 @@ def open_source(spec, *, allow_torchscript: bool = False, download: bool = False
 
     spec: a path (str/Path), a scheme string (see SourceSpec), a SourceSpec or its dict form, or
     an in-memory numpy array / torch tensor. value_range ("auto" or (low, high)) says which
-    stored range maps to [0, 1] for arrays and image files. Errors are SourceError.
+    stored range maps to [0, 1] for arrays and image files; "none" keeps array values as they are
+    (vectors, features: use it with an InputSpace of value_range="none"). Errors are SourceError.
     """
     if isinstance(spec, SampleSource):
         return spec
@@ -61,19 +62,19 @@ def open_source(spec, *, allow_torchscript: bool = False, download: bool = False
 
 
 def _range(v):
-    if v == "auto":
+    if v in ("auto", "none"):
         return v
     try:
         lo, hi = (float(x) for x in v)
     except (TypeError, ValueError):
-        raise SourceError(f"value_range must be 'auto' or (low, high), got {v!r}") from None
+        raise SourceError(f"value_range must be 'auto', 'none' or (low, high), got {v!r}") from None
     return (lo, hi)
 
 
 def _merge_range(spec: SourceSpec, value_range):
     given = _range(value_range)
     own = spec.value_range if spec.value_range is not None else "auto"
-    if own != "auto" and given != "auto" and tuple(own) != tuple(given):
+    if own != "auto" and given != "auto" and _range(own) != given:
         raise SourceError(f"{spec}: value_range {own} in the spec conflicts with value_range={given}")
     return own if own != "auto" else given
 

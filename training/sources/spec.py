@@ -61,7 +61,7 @@ class SourceSpec(BaseModel):
     kind: Kind
     path: str | None = None
     key: str | None = None
-    value_range: Union[Literal["auto"], tuple[float, float], None] = None
+    value_range: Union[Literal["auto", "none"], tuple[float, float], None] = None
     name: str | None = None
     root: str | None = None
     split: str | None = None
@@ -77,7 +77,7 @@ class SourceSpec(BaseModel):
     @field_validator("classes", "latent", "images", "value_range", "output_range", mode="before")
     @classmethod
     def _lists_from_strings(cls, v):
-        if isinstance(v, str) and v != "auto":
+        if isinstance(v, str) and v not in ("auto", "none"):
             return _split_list(v)
         if isinstance(v, int) and not isinstance(v, bool):
             return (v,)

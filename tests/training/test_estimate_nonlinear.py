@@ -1,0 +1,117 @@
+"""Known answers where a linear critic LOSES (estimation.md): isotropic scaling about a point
+(W1 = |1 - s| E|X - c|, optimal critic |x - c|) on Gaussians in 32 and 256 dimensions and on photo
+patches at 16x16 and 32x32x3, and the mixture identity W1(P, (1 - a) P + a Q) = a W1(P, Q) with Q a
+small GAN trained here on digits. All with DEFAULT options (only the input space for vectors).
+
+Targets (issue 7): certified / true >= 0.96 on every scaling case; mixture ratios within 0.05 of a;
+a translation keeps >= 0.99; the one-sided lower confidence bound never exceeds the true W1.
+The 32x32x3 case takes many minutes on a CPU with today's critics: it runs with W1_LONG_TESTS=1.
+Measured 2026-12-04 on the shared 2-core machine (load 12-15): gauss32 1.022, gauss256 0.986,
+photos16 1.008, translation >= 0.99, mixture 0.494 for a = 0.5; 16 min for the file under that load."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from training import estimate_w1
+from training.known_cases import (chi_mean, gaussian_scaling, image_scaling, mixture, photo_patches,
+                                  translated_digits)
+
+RATIO = 0.96
+
+SCALING = {
+    "gauss32": lambda: gaussian_scaling(32, s=0.7, n=4000),
+    "gauss256": lambda: gaussian_scaling(256, s=0.7, n=4000),
+    "photos16": lambda: image_scaling(photo_patches(16, 3000, grey=True), 0.5, "photos16 grey s=0.5"),
+    "photos32x3": lambda: image_scaling(photo_patches(32, 2000, grey=False), 0.5, "photos32 rgb s=0.5"),
+}
+LONG = {"photos32x3"}
+
+
+def test_chi_mean_matches_monte_carlo():
+    """The closed form E|Z| the Gaussian cases rest on, against 50,000 draws (relative s.e. < 3e-4)."""
+    rng = np.random.default_rng(0)
+    for d in (32, 256):
+        mc = np.linalg.norm(rng.standard_normal((50_000, d)), axis=1).mean()
+        assert chi_mean(d) == pytest.approx(mc, rel=2e-3)
+
+
+@pytest.mark.parametrize("name", list(SCALING))
+def test_scaling_certified_estimate_is_tight_and_lcb_below_truth(name):
+    if name in LONG and not os.environ.get("W1_LONG_TESTS"):
+        pytest.skip("minutes on a CPU with today's critics; set W1_LONG_TESTS=1")
+    case = SCALING[name]()
+    r = estimate_w1(case.real, case.fake, **case.options)
+    ratio = r.certified_lower_bound / case.true_w1
+    print(f"{case.name}: certified/true {ratio:.4f}, lcb/true {r.lower_confidence_bound / case.true_w1:.4f}, "
+          f"chosen {r.selection.chosen if r.selection else r.critic_spec['name']}, {r.timings.total_s:.0f} s")
+    assert r.lower_confidence_bound <= case.true_w1, (r.lower_confidence_bound, case.true_w1)
+    assert r.estimate - case.true_w1 <= r.ci[1] - r.estimate  # never above the truth beyond noise
+    assert ratio >= RATIO, (case.name, ratio)
+
+
+def test_translation_keeps_its_accuracy_with_auto():
+    real, fake, true_w1 = translated_digits(4.0)
+    r = estimate_w1(real, fake)
+    assert r.lower_confidence_bound <= true_w1
+    assert r.certified_lower_bound >= 0.99 * true_w1, (r.certified_lower_bound, true_w1)
+
+
+class _Generator(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(8, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
+                                       torch.nn.Sigmoid())
+
+    def forward(self, z):
+        return self.net(z).view(-1, 1, 8, 8)
+
+
+@pytest.fixture(scope="session")
+def gan_digits(tmp_path_factory):
+    """Samples of a small GAN (MLP, non-saturating loss) trained for 200 steps on digits in [0, 1],
+    once per session (its generator is saved under the session's tmp dir). Its quality does not
+    matter: the identity holds for any Q."""
+    from sklearn.datasets import load_digits
+
+    cache = tmp_path_factory.mktemp("gan") / "generator.pt"
+    digits = torch.from_numpy(load_digits().images.astype(np.float32)[:, None] / 16.0)
+    torch.manual_seed(0)
+    gen = _Generator()
+    disc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.LeakyReLU(0.2),
+                               torch.nn.Linear(128, 1))
+    opt_g = torch.optim.Adam(gen.parameters(), 2e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), 2e-3, betas=(0.5, 0.999))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    for _ in range(200):
+        real = digits[torch.randint(len(digits), (64,))]
+        fake = gen(torch.randn(64, 8))
+        loss_d = bce(disc(real), torch.ones(64, 1)) + bce(disc(fake.detach()), torch.zeros(64, 1))
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        loss_g = bce(disc(fake), torch.ones(64, 1))
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+    torch.save(gen.state_dict(), cache)
+    with torch.no_grad():
+        samples = gen(torch.randn(4000, 8, generator=torch.Generator().manual_seed(1))).numpy()
+    return digits.numpy(), samples
+
+
+def test_mixture_ratios_follow_the_mixing_weight(gan_digits):
+    """P = the digits, Q = GAN samples: W1(P, (1 - a) P + a Q) / W1(P, Q) = a. The mixture keeps the
+    digits at the indices it does not replace, so those held-out pairs cancel exactly (less noise)."""
+    digits, q = gan_digits
+    full = estimate_w1(digits, q[:len(digits)])
+    assert full.lower_confidence_bound > 10 * full.stderr  # W1 well above the noise
+    for a in (0.5,):
+        mixed = estimate_w1(digits, mixture(digits, digits, q, a, seed=1))
+        ratio = mixed.certified_lower_bound / full.certified_lower_bound
+        print(f"mixture a={a}: W1(P,Q) >= {full.certified_lower_bound:.4f} (s.e. {full.stderr:.4f}), "
+              f"W1(P, mix) >= {mixed.certified_lower_bound:.4f} (s.e. {mixed.stderr:.4f}), ratio {ratio:.4f}")
+        assert abs(ratio - a) <= 0.05, (a, ratio)

@@ -1,0 +1,146 @@
+"""critic='auto', the honest headline and vectors: the choice reads only the validation split (the
+held-out samples are read after every training and validation read), every candidate is recorded,
+the lower confidence bound is the one-sided bound computed independently, a negative value comes
+with an explanation, and N×D vectors with value_range='none' are accepted and get the FC family."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from training import W1Result, estimate_w1
+from training.data import HeldOutSealed, Side, split_indices
+from training.options import EstimateOptions
+from training.report import Statistics
+from training.selection import auto_candidates
+from training.sources import open_source
+from training.sources.base import ArraySource
+from training.space import InputSpace
+
+FAST = dict(steps=80, eval_every=20, batch_size=32, progress_every=20)
+
+
+class RecordingSource(ArraySource):
+    """A real array source that logs the indices of every read, in order."""
+
+    def __init__(self, data: np.ndarray):
+        super().__init__(data, what="recorded array", info={"kind": "array"})
+        self.reads: list[np.ndarray] = []
+
+    def read(self, indices):
+        self.reads.append(np.asarray(indices).copy())
+        return super().read(indices)
+
+
+@pytest.fixture(scope="module")
+def scaled_digits():
+    """Digits in [0, 1] and the same contracted toward their mean: a non-linear optimal critic."""
+    from sklearn.datasets import load_digits
+
+    x = load_digits().images[:600, None].astype(np.float32) / 16.0
+    c = x.mean(axis=0, keepdims=True)
+    return x, (c + 0.6 * (x - c)).astype(np.float32)
+
+
+def test_auto_reads_heldout_only_after_the_choice(scaled_digits):
+    real, fake = RecordingSource(scaled_digits[0]), RecordingSource(scaled_digits[1])
+    r = estimate_w1(real, fake, **FAST)
+    opts = EstimateOptions(**FAST).resolved()
+    heldout = set(split_indices(len(real), opts, True)[0].tolist())
+    for src in (real, fake):
+        touches = [bool(heldout & set(idx.tolist())) for idx in src.reads]
+        first = touches.index(True)  # the held-out samples are read at all...
+        assert all(touches[first:]), "a training/validation read came after a held-out read"
+        # ...and only in reads that are entirely held out (never mixed into a training batch)
+        assert all(set(idx.tolist()) <= heldout for idx in src.reads[first:])
+    # every candidate was trained and recorded; the winner has the highest certified validation value
+    sel = r.selection
+    assert sel is not None and [c.name for c in sel.candidates] == [c.name for c in auto_candidates((1, 8, 8))]
+    assert len(sel.candidates) == 2 and all(c.validation is not None and c.train_s > 0 for c in sel.candidates)
+    best = max(sel.candidates, key=lambda c: c.validation)
+    assert sel.chosen == best.name and r.critic_spec == best.spec
+    assert r.options["critic"] == "auto" and r.timings.selection_s > 0 and r.timings.steps_per_s > 0
+    back = W1Result.from_json(r.to_json())
+    assert back.selection == sel and back.lower_confidence_bound == r.lower_confidence_bound
+
+
+def test_heldout_is_sealed_until_unsealed(scaled_digits):
+    opts = EstimateOptions(**FAST).resolved()
+    space = InputSpace().resolve((1, 8, 8), (1, 8, 8))
+    side = Side(open_source(scaled_digits[0]), 0, space, opts, torch.device("cpu"), True)
+    with pytest.raises(HeldOutSealed):
+        next(side.heldout_batches())
+    side.unseal()
+    assert next(side.heldout_batches()).shape[1:] == (1, 8, 8)
+
+
+def test_auto_refuses_options_that_would_not_apply(scaled_digits):
+    with pytest.raises(ValueError, match="apply to a named critic"):
+        estimate_w1(*scaled_digits, width=16, **FAST)
+
+
+def test_lower_confidence_bound_is_the_one_sided_bound(scaled_digits):
+    r = estimate_w1(*scaled_digits, critic="fc", width=64, **FAST)
+    z = norm.ppf(r.confidence)
+    assert r.lower_confidence_bound == pytest.approx(max(0.0, (r.estimate - z * r.stderr) / r.lipschitz_bound))
+    assert 0 < r.lower_confidence_bound < r.certified_lower_bound
+    assert set(r.legend) >= {"lower_confidence_bound", "certified_lower_bound", "estimate", "stderr"}
+    labels = [label for label, _ in r.summary_rows()]
+    assert labels[0].startswith("W1 >= (95% lower confidence bound)")
+
+
+def test_a_negative_value_is_explained():
+    rng = np.random.default_rng(0)
+    fr, ff = rng.normal(0.0, 1.0, 500), rng.normal(0.3, 1.0, 500)  # mean f(real) < mean f(fake)
+    stats = Statistics.of(fr, ff, paired=False, lipschitz=1.0, confidence=0.95)
+    assert stats.certified < 0 and stats.lower_confidence_bound == 0.0
+    notes = " ".join(stats.notes())
+    assert "is negative" in notes and "never negative" in notes
+    assert ("whole interval lies below 0" in notes) == (stats.certified_ci[1] < 0)
+
+
+def test_vectors_keep_their_values_and_get_the_fc_family():
+    """64-d Gaussians (values far outside [-1, 1]) and the same shifted by v: W1 = |v| = 3."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 64)).astype(np.float32)
+    v = np.zeros(64, np.float32)
+    v[:4] = 1.5
+    y = rng.standard_normal((1000, 64)).astype(np.float32) + v
+    with pytest.raises(ValueError, match="value_range='none'"):
+        open_source(x)
+    r = estimate_w1(x, y, space={"value_range": "none"}, steps=200, eval_every=50)
+    assert r.space["value_range"] == "none" and r.space["size"] == [1, 64]
+    assert r.selection is not None and [c.spec["name"] for c in r.selection.candidates] == ["fc"]
+    true_w1 = float(np.linalg.norm(v))
+    assert r.estimate <= true_w1 + (r.ci[1] - r.estimate)
+    assert r.certified_lower_bound >= 0.9 * true_w1, (r.certified_lower_bound, true_w1)
+
+
+def test_time_budget_ends_training_and_reports_timings(scaled_digits):
+    r = estimate_w1(*scaled_digits, critic="fc", width=32, steps=10**6, early_stopping=False,
+                    eval_every=50, time_budget_s=1.0)
+    assert 0 < r.steps_run < 10**6 and r.timings.steps_per_s > 0
+    assert r.options["time_budget_s"] == 1.0
+
+
+def test_auto_resumes_from_a_checkpoint_exactly(scaled_digits, tmp_path):
+    """Cancelled during the second candidate's trial, resumed: the same choice, the same result."""
+    from training import Cancelled
+
+    opts = dict(steps=40, eval_every=10, batch_size=32, progress_every=10, checkpoint_every=5)
+    full = estimate_w1(*scaled_digits, checkpoint_dir=tmp_path / "full", **opts)
+    calls = []
+
+    def stop_in_second_trial():
+        calls.append(1)
+        return len(calls) == 14  # first trial: 10 steps (polled 10 times), then 3 steps of the second
+
+    with pytest.raises(Cancelled):
+        estimate_w1(*scaled_digits, should_stop=stop_in_second_trial, checkpoint_dir=tmp_path / "cut", **opts)
+    resumed = estimate_w1(*scaled_digits, checkpoint_dir=tmp_path / "cut", **opts)
+    assert resumed.selection.chosen == full.selection.chosen
+    assert [c.validation for c in resumed.selection.candidates] == [c.validation for c in full.selection.candidates]
+    assert resumed.estimate == full.estimate and resumed.stderr == full.stderr
+    for (k, a), (_, b) in zip(full.critic.state_dict().items(), resumed.critic.state_dict().items()):
+        assert torch.equal(a, b), k

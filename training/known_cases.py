@@ -1,0 +1,85 @@
+"""Problems whose W1 is known in closed form and whose optimal critic is NOT linear (for tests and
+bench/estimation_quality.py). Translations (W1 = |v|) cannot tell a good critic from a linear one;
+these can (estimation.md, "Cases with a known answer").
+
+- scaling about a point: Q = c + s (P - c) has W1(P, Q) = |1 - s| E|X - c| for ANY P (the map is an
+  optimal transport, f(x) = |x - c| the optimal critic), also between two finite sets of pairs;
+- mixtures: W1(P, (1 - a) P + a Q) = a W1(P, Q) for any Q.
+
+Arrays are returned in the units the estimator sees: vectors (N, D) with value_range="none", images
+(N, C, H, W) in [0, 1] measured in the default [-1, 1] space (every distance doubled)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class KnownCase:
+    name: str
+    real: np.ndarray
+    fake: np.ndarray
+    true_w1: float
+    options: dict  # what the estimator needs to measure in the right space (space only, never tuning)
+
+
+def translated_digits(norm_in_space: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Digits in [0, 0.5] and the same images shifted by u >= 0 (so both stay in [0, 1]); in the
+    default [-1, 1] space the shift is v = 2u, and W1 = |v| exactly (also between the two finite sets).
+    A translation: a linear critic is optimal, so it only checks that nothing is lost."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images.astype(np.float32)[:, None] / 16.0 * 0.5
+    u = np.random.default_rng(seed).random((1, 1, 8, 8)).astype(np.float32)
+    u *= norm_in_space / (2 * np.linalg.norm(u))
+    assert u.max() <= 0.5
+    return digits, digits + u, float(np.linalg.norm(2 * u.astype(np.float64)))
+
+
+def chi_mean(d: int) -> float:
+    """E|Z| for Z ~ N(0, I_d): sqrt(2) Gamma((d+1)/2) / Gamma(d/2)."""
+    return math.sqrt(2.0) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
+
+
+def gaussian_scaling(d: int, s: float = 0.7, n: int = 4000, seed: int = 0) -> KnownCase:
+    """P = N(0, I_d), Q = s P (independent draws): W1 = |1 - s| E|Z| (chi distribution, exact)."""
+    rng = np.random.default_rng(seed)
+    real = rng.standard_normal((n, d)).astype(np.float32)
+    fake = (s * rng.standard_normal((n, d))).astype(np.float32)
+    return KnownCase(f"gauss{d} s={s}", real, fake, abs(1 - s) * chi_mean(d),
+                     {"space": {"value_range": "none"}})
+
+
+def image_scaling(images01: np.ndarray, s: float, name: str) -> KnownCase:
+    """Images in [0, 1] and the same images contracted toward their mean image (pairs, so the fake
+    set is exactly the image of the real set under the map): W1 = |1 - s| mean |x - c|, doubled in the
+    [-1, 1] space. Both sides keep every value in [0, 1]."""
+    x = images01.astype(np.float64)
+    c = x.mean(axis=0, keepdims=True)
+    fake = c + s * (x - c)
+    dist = np.sqrt(((x - c) ** 2).reshape(len(x), -1).sum(axis=1)).mean()
+    return KnownCase(name, x.astype(np.float32), fake.astype(np.float32), 2 * abs(1 - s) * float(dist), {})
+
+
+def photo_patches(size: int, count: int, grey: bool, seed: int = 0) -> np.ndarray:
+    """Patches of scikit-image's sample photographs in [0, 1], (N, C, H, W)."""
+    from training.builtin import photos
+
+    x = photos(size=size, count=count, seed=seed)[0].transpose(0, 3, 1, 2).astype(np.float64) / 255.0
+    if grey:
+        x = (x * np.array([0.299, 0.587, 0.114])[None, :, None, None]).sum(axis=1, keepdims=True)
+    return x
+
+
+def mixture(p_real: np.ndarray, p_fake: np.ndarray, q: np.ndarray, a: float, seed: int = 0) -> np.ndarray:
+    """(1 - a) P + a Q as a set of len(p_fake) samples: a random part of p_fake replaced by samples of q
+    (p_fake may be p_real itself: then the kept samples pair with the real side's and cancel)."""
+    rng = np.random.default_rng(seed)
+    n = len(p_fake)
+    k = int(round(a * n))
+    out = p_fake.copy()
+    idx = rng.choice(n, size=k, replace=False)
+    out[idx] = q[rng.choice(len(q), size=k, replace=len(q) < k)]
+    return out

@@ -1,0 +1,96 @@
+"""Step 4: the numbers reported from the chosen critic's values on the held-out samples.
+
+estimate     mean f(real) - mean f(fake) on held-out samples (unbiased for the critic's dual value);
+stderr, ci   its standard error and two-sided interval at `confidence`;
+certified    estimate / L, L the critic's certified Lipschitz bound: a lower bound on W1 in expectation;
+lower confidence bound  max(0, (estimate - z1 * stderr) / L) with z1 the one-sided quantile: W1 is at
+             least this with probability >= confidence (the honest headline; W1 is never negative)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def same_heldout(real, fake) -> bool:
+    """Whether both finite sides were evaluated on the same indices (possibly paired samples)."""
+    return (real.heldout is not None and fake.heldout is not None and len(real.heldout) == len(fake.heldout)
+            and bool(torch.equal(real.heldout, fake.heldout)))
+
+
+def stderr(fr: np.ndarray, ff: np.ndarray, paired: bool) -> float:
+    """Standard error of mean(fr) - mean(ff). Independent sides: from the two sample variances. When
+    both sides used the same indices, the samples may be paired (fake = g(real)), so the larger of the
+    independent and the paired (variance of differences) errors is reported: valid either way."""
+    independent = math.sqrt(fr.var(ddof=1) / len(fr) + ff.var(ddof=1) / len(ff))
+    if not paired:
+        return independent
+    return max(independent, float(np.std(fr - ff, ddof=1)) / math.sqrt(len(fr)))
+
+
+@dataclass(frozen=True)
+class Statistics:
+    estimate: float
+    stderr: float
+    ci: tuple[float, float]
+    lipschitz_bound: float
+    certified: float
+    certified_ci: tuple[float, float]
+    lower_confidence_bound: float
+    confidence: float
+
+    @classmethod
+    def of(cls, fr: np.ndarray, ff: np.ndarray, paired: bool, lipschitz: float, confidence: float) -> "Statistics":
+        from scipy.stats import norm
+
+        est = float(fr.mean() - ff.mean())
+        se = stderr(fr, ff, paired)
+        z2 = float(norm.ppf(0.5 + confidence / 2))  # two-sided interval
+        z1 = float(norm.ppf(confidence))  # one-sided lower bound
+        ci = (est - z2 * se, est + z2 * se)
+        return cls(estimate=est, stderr=se, ci=ci, lipschitz_bound=lipschitz, certified=est / lipschitz,
+                   certified_ci=(ci[0] / lipschitz, ci[1] / lipschitz),
+                   lower_confidence_bound=max(0.0, (est - z1 * se) / lipschitz), confidence=confidence)
+
+    def notes(self) -> list[str]:
+        """Plain-language warnings a reader needs next to the numbers."""
+        notes = []
+        pct = f"{self.confidence:.0%}"
+        if self.certified < 0:
+            notes.append(
+                f"The certified value {self.certified:.4g} is negative. W1 is never negative: this means the "
+                f"critic found no difference between the held-out samples that exceeds the noise (the "
+                f"{pct} interval [{self.certified_ci[0]:.4g}, {self.certified_ci[1]:.4g}] contains 0 or lies "
+                "near it), so the two sides are indistinguishable at this sample size and training budget; "
+                "W1 may still be positive but small. The lower confidence bound is reported as 0.")
+            if self.certified_ci[1] < 0:
+                notes.append(
+                    "The whole interval lies below 0, which noise alone rarely gives: check whether the same "
+                    "samples appear on both sides (a sample the critic learned as real is then evaluated as "
+                    "fake), or whether very few validation samples let training overfit.")
+        elif self.ci[0] <= 0:
+            notes.append(f"The {pct} interval contains 0: the difference is within the noise; "
+                         "the lower confidence bound is 0.")
+        if self.lipschitz_bound > 1.0 + 1e-3:
+            notes.append(f"The critic's certified Lipschitz bound is {self.lipschitz_bound:.4g} > 1; its values "
+                         "are divided by it to certify the bound.")
+        return notes
+
+
+def legend(confidence: float) -> dict[str, str]:
+    """What each reported number is, in words (stored in the JSON beside the numbers)."""
+    pct = f"{confidence:.0%}"
+    return {
+        "lower_confidence_bound": f"headline: W1 >= this with {pct} confidence (one-sided), "
+                                  "max(0, (estimate - z*stderr) / lipschitz_bound)",
+        "certified_lower_bound": "estimate / lipschitz_bound: a lower bound on W1 up to sampling error "
+                                 "(the point estimate to rank by)",
+        "certified_ci": f"two-sided {pct} interval of certified_lower_bound",
+        "estimate": "mean f(real) - mean f(fake) of the chosen critic f on held-out samples",
+        "stderr": "standard error of estimate",
+        "ci": f"two-sided {pct} interval of estimate",
+        "lipschitz_bound": "certified upper bound on the critic's Lipschitz constant (1 = exactly 1-Lipschitz)",
+        "space": "the input space W1 is measured in; results are comparable only in the same space",
+    }
