@@ -8,6 +8,10 @@
 - A heartbeat thread writes heartbeat + latest progress about once a second (at most every
   heartbeat_interval_s) and reads the cancel flag; ``should_stop`` answers from those flags and the
   job's time limit, so cancelling stops training within about a second.
+- A worker started by `w1 serve` stops its attempt when that server is gone (SIGKILLed): it
+  checkpoints and puts the job back to ``queued`` for the restarted server's workers, instead
+  of training on beside them (its Celery parent only gets a warm-shutdown SIGTERM).
+- Results and errors name sources by dataset / generator id and name, never by server path.
 - Checkpoints live in ``<data_dir>/jobs/<id>/checkpoint`` so the next attempt resumes exactly;
   artifacts go to ``<data_dir>/jobs/<id>/attempt-<fence>/artifacts`` and the API serves the
   winning attempt's folder (no race between attempts).
@@ -64,13 +68,76 @@ def source_spec(session, settings: Settings, owner: str, ref: dict):
     return entry.source
 
 
+def source_names(session, settings: Settings, owner: str, refs: dict) -> dict[str, dict]:
+    """Server path -> public identity ({"dataset": id, "name": ..., "sha256": ...}) of a job's sources."""
+    names: dict[str, dict] = {}
+    for ref in refs.values():
+        if "dataset" in ref:
+            d = session.scalar(select(Dataset).where(Dataset.id == ref["dataset"], Dataset.owner == owner))
+            if d is not None:
+                names[d.path] = {"dataset": d.id, "name": d.name, "sha256": d.sha256}
+        elif "generator" in ref:
+            g = session.scalar(select(Generator).where(Generator.id == ref["generator"], Generator.owner == owner))
+            if g is not None:
+                names[g.path] = {"generator": g.id, "name": g.name, "sha256": g.sha256}
+        elif ref.get("catalog") in settings.catalog:
+            names[str(settings.catalog[ref["catalog"]].source)] = {"catalog": ref["catalog"]}
+    return names
+
+
+def scrub(text: str, names: dict[str, dict], settings: Settings) -> str:
+    """``text`` with every server path replaced by its public name (and the data dir by a tag)."""
+    for path, who in sorted(names.items(), key=lambda kv: -len(kv[0])):
+        kind = next(iter(who))
+        text = text.replace(path, f"{kind} {who[kind]}" + (f" ({who['name']})" if "name" in who else ""))
+    return text.replace(str(settings.data_dir), "<data_dir>")
+
+
+def public_result(result: dict, names: dict[str, dict], settings: Settings) -> dict:
+    """The result with each source described by its identity instead of its file."""
+    for info in (result.get("sources") or {}).values():
+        if isinstance(info, dict) and info.get("path") in names:
+            info.update(names[info.pop("path")])
+
+    def walk(v):
+        if isinstance(v, str):
+            return scrub(v, names, settings)
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(result)
+
+
+def server_gone() -> bool:
+    """True when this worker was started by `w1 serve` (W1_SERVE_PID) and that process is gone.
+    The worker's main process (our parent; a prefork child trains) was started by the server, so
+    its parent is the server until the server dies."""
+    pid = os.environ.get("W1_SERVE_PID")
+    if not pid or not pid.isdigit():
+        return False
+    try:
+        with open(f"/proc/{os.getppid()}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1]) != int(pid)
+    except (OSError, ValueError, IndexError):  # no /proc: is the server's pid still alive?
+        try:
+            os.kill(int(pid), 0)
+            return False
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+
+
 class Attempt:
     """One attempt at one job, from claim to the final fenced write."""
 
     def __init__(self, settings: Settings, sessions, job_id: str, worker: str):
         self.settings, self.sessions, self.job_id, self.worker = settings, sessions, job_id, worker
         self.fence: int | None = None
-        self.lost = self.cancel = self.timed_out = False
+        self.lost = self.cancel = self.timed_out = self.orphaned = False
         self.latest = None  # latest ProgressEvent as a dict
         self.started_at = None
         self._stop = threading.Event()
@@ -115,6 +182,8 @@ class Attempt:
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, min(1.0, self.settings.heartbeat_interval_s))
         while not self._stop.wait(interval):
+            if server_gone():
+                self.orphaned = True
             try:
                 self.beat()
             except Exception:  # a database hiccup must not kill the attempt; the next beat retries
@@ -131,7 +200,7 @@ class Attempt:
 
         if (now() - as_utc(self.started_at)).total_seconds() > self.settings.job_time_limit_s:
             self.timed_out = True
-        return self.lost or self.cancel or self.timed_out
+        return self.lost or self.cancel or self.timed_out or self.orphaned
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -153,9 +222,11 @@ class Attempt:
         from training.result import Cancelled
 
         t0 = time.monotonic()
+        names: dict[str, dict] = {}
         try:
             with self.sessions() as s:
                 job = s.scalar(select(Job).where(Job.id == self.job_id))
+                names = source_names(s, self.settings, job.owner, {k: job.spec[k] for k in ("real", "fake")})
                 real = training_source(s, self.settings, job.owner, job.spec["real"])
                 fake = training_source(s, self.settings, job.owner, job.spec["fake"])
                 options = EstimateOptions.model_validate(job.spec["options"])
@@ -166,6 +237,10 @@ class Attempt:
         except Cancelled as exc:
             if self.lost:
                 log.warning("job %s: attempt fenced off (a newer attempt owns it); stopped", self.job_id)
+            elif self.orphaned:
+                self.write(status=QUEUED, dispatched_at=None, worker=None, progress=self.latest,
+                           error=f"attempt stopped at step {exc.step}: its server (w1 serve) is gone; requeued")
+                log.warning("job %s: the server is gone; checkpointed at step %d and requeued", self.job_id, exc.step)
             elif self.cancel:
                 self.write(status=CANCELLED, error=f"cancelled by request at step {exc.step}",
                            finished_at=now(), progress=self.latest)
@@ -175,8 +250,8 @@ class Attempt:
             return
         except Exception as exc:
             log.exception("job %s failed", self.job_id)
-            self.write(status=FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=now(),
-                       progress=self.latest)
+            self.write(status=FAILED, error=scrub(f"{type(exc).__name__}: {exc}", names, self.settings),
+                       finished_at=now(), progress=self.latest)
             return
         if self.lost:
             return
@@ -184,7 +259,8 @@ class Attempt:
         write_artifacts(result, folder)
         final = {"step": result.steps_run, "total": self.latest["total"] if self.latest else result.steps_run,
                  "estimate": result.estimate, "objective": self.latest["objective"] if self.latest else None}
-        if self.write(status=SUCCEEDED, result=json.loads(result.to_json(indent=None)), progress=final,
+        public = public_result(json.loads(result.to_json(indent=None)), names, self.settings)
+        if self.write(status=SUCCEEDED, result=public, progress=final,
                       finished_at=now(), run_seconds=Job.run_seconds + (time.monotonic() - t0)):
             log.info("job %s succeeded: W1 >= %.4f", self.job_id, result.certified_lower_bound)
 

@@ -1,0 +1,225 @@
+"""Hostile input, checked before anything is allocated (issue 8): amplifying uploads (a zip or
+.npz of zeros, blank giant PNGs, a generator with huge outputs, a huge latent), option bounds,
+everything the worker would refuse, NUL bytes and cursors. In-process against the checks, then
+against live servers (SQLite + filesystem and PostgreSQL + Redis): status, message, the server's
+memory, and nothing left behind."""
+import io
+import math
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from fastapi import HTTPException
+
+MiB = 1024**2
+
+
+def deflate_zip(path, name: str, prefix: bytes, zero_mib: int) -> int:
+    """A zip whose one member is ``prefix`` + ``zero_mib`` MiB of zeros, deflated, written without
+    ever holding the member: one flushed 1 MiB block of zeros is repeated (a flushed deflate block
+    does not refer back, so repeats are a valid stream). Returns the member's size."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(prefix) + c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(bytes(MiB)) + c.flush(zlib.Z_FULL_FLUSH)
+    tail = c.flush(zlib.Z_FINISH)
+    crc = zlib.crc32(prefix)
+    zero = bytes(MiB)
+    for _ in range(zero_mib):
+        crc = zlib.crc32(zero, crc)
+    size = len(prefix) + zero_mib * MiB
+    csize = len(head) + len(block) * zero_mib + len(tail)
+    fname = name.encode()
+    with open(path, "wb") as f:
+        local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, csize, size, len(fname), 0)
+        f.write(local + fname + head)
+        for _ in range(zero_mib):
+            f.write(block)
+        f.write(tail)
+        cd_at = f.tell()
+        central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, csize, size,
+                              len(fname), 0, 0, 0, 0, 0, 0) + fname
+        f.write(central)
+        f.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central), cd_at, 0))
+    return size
+
+
+def npy_header(shape, dtype=np.uint8) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def blank_png_zip(path, count=20, side=8000):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (side, side)).save(buf, format="PNG")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(count):
+            zf.writestr(f"img/{i:02d}.png", buf.getvalue())
+    return path
+
+
+def huge_output_onnx(path, side=4096):
+    """282-byte-class generator: z (N, 4) -> Expand to (N, 1, side, side)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Shape", ["z"], ["s"]),
+        helper.make_node("Slice", ["s", "zero", "one"], ["n"]),
+        helper.make_node("Concat", ["n", "chw"], ["shape"], axis=0),
+        helper.make_node("ReduceMean", ["z"], ["m"], keepdims=1),
+        helper.make_node("Reshape", ["m", "four"], ["m4"]),
+        helper.make_node("Tanh", ["m4"], ["t"]),
+        helper.make_node("Expand", ["t", "shape"], ["y"]),
+    ]
+    ints = lambda name, v: helper.make_tensor(name, TensorProto.INT64, [len(v)], v)
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, side, side])],
+        [ints("zero", [0]), ints("one", [1]), ints("chw", [1, side, side]), ints("four", [-1, 1, 1, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bombs")
+    out = {}
+    out["zeros.npz"] = folder / "zeros.npz"
+    deflate_zip(out["zeros.npz"], "images.npy", npy_header((1 << 20, 1, 32, 32)), 1024)  # 1 GiB decoded
+    out["zeros.zip"] = folder / "zeros.zip"
+    deflate_zip(out["zeros.zip"], "img/0.png", b"", 2048)  # a 2 GiB member
+    out["blank.zip"] = blank_png_zip(folder / "blank.zip")
+    out["big.onnx"] = huge_output_onnx(folder / "big.onnx")
+    return out
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from service.settings import get_settings
+
+    return get_settings(data_dir=tmp_path)
+
+
+def refused(fn, *args, **kwargs) -> str:
+    with pytest.raises(HTTPException) as info:
+        fn(*args, **kwargs)
+    assert info.value.status_code == 422
+    return info.value.detail
+
+
+# -- in process: the checks themselves ----------------------------------------------------------
+
+def test_bomb_files_are_what_they_claim(bombs):
+    assert bombs["zeros.npz"].stat().st_size < 2 * MiB and bombs["zeros.zip"].stat().st_size < 3 * MiB
+    with zipfile.ZipFile(bombs["zeros.npz"]) as zf, zf.open("images.npy") as f:
+        assert np.lib.format.read_array_header_1_0((np.lib.format.read_magic(f), f)[1])[0] == (1 << 20, 1, 32, 32)
+        assert zf.getinfo("images.npy").file_size > 1024 * MiB
+        with zf.open("images.npy") as g:  # a valid deflate stream: it really decodes to zeros
+            g.read(200)
+            assert g.read(MiB) == bytes(MiB)
+    assert bombs["blank.zip"].stat().st_size < 2 * MiB
+
+
+def test_amplifying_datasets_are_refused_from_headers(bombs, settings):
+    from service.storage import check_dataset_size
+
+    msg = refused(check_dataset_size, bombs["zeros.npz"], ".npz", "zeros.npz", settings)
+    assert msg.startswith("zeros.npz: decompresses") and "W1_MAX_COMPRESSION_RATIO" in msg
+    msg = refused(check_dataset_size, bombs["zeros.zip"], ".zip", "zeros.zip", settings)
+    assert "decompresses" in msg and "2,147,483,648" in msg
+    msg = refused(check_dataset_size, bombs["blank.zip"], ".zip", "blank.zip", settings)
+    assert "img/00.png is 8000x8000 = 64,000,000 pixels" in msg and "W1_MAX_IMAGE_PIXELS" in msg
+    # the decoded total alone (images within the per-image limit)
+    small = settings.model_copy(update={"max_image_pixels": 10**8, "max_decoded_bytes": 10**9})
+    msg = refused(check_dataset_size, bombs["blank.zip"], ".zip", "blank.zip", small)
+    assert "20 images of 8000x8000x1 decode to 1,280,000,000 bytes" in msg
+
+
+def test_npy_header_checks(tmp_path, settings):
+    from service.storage import check_dataset_size
+
+    p = tmp_path / "a.npy"
+    p.write_bytes(npy_header((10**7, 3, 64, 64)) + bytes(1000))  # claims 123 GB
+    assert "over this server's limit" in refused(check_dataset_size, p, ".npy", "a.npy", settings)
+    p.write_bytes(npy_header((10, 1, 8, 8)) + bytes(100))
+    assert "truncated" in refused(check_dataset_size, p, ".npy", "a.npy", settings)
+    np.save(p, np.zeros((10, 1, 8, 8), np.uint8))
+    check_dataset_size(p, ".npy", "a.npy", settings)
+
+
+def test_archive_member_count_is_read_before_the_directory(tmp_path, settings):
+    from service.storage import check_dataset_size
+
+    p = tmp_path / "many.zip"
+    with zipfile.ZipFile(p, "w") as zf:
+        for i in range(30):
+            zf.writestr(f"x/{i}.txt", b"")
+    few = settings.model_copy(update={"max_archive_members": 20})
+    assert "holds 30 files" in refused(check_dataset_size, p, ".zip", "many.zip", few)
+
+
+def test_generator_limits(bombs, settings):
+    from service.storage import check_latent, check_onnx_shapes
+
+    msg = refused(check_latent, [50_000_000], settings)
+    assert "50,000,000 elements" in msg and "W1_MAX_LATENT_ELEMENTS" in msg
+    assert "1 to 8" in refused(check_latent, [1] * 9, settings)
+    msg = refused(check_onnx_shapes, bombs["big.onnx"], [4], "big.onnx", settings)
+    assert "1x4096x4096" in msg and "W1_MAX_IMAGE_PIXELS" in msg
+
+
+def test_option_checks_match_the_estimator(settings):
+    """The API's split rule answers exactly when the estimator would refuse (both run here)."""
+    from service.limits import check_splits
+    from training.estimator import estimate_w1
+    from training.options import EstimateOptions
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 5, 8, 12):
+        for extra in ({}, {"holdout": 4}, {"early_stopping": False, "validation": 0}, {"holdout": 0.5}):
+            opts = EstimateOptions.build({"critic": "fc", "width": 8, "steps": 1, "batch_size": 2, "device": "cpu",
+                                          **extra}).resolved()
+            try:
+                check_splits("real", n, opts)
+                api_ok = True
+            except HTTPException:
+                api_ok = False
+            data = rng.random((n, 1, 4, 4)).astype(np.float32)
+            try:
+                estimate_w1(data, data.copy(), opts, eval_every=1)
+                worker_ok = True
+            except ValueError:
+                worker_ok = False
+            assert api_ok == worker_ok, (n, extra)
+
+
+def test_option_bounds_critic_and_device(settings):
+    from service.limits import check_options, parse_cursor
+    from training.options import EstimateOptions
+
+    def check(**o):
+        opts = EstimateOptions.build({"critic": "fc", "device": "cpu", **o}).resolved()
+        check_options(opts, (1, 8, 8), {"real": 100, "fake": None}, settings)
+
+    for key, value, setting in (("batch_size", 10**9, "MAX_BATCH_SIZE"), ("steps", 10**9, "MAX_STEPS"),
+                                ("eval_samples", 10**8, "MAX_EVAL_SAMPLES"),
+                                ("validation_samples", 10**8, "MAX_VALIDATION_SAMPLES")):
+        msg = refused(check, **{key: value})
+        assert f"options.{key}" in msg and f"W1_{setting}" in msg
+    assert "unknown; available" in refused(check, critic="nope")
+    assert "unknown option(s) bogus" in refused(check, critic_options={"bogus": 1})
+    assert "depth must be >= 1" in refused(check, critic_options={"depth": 0})
+    assert "parameters" in refused(check, width=10**6)
+    assert "not one of" in refused(check, device="tpu")
+    assert "not available" in refused(check, device="cuda:3")
+    check(width=16)
+    for bad in ("9223372036854775808", "2147483648", "²", "-1", "1e3", "١٢"):
+        assert "invalid cursor" in refused(parse_cursor, bad)
+    assert parse_cursor("2147483647") == 2**31 - 1
