@@ -19,7 +19,7 @@ from datetime import timedelta
 from sqlalchemy import and_, select, update
 
 from service.db import CANCELLED, FAILED, QUEUED, RUNNING, Job, now
-from service.queue import dispatch
+from service.ops import Context, send
 from service.settings import Settings
 
 log = logging.getLogger("w1.reconciler")
@@ -66,9 +66,7 @@ def reconcile(settings: Settings, sessions, celery) -> dict[str, int]:
             to_send.append(job.id)
             s.execute(update(Job).where(Job.id == job.id).values(dispatched_at=t))
         s.commit()
-    for job_id in to_send:
-        dispatch(celery, job_id)
-    counts["dispatched"] = len(to_send)
+    counts["dispatched"] = len(send(Context(settings, sessions, celery), to_send))
     if any(counts.values()):
         log.warning("reconciler: %s", counts)
     return counts

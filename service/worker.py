@@ -26,42 +26,12 @@ from pathlib import Path
 from celery.signals import worker_process_init
 from sqlalchemy import func, select, update
 
-from service.db import (
-    CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Dataset, Generator, Job, make_engine,
-    make_sessionmaker, now,
-)
+from service.db import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, make_engine, make_sessionmaker, now
 from service.queue import TASK_NAME, make_celery
 from service.settings import Settings, get_settings
+from service.sources import open_resolved, public_description, resolve
 
 log = logging.getLogger("w1.worker")
-
-
-def training_source(session, settings: Settings, owner: str, ref: dict):
-    """The opened SampleSource behind an API source reference (TorchScript only if allowed)."""
-    from training.sources import open_source
-
-    return open_source(source_spec(session, settings, owner, ref), allow_torchscript=settings.allow_torchscript)
-
-
-def source_spec(session, settings: Settings, owner: str, ref: dict):
-    """The training SourceSpec (or spec string) behind an API source reference."""
-    from training.sources import SourceSpec
-
-    if "dataset" in ref:
-        d = session.scalar(select(Dataset).where(Dataset.id == ref["dataset"], Dataset.owner == owner))
-        if d is None:
-            raise ValueError(f"dataset {ref['dataset']} no longer exists")
-        return SourceSpec(kind="file", path=d.path)
-    if "generator" in ref:
-        g = session.scalar(select(Generator).where(Generator.id == ref["generator"], Generator.owner == owner))
-        if g is None:
-            raise ValueError(f"generator {ref['generator']} no longer exists")
-        return SourceSpec(kind=g.format, path=g.path, latent=tuple(g.latent_shape),
-                          dist=g.latent_distribution, output_range=tuple(g.output_range))
-    entry = settings.catalog.get(ref["catalog"])
-    if entry is None:
-        raise ValueError(f"catalog entry {ref['catalog']!r} is no longer configured on this worker")
-    return entry.source
 
 
 class Attempt:
@@ -156,9 +126,9 @@ class Attempt:
         try:
             with self.sessions() as s:
                 job = s.scalar(select(Job).where(Job.id == self.job_id))
-                real = training_source(s, self.settings, job.owner, job.spec["real"])
-                fake = training_source(s, self.settings, job.owner, job.spec["fake"])
+                refs = {side: resolve(s, self.settings, job.owner, job.spec[side]) for side in ("real", "fake")}
                 options = EstimateOptions.model_validate(job.spec["options"])
+            real, fake = (open_resolved(refs[side], self.settings) for side in ("real", "fake"))
             ckpt = self.settings.job_dir(self.job_id) / "checkpoint"
             ckpt.mkdir(parents=True, exist_ok=True)
             result = estimate_w1(real, fake, options, progress=self.progress, should_stop=self.should_stop,
@@ -184,7 +154,10 @@ class Attempt:
         write_artifacts(result, folder)
         final = {"step": result.steps_run, "total": self.latest["total"] if self.latest else result.steps_run,
                  "estimate": result.estimate, "objective": self.latest["objective"] if self.latest else None}
-        if self.write(status=SUCCEEDED, result=json.loads(result.to_json(indent=None)), progress=final,
+        stored = json.loads(result.to_json(indent=None))
+        stored["sources"] = {side: public_description(stored["sources"].get(side, {}), refs[side].identity)
+                             for side in ("real", "fake")}
+        if self.write(status=SUCCEEDED, result=stored, progress=final,
                       finished_at=now(), run_seconds=Job.run_seconds + (time.monotonic() - t0)):
             log.info("job %s succeeded: W1 >= %.4f", self.job_id, result.certified_lower_bound)
 
