@@ -23,7 +23,8 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select, update
 
 from service.db import CANCELLED, FAILED, QUEUED, RUNNING, Job, now
-from service.queue import dispatch, messages_in_broker
+from service.ops import Context, send
+from service.queue import messages_in_broker
 from service.settings import Settings
 
 log = logging.getLogger("w1.reconciler")
@@ -72,16 +73,8 @@ def reconcile(settings: Settings, sessions, celery) -> dict[str, int]:
         present = messages_in_broker(celery, settings)
         if present is not None:
             unclaimed = [j for j in unclaimed if j not in present]
-    for job_id in [*unsent, *unclaimed]:
-        try:
-            dispatch(celery, job_id)
-        except Exception as exc:  # broker down: dispatched_at stays as it was, the next pass retries
-            log.warning("reconciler: sending job %s failed (%s); retrying next pass", job_id, exc)
-            break  # the broker is down: the rest waits for the next pass too
-        with sessions() as s:
-            s.execute(update(Job).where(Job.id == job_id, Job.status == QUEUED).values(dispatched_at=now()))
-            s.commit()
-        counts["dispatched"] += 1
+    # ops.send marks dispatched_at only after a send succeeded: a failed one is retried next pass
+    counts["dispatched"] = len(send(Context(settings, sessions, celery), [*unsent, *unclaimed]))
     if any(counts.values()):
         log.warning("reconciler: %s", counts)
     return counts

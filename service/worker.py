@@ -30,85 +30,26 @@ from pathlib import Path
 from celery.signals import worker_process_init
 from sqlalchemy import func, select, update
 
-from service.db import (
-    CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Dataset, Generator, Job, make_engine,
-    make_sessionmaker, now,
-)
+from service.db import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, make_engine, make_sessionmaker, now
 from service.queue import TASK_NAME, make_celery
 from service.settings import Settings, get_settings
+from service.sources import open_resolved, public_description, resolve
 
 log = logging.getLogger("w1.worker")
 
 
-def training_source(session, settings: Settings, owner: str, ref: dict):
-    """The opened SampleSource behind an API source reference (TorchScript only if allowed)."""
-    from training.sources import open_source
-
-    return open_source(source_spec(session, settings, owner, ref), allow_torchscript=settings.allow_torchscript)
-
-
-def source_spec(session, settings: Settings, owner: str, ref: dict):
-    """The training SourceSpec (or spec string) behind an API source reference."""
-    from training.sources import SourceSpec
-
-    if "dataset" in ref:
-        d = session.scalar(select(Dataset).where(Dataset.id == ref["dataset"], Dataset.owner == owner))
-        if d is None:
-            raise ValueError(f"dataset {ref['dataset']} no longer exists")
-        return SourceSpec(kind="file", path=d.path)
-    if "generator" in ref:
-        g = session.scalar(select(Generator).where(Generator.id == ref["generator"], Generator.owner == owner))
-        if g is None:
-            raise ValueError(f"generator {ref['generator']} no longer exists")
-        return SourceSpec(kind=g.format, path=g.path, latent=tuple(g.latent_shape),
-                          dist=g.latent_distribution, output_range=tuple(g.output_range))
-    entry = settings.catalog.get(ref["catalog"])
-    if entry is None:
-        raise ValueError(f"catalog entry {ref['catalog']!r} is no longer configured on this worker")
-    return entry.source
-
-
-def source_names(session, settings: Settings, owner: str, refs: dict) -> dict[str, dict]:
-    """Server path -> public identity ({"dataset": id, "name": ..., "sha256": ...}) of a job's sources."""
-    names: dict[str, dict] = {}
-    for ref in refs.values():
-        if "dataset" in ref:
-            d = session.scalar(select(Dataset).where(Dataset.id == ref["dataset"], Dataset.owner == owner))
-            if d is not None:
-                names[d.path] = {"dataset": d.id, "name": d.name, "sha256": d.sha256}
-        elif "generator" in ref:
-            g = session.scalar(select(Generator).where(Generator.id == ref["generator"], Generator.owner == owner))
-            if g is not None:
-                names[g.path] = {"generator": g.id, "name": g.name, "sha256": g.sha256}
-        elif ref.get("catalog") in settings.catalog:
-            names[str(settings.catalog[ref["catalog"]].source)] = {"catalog": ref["catalog"]}
-    return names
+def source_names(refs: dict) -> dict[str, dict]:
+    """Server path (or catalog spec) -> public identity of a job's resolved sources."""
+    return {str(getattr(r.spec, "path", None) or r.spec): r.identity for r in refs.values()}
 
 
 def scrub(text: str, names: dict[str, dict], settings: Settings) -> str:
-    """``text`` with every server path replaced by its public name (and the data dir by a tag)."""
+    """``text`` with every server path replaced by its public name (and the data dir by a tag):
+    an error names "dataset ds_… (name)", never "<data_dir>/uploads/<sha>.npz"."""
     for path, who in sorted(names.items(), key=lambda kv: -len(kv[0])):
         kind = next(iter(who))
         text = text.replace(path, f"{kind} {who[kind]}" + (f" ({who['name']})" if "name" in who else ""))
     return text.replace(str(settings.data_dir), "<data_dir>")
-
-
-def public_result(result: dict, names: dict[str, dict], settings: Settings) -> dict:
-    """The result with each source described by its identity instead of its file."""
-    for info in (result.get("sources") or {}).values():
-        if isinstance(info, dict) and info.get("path") in names:
-            info.update(names[info.pop("path")])
-
-    def walk(v):
-        if isinstance(v, str):
-            return scrub(v, names, settings)
-        if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x) for x in v]
-        return v
-
-    return walk(result)
 
 
 def server_gone() -> bool:
@@ -226,10 +167,10 @@ class Attempt:
         try:
             with self.sessions() as s:
                 job = s.scalar(select(Job).where(Job.id == self.job_id))
-                names = source_names(s, self.settings, job.owner, {k: job.spec[k] for k in ("real", "fake")})
-                real = training_source(s, self.settings, job.owner, job.spec["real"])
-                fake = training_source(s, self.settings, job.owner, job.spec["fake"])
+                refs = {side: resolve(s, self.settings, job.owner, job.spec[side]) for side in ("real", "fake")}
+                names = source_names(refs)
                 options = EstimateOptions.model_validate(job.spec["options"])
+            real, fake = (open_resolved(refs[side], self.settings) for side in ("real", "fake"))
             ckpt = self.settings.job_dir(self.job_id) / "checkpoint"
             ckpt.mkdir(parents=True, exist_ok=True)
             result = estimate_w1(real, fake, options, progress=self.progress, should_stop=self.should_stop,
@@ -259,8 +200,10 @@ class Attempt:
         write_artifacts(result, folder)
         final = {"step": result.steps_run, "total": self.latest["total"] if self.latest else result.steps_run,
                  "estimate": result.estimate, "objective": self.latest["objective"] if self.latest else None}
-        public = public_result(json.loads(result.to_json(indent=None)), names, self.settings)
-        if self.write(status=SUCCEEDED, result=public, progress=final,
+        stored = json.loads(result.to_json(indent=None))
+        stored["sources"] = {side: public_description(stored["sources"].get(side, {}), refs[side].identity)
+                             for side in ("real", "fake")}
+        if self.write(status=SUCCEEDED, result=stored, progress=final,
                       finished_at=now(), run_seconds=Job.run_seconds + (time.monotonic() - t0)):
             log.info("job %s succeeded: W1 >= %.4f", self.job_id, result.certified_lower_bound)
 
