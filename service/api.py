@@ -26,6 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service import metrics
 from service.db import make_engine, make_sessionmaker, migrate
+from service.limits import RequestGuard
 from service.ops import Context, Problem
 from service.queue import make_celery
 from service.routers import batches, datasets, generators, jobs, operations
@@ -148,5 +149,6 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
 
     for module in (datasets, generators, jobs, batches, operations):
         app.include_router(module.router)
+    app.add_middleware(RequestGuard, max_json_bytes=settings.max_json_bytes)  # body size, NUL bytes
     app.add_middleware(Admission, registry=ctx.metrics, limit=settings.max_requests_in_flight)
     return app

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import ACTIVE, CANCELLED, FINISHED, QUEUED, RUNNING, Batch, Job, now
+from service.limits import check_options
 from service.queue import dispatch
 from service.settings import Settings
 from service.sources import Catalog, UnknownSource, resolve
@@ -60,23 +61,28 @@ def build_spec(ctx: Context, s: Session, who: str, real, fake, options) -> dict:
     """The stored spec of a job: both references checked and in one space, options resolved."""
     from training.space import SpaceMismatch
 
-    shapes = []
+    shapes, counts = [], {}
     for side, ref in (("real", real), ("fake", fake)):
         try:
-            shapes.append(resolve(s, ctx.settings, who, ref.model_dump(exclude_none=True), ctx.catalog).shape)
+            found = resolve(s, ctx.settings, who, ref.model_dump(exclude_none=True), ctx.catalog)
         except UnknownSource as exc:
             raise Problem(422, f"{side}: {exc}") from None
+        shapes.append(found.shape)
+        counts[side] = None if ref.generator is not None else found.count
         if ref.generator is not None and ref.samples is None:
             raise Problem(422, f"{side}: a generator source needs 'samples' (how many to draw)")
     try:
-        options.space.resolve(*shapes)
+        space = options.space.resolve(*shapes)
     except SpaceMismatch as exc:
         raise Problem(422, f"real and fake are in different spaces: {exc}") from None
     drawn = [ref.samples for ref in (real, fake) if ref.generator is not None]
     if drawn and options.eval_samples is None:  # a generator's `samples`: its held-out draw
         options = options.model_copy(update={"eval_samples": max(drawn)})
+    resolved = options.resolved()
+    # everything the worker would refuse (or choke on), refused now: bounds, splits, critic, device
+    check_options(resolved, (space.channels, *space.size), counts, ctx.settings)
     return {"real": real.model_dump(exclude_none=True), "fake": fake.model_dump(exclude_none=True),
-            "options": options.resolved().model_dump(mode="json")}
+            "options": resolved.model_dump(mode="json")}
 
 
 def _owner_lock_key(who: str) -> int:

@@ -29,6 +29,7 @@ class Resolved:
     spec: Any  # a training SourceSpec, or the catalog entry's spec string
     shape: tuple[int, int, int] | None  # None: a catalog entry not opened (the worker does not need it)
     identity: dict[str, Any] = field(default_factory=dict)  # what results show instead of paths
+    count: int | None = None  # samples of a finite set, when known (the API checks splits at submit)
 
 
 class Catalog:
@@ -68,7 +69,7 @@ def resolve(session: Session, settings: Settings, owner: str, ref: dict,
         if d is None:
             raise UnknownSource(f"no dataset {ref['dataset']!r}")
         return Resolved(SourceSpec(kind="file", path=d.path), tuple(d.shape),
-                        {"dataset": d.id, "name": d.name, "sha256": d.sha256})
+                        {"dataset": d.id, "name": d.name, "sha256": d.sha256}, d.count)
     if ref.get("generator") is not None:
         g = session.scalar(select(Generator).where(Generator.id == ref["generator"], Generator.owner == owner))
         if g is None:
@@ -81,13 +82,13 @@ def resolve(session: Session, settings: Settings, owner: str, ref: dict,
     if entry is None:
         known = ", ".join(sorted(settings.catalog)) or "none configured"
         raise UnknownSource(f"unknown catalog name {name!r} (known: {known})")
-    shape = None
+    shape, count = None, None
     if catalog is not None:
         info = catalog.info(name)
         if info.get("shape") is None:
             raise UnknownSource(f"catalog entry {name!r} cannot be opened: {info.get('error')}")
-        shape = tuple(info["shape"])
-    return Resolved(entry.source, shape, {"catalog": name})
+        shape, count = tuple(info["shape"]), info.get("count")
+    return Resolved(entry.source, shape, {"catalog": name}, count)
 
 
 def open_resolved(resolved: Resolved, settings: Settings):

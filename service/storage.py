@@ -187,6 +187,17 @@ def check_archive(path: Path, suffix: str) -> None:
                                  "regular files are accepted")
 
 
+def drop_unreferenced(session, model, path: Path) -> None:
+    """Delete a stored file that no record of ``model`` names (after a failed insert)."""
+    from sqlalchemy import func, select
+
+    try:
+        if session.scalar(select(func.count()).select_from(model).where(model.path == str(path))) == 0:
+            Path(path).unlink(missing_ok=True)
+    except Exception:  # the database is what failed: keep the file rather than guess
+        pass
+
+
 def store(upload: Upload, uploads_dir: Path, suffix: str) -> Path:
     """Move a checked upload to its content address (keeping an identical existing file)."""
     uploads_dir.mkdir(parents=True, exist_ok=True)

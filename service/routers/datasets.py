@@ -45,20 +45,10 @@ def register_dataset(ctx: Context, up: storage.Upload, who: str, response: Respo
     if existing is not None:
         response.status_code = 200
         return dataset_out(existing)
-    storage.check_archive(up.path, suffix)
-    from training.sources import SourceError, SourceSpec, open_source
-
     checked = up.path.with_name(up.path.name + suffix)  # open_source goes by the suffix
     up.path.rename(checked)
     up.path = checked
-    try:
-        src = open_source(SourceSpec(kind="file", path=str(checked)))
-        count, shape = len(src), list(src.shape)
-    except SourceError as exc:
-        raise Problem(422, f"{up.filename}: {exc}".replace(str(checked), up.filename)
-                      .replace(checked.name, up.filename)) from None
-    except Exception as exc:
-        raise Problem(422, f"{up.filename}: cannot be read as a sample set: {exc}") from None
+    count, shape = storage.open_dataset(checked, suffix, up.filename, settings)  # limits first, then values
     path = storage.store(up, settings.uploads_dir, suffix)
     with ctx.sessions() as s:
         d = Dataset(owner=who, name=name[:300], sha256=up.sha256, format=suffix.lstrip("."),
@@ -70,6 +60,10 @@ def register_dataset(ctx: Context, up: storage.Upload, who: str, response: Respo
             s.rollback()
             response.status_code = 200
             d = s.scalar(select(Dataset).where(Dataset.owner == who, Dataset.sha256 == up.sha256))
+        except BaseException:  # not recorded: the stored file must not outlive the failure
+            s.rollback()
+            storage.drop_unreferenced(s, Dataset, path)
+            raise
     if ctx.metrics is not None:
         ctx.metrics.uploaded.inc(up.size)
     return dataset_out(d)

@@ -53,6 +53,7 @@ def register_generator(ctx: Context, up: storage.Upload, who: str, response: Res
         raise Problem(422, "TorchScript generators are disabled on this server "
                            "(W1_ALLOW_TORCHSCRIPT); upload an ONNX model")
     latent = parse_numbers(up.fields.get("latent_shape", ""), "latent_shape", int)
+    storage.check_latent(latent, settings)
     dist = up.fields.get("latent_distribution") or "normal"
     if dist not in ("normal", "uniform"):
         raise Problem(422, f"latent_distribution must be 'normal' or 'uniform', got {dist!r}")
@@ -67,21 +68,10 @@ def register_generator(ctx: Context, up: storage.Upload, who: str, response: Res
     if existing is not None:
         response.status_code = 200
         return generator_out(existing)
-    from training.sources import SourceError, SourceSpec, open_source
-
     checked = up.path.with_name(up.path.name + suffix)
     up.path.rename(checked)
     up.path = checked
-    try:
-        spec = SourceSpec(kind=fmt, path=str(checked), latent=tuple(latent), dist=dist,
-                          output_range=tuple(out_range))
-        src = open_source(spec, allow_torchscript=settings.allow_torchscript)
-        out_shape = list(src.shape)
-    except (SourceError, ValueError) as exc:
-        raise Problem(422, f"{up.filename}: {exc}".replace(str(checked), up.filename)
-                      .replace(checked.name, up.filename)) from None
-    except Exception as exc:
-        raise Problem(422, f"{up.filename}: cannot be run as a generator: {exc}") from None
+    out_shape = storage.open_generator(checked, fmt, latent, dist, out_range, up.filename, settings)
     path = storage.store(up, settings.uploads_dir, suffix)
     with ctx.sessions() as s:
         g = Generator(owner=who, name=(up.fields.get("name") or up.filename)[:300], format=fmt,
@@ -89,7 +79,12 @@ def register_generator(ctx: Context, up: storage.Upload, who: str, response: Res
                       output_range=out_range, output_range_key=range_key, output_shape=out_shape,
                       sha256=up.sha256, size_bytes=up.size, path=str(path))
         s.add(g)
-        s.commit()
+        try:
+            s.commit()
+        except BaseException:  # not recorded: the stored file must not outlive the failure
+            s.rollback()
+            storage.drop_unreferenced(s, Generator, path)
+            raise
     return generator_out(g)
 
 

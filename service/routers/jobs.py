@@ -12,6 +12,7 @@ from sqlalchemy import select
 from service import ops
 from service.db import ACTIVE, FINISHED, Job
 from service.deps import CtxDep, OwnerDep
+from service.limits import parse_cursor
 from service.ops import Problem, owned
 from service.schemas import ArtifactList, JobCreate, JobList, JobOut
 from service.views import job_out
@@ -51,9 +52,7 @@ def list_jobs(ctx: CtxDep, who: OwnerDep, status: str | None = None, batch_id: s
     if label:
         q = q.where(Job.label == label)
     if cursor:
-        if not cursor.isdigit():
-            raise Problem(422, f"invalid cursor {cursor!r}: pass back a next_cursor value")
-        q = q.where(Job.seq < int(cursor))
+        q = q.where(Job.seq < parse_cursor(cursor))
     with ctx.sessions() as s:
         rows = list(s.scalars(q.order_by(Job.seq.desc()).limit(limit + 1)))
     more = len(rows) > limit
