@@ -223,3 +223,182 @@ def test_option_bounds_critic_and_device(settings):
     for bad in ("9223372036854775808", "2147483648", "²", "-1", "1e3", "١٢"):
         assert "invalid cursor" in refused(parse_cursor, bad)
     assert parse_cursor("2147483647") == 2**31 - 1
+
+
+# -- live: the same inputs against a running server, on both back-ends ---------------------------
+
+def nan_beyond_two_onnx(path):
+    """A generator that is fine on the registration probe (a batch of 2) and emits NaN on any
+    larger batch (log(2.5 - N)), so the job fails in the worker with a SourceError."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["z", "w"], ["h"]),
+        helper.make_node("Tanh", ["h"], ["t"]),
+        helper.make_node("Reshape", ["t", "chw"], ["img"]),
+        helper.make_node("Shape", ["z"], ["s"]),
+        helper.make_node("Slice", ["s", "zero", "one"], ["n"]),
+        helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["two5", "nf"], ["d"]),
+        helper.make_node("Log", ["d"], ["l"]),
+        helper.make_node("Mul", ["l", "zerof"], ["nan"]),
+        helper.make_node("Add", ["img", "nan"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [4, 64], w.ravel().tolist()),
+         helper.make_tensor("chw", TensorProto.INT64, [4], [-1, 1, 8, 8]),
+         helper.make_tensor("zero", TensorProto.INT64, [1], [0]), helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+         helper.make_tensor("two5", TensorProto.FLOAT, [1], [2.5]), helper.make_tensor("zerof", TensorProto.FLOAT, [1], [0.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def cpu_seconds(pid: int) -> float:
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stored(svc):
+    with svc.client() as c:
+        datasets = sorted(d["id"] for d in c.get("/v1/datasets").json())
+        generators = sorted(g["id"] for g in c.get("/v1/generators").json())
+    files = sorted(p.name for p in (svc.data_dir / "uploads").iterdir())
+    tmp = sorted(p.name for p in (svc.data_dir / "tmp").iterdir())
+    return datasets, generators, files, tmp
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def hostile_service(request, make_service):
+    env = {"W1_MAX_UPLOAD_BYTES": str(8 * MiB), "W1_WORKER_DEVICES": "cpu"}
+    if request.param == "postgres":
+        env["W1_DATABASE_URL"] = request.getfixturevalue("fresh_postgres_url")
+    return make_service(workers=1, **env)
+
+
+@pytest.mark.slow
+def test_hostile_input_live(hostile_service, bombs, tmp_path):
+    import httpx
+
+    svc = hostile_service
+    rng = np.random.default_rng(3)
+    real, small = tmp_path / "real.npy", tmp_path / "two.npy"
+    np.save(real, rng.integers(0, 256, (64, 1, 8, 8), dtype=np.uint8))
+    np.save(small, rng.integers(0, 256, (2, 1, 8, 8), dtype=np.uint8))
+    real_id, two_id = svc.upload(real).json()["id"], svc.upload(small).json()["id"]
+    nan_gen = nan_beyond_two_onnx(tmp_path / "nan.onnx")
+    with svc.client() as c, open(nan_gen, "rb") as f:
+        r = c.post("/v1/generators", files={"file": ("nan.onnx", f)}, data={"latent_shape": "4", "name": "nanny"})
+        assert r.status_code == 201, r.text
+        gen_id = r.json()["id"]
+        # warm up every import the checks use, then measure the API's peak memory
+        ok = {"critic": "fc", "width": 16, "steps": 4, "batch_size": 16, "eval_every": 2, "device": "cpu",
+              "eval_samples": 32}
+        r = c.post("/v1/jobs", json={"real": {"dataset": real_id}, "fake": {"generator": gen_id, "samples": 32},
+                                     "options": ok})
+        assert r.status_code == 202, r.text
+        nan_job = r.json()["id"]
+    before = stored(svc)
+    peak0, cpu0 = peak_rss(svc.api.pid), cpu_seconds(svc.api.pid)
+
+    def refuse(name, path, status=422, words=(), **data):
+        with svc.client() as c, open(path, "rb") as f:
+            r = c.post("/v1/generators" if name.endswith(".onnx") else "/v1/datasets",
+                       files={"file": (name, f)}, data=data)
+        assert r.status_code == status, (name, r.status_code, r.text)
+        detail = r.json()["detail"]
+        for w in words:
+            assert w in detail, detail
+        assert str(svc.data_dir) not in detail
+        return detail
+
+    refuse("zeros.npz", bombs["zeros.npz"], words=("zeros.npz", "decompresses", "W1_MAX_COMPRESSION_RATIO"))
+    cpu1 = cpu_seconds(svc.api.pid)
+    refuse("zeros.zip", bombs["zeros.zip"], words=("decompresses", "2,147,483,648"))
+    zip_cpu = cpu_seconds(svc.api.pid) - cpu1
+    refuse("blank.zip", bombs["blank.zip"], words=("8000x8000", "W1_MAX_IMAGE_PIXELS"))
+    refuse("big.onnx", bombs["big.onnx"], words=("1x4096x4096", "W1_MAX_IMAGE_PIXELS"), latent_shape="4")
+    refuse("nan.onnx", nan_gen, words=("50,000,000 elements", "W1_MAX_LATENT_ELEMENTS"), latent_shape="50000000")
+    # a 100 MB JSON body: refused from its Content-Length, and while streaming without one
+    with svc.client() as c:
+        huge = b'{"label": "' + b"x" * (100 * MiB) + b'"}'
+        r = c.post("/v1/jobs", content=huge, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "limit of 1,048,576 bytes" in r.json()["detail"], r.text
+        r = c.post("/v1/jobs", content=(huge[i:i + MiB] for i in range(0, 8 * MiB, MiB)),
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 413, r.text
+    peak1 = peak_rss(svc.api.pid)
+    print(f"API peak RSS growth {(peak1 - peak0) / MiB:.1f} MiB; CPU {cpu_seconds(svc.api.pid) - cpu0:.2f} s "
+          f"for all refusals, {zip_cpu:.2f} s for the 2 GiB zip member")
+    assert peak1 - peak0 < 100 * MiB
+    assert zip_cpu < 2.0  # headers only (it took 4.9 s when the member was CRC-scanned)
+
+    # option bounds and what the worker would refuse, at submit
+    base = {"real": {"dataset": real_id}, "fake": {"dataset": real_id}}
+    cases = [
+        ({"batch_size": 1_000_000_000, "steps": 5}, "options.batch_size"),
+        ({"steps": 10**9}, "W1_MAX_STEPS"),
+        ({"eval_samples": 10**8}, "W1_MAX_EVAL_SAMPLES"),
+        ({"validation_samples": 10**8}, "W1_MAX_VALIDATION_SAMPLES"),
+        ({"space": {"size": 100000, "resize": "bilinear"}}, "W1_MAX_SPACE_PIXELS"),
+        ({"critic": "nope"}, "unknown; available"),
+        ({"critic": "fc", "critic_options": {"bogus": 1}}, "unknown option(s) bogus"),
+        ({"critic": "fc", "width": 10**6}, "parameters"),
+        ({"device": "cuda"}, "not available"),
+        ({"holdout": 100}, "too few to hold out 100"),
+    ]
+    with svc.client() as c:
+        for options, words in cases:
+            r = c.post("/v1/jobs", json={**base, "options": options})
+            assert r.status_code == 422 and words in r.json()["detail"], (options, r.text)
+        r = c.post("/v1/jobs", json={"real": {"dataset": two_id}, "fake": {"dataset": real_id}})
+        assert r.status_code == 422 and "real: 2 samples" in r.json()["detail"], r.text
+        # cursors beyond any sequence number, and non-ASCII digits
+        for cursor in ("9223372036854775808", "2147483648", "²"):
+            r = c.get("/v1/jobs", params={"cursor": cursor})
+            assert r.status_code == 422 and "invalid cursor" in r.json()["detail"], r.text
+        # NUL bytes: in a label, a path id, the label filter, a dataset name (and no orphan file)
+        r = c.post("/v1/jobs", json={**base, "label": "a\x00b"})
+        assert r.status_code == 422 and "NUL" in r.json()["detail"], r.text
+        for url in ("/v1/jobs/job_%00", "/v1/datasets/ds%00x", "/v1/jobs?label=a%00b"):
+            r = c.get(url)
+            assert r.status_code == 422 and "NUL" in r.json()["detail"], (url, r.text)
+        fresh = npy_bytes_of(rng.integers(0, 256, (8, 1, 8, 8), dtype=np.uint8))
+        r = c.post("/v1/datasets", files={"file": ("n.npy", fresh)}, data={"name": "bad\x00name"})
+        assert r.status_code == 422 and "NUL" in r.json()["detail"], r.text
+        raw = b'--B\r\nContent-Disposition: form-data; name="file"; filename="n\x00.npy"\r\n\r\n' + fresh + b"\r\n--B--\r\n"
+        r = c.post("/v1/datasets", content=raw, headers={"content-type": "multipart/form-data; boundary=B"})
+        assert r.status_code == 422 and "NUL" in r.json()["detail"], r.text
+        # a multipart body without its closing boundary is refused, not stored
+        body = b'--B\r\nContent-Disposition: form-data; name="file"; filename="c.npy"\r\n\r\n' + fresh
+        r = c.post("/v1/datasets", content=body, headers={"content-type": "multipart/form-data; boundary=B"})
+        assert r.status_code == 422 and "closing boundary" in r.json()["detail"], r.text
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+    assert stored(svc) == before  # nothing left behind
+
+    # a job error names the generator, never a server path
+    job = svc.wait(nan_job, timeout=180)
+    assert job["status"] == "failed" and "NaN/Inf" in job["error"], job
+    assert f"generator {gen_id} (nanny)" in job["error"], job["error"]
+    assert str(svc.data_dir) not in job["error"] and "uploads" not in job["error"]
+    assert httpx.get(f"{svc.url}/healthz").status_code == 200
+
+
+def npy_bytes_of(a) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
