@@ -89,11 +89,13 @@ def check_splits(side: str, n: int, opts) -> None:
                 f"still train (need >= 2 held out, >= 1 to train)")
 
 
-def check_options(opts, input_shape: tuple[int, int, int], counts: dict[str, int | None], settings) -> None:
+def check_options(opts, input_shape: tuple[int, int, int], counts: dict[str, int | None], settings,
+                  latents: dict[str, tuple[int, ...] | None] | None = None) -> None:
     """Every option within the server's limits, and everything the worker would refuse, refused now.
 
     ``opts``: resolved EstimateOptions; ``input_shape``: (C, H, W) of the resolved input space;
-    ``counts``: samples of each finite side (None for a generator side)."""
+    ``counts``: samples of each finite side (None for a generator side); ``latents``: the latent
+    shape of each generator side (a batch of latents and the cached validation draw are bounded)."""
     _bound("batch_size", opts.batch_size, settings.max_batch_size, "max_batch_size")
     _bound("steps", opts.steps, settings.max_steps, "max_steps")
     _bound("eval_samples", opts.eval_samples, settings.max_eval_samples, "max_eval_samples")
@@ -106,6 +108,17 @@ def check_options(opts, input_shape: tuple[int, int, int], counts: dict[str, int
     if batch_bytes > settings.max_batch_bytes:
         _refuse(f"options.batch_size {opts.batch_size} of {c}x{h}x{w} samples is {batch_bytes:,} bytes per batch, "
                 f"over this server's limit of {settings.max_batch_bytes:,} (W1_MAX_BATCH_BYTES)")
+    for side, latent in (latents or {}).items():
+        if latent is None:
+            continue
+        latent_bytes = opts.batch_size * math.prod(latent) * 4
+        if latent_bytes > settings.max_batch_bytes:
+            _refuse(f"{side}: a batch of {opts.batch_size} latents of {'x'.join(map(str, latent))} is {latent_bytes:,} "
+                    f"bytes, over this server's limit of {settings.max_batch_bytes:,} (W1_MAX_BATCH_BYTES)")
+        cached = (opts.validation_samples or 0) * c * h * w * 4
+        if (opts.early_stopping or opts.validation) and cached > settings.max_decoded_bytes:
+            _refuse(f"{side}: {opts.validation_samples:,} validation samples of {c}x{h}x{w} are {cached:,} bytes, "
+                    f"over this server's limit of {settings.max_decoded_bytes:,} (W1_MAX_DECODED_BYTES)")
     if opts.early_stopping and opts.validation == 0:
         _refuse("options: early stopping needs a validation split: set validation > 0 or early_stopping false")
     for side, n in counts.items():

@@ -61,7 +61,7 @@ def build_spec(ctx: Context, s: Session, who: str, real, fake, options) -> dict:
     """The stored spec of a job: both references checked and in one space, options resolved."""
     from training.space import SpaceMismatch
 
-    shapes, counts = [], {}
+    shapes, counts, latents = [], {}, {}
     for side, ref in (("real", real), ("fake", fake)):
         try:
             found = resolve(s, ctx.settings, who, ref.model_dump(exclude_none=True), ctx.catalog)
@@ -69,6 +69,7 @@ def build_spec(ctx: Context, s: Session, who: str, real, fake, options) -> dict:
             raise Problem(422, f"{side}: {exc}") from None
         shapes.append(found.shape)
         counts[side] = None if ref.generator is not None else found.count
+        latents[side] = getattr(found.spec, "latent", None) if ref.generator is not None else None
         if ref.generator is not None and ref.samples is None:
             raise Problem(422, f"{side}: a generator source needs 'samples' (how many to draw)")
     try:
@@ -80,7 +81,7 @@ def build_spec(ctx: Context, s: Session, who: str, real, fake, options) -> dict:
         options = options.model_copy(update={"eval_samples": max(drawn)})
     resolved = options.resolved()
     # everything the worker would refuse (or choke on), refused now: bounds, splits, critic, device
-    check_options(resolved, (space.channels, *space.size), counts, ctx.settings)
+    check_options(resolved, (space.channels, *space.size), counts, ctx.settings, latents)
     return {"real": real.model_dump(exclude_none=True), "fake": fake.model_dump(exclude_none=True),
             "options": resolved.model_dump(mode="json")}
 

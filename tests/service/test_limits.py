@@ -220,6 +220,9 @@ def test_option_bounds_critic_and_device(settings):
     assert "not one of" in refused(check, device="tpu")
     assert "not available" in refused(check, device="cuda:3")
     check(width=16)
+    opts = EstimateOptions.build({"critic": "fc", "device": "cpu", "batch_size": 4096}).resolved()
+    msg = refused(check_options, opts, (1, 8, 8), {"real": 100, "fake": None}, settings, {"fake": (1 << 20,)})
+    assert "fake: a batch of 4096 latents" in msg and "W1_MAX_BATCH_BYTES" in msg
     for bad in ("9223372036854775808", "2147483648", "²", "-1", "1e3", "١٢"):
         assert "invalid cursor" in refused(parse_cursor, bad)
     assert parse_cursor("2147483647") == 2**31 - 1
