@@ -405,3 +405,88 @@ def npy_bytes_of(a) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a)
     return buf.getvalue()
+
+
+# -- the request guard and the reconciler's sends, in process ----------------------------------
+
+def test_request_guard_body_size_and_nul():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from service.limits import RequestGuard
+
+    app = FastAPI()
+
+    @app.post("/echo")
+    async def echo(body: dict) -> dict:
+        return body
+
+    @app.get("/items/{item}")
+    def item(item: str, q: str = "") -> dict:
+        return {"item": item, "q": q}
+
+    app.add_middleware(RequestGuard, max_json_bytes=1000)
+    c = TestClient(app)
+    assert c.post("/echo", json={"a": "b"}).json() == {"a": "b"}
+    r = c.post("/echo", content=b'{"a": "' + b"x" * 2000 + b'"}', headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "limit of 1,000 bytes" in r.json()["detail"]
+    r = c.post("/echo", content=(b"x" * 600 for _ in range(3)), headers={"content-type": "application/json"})
+    assert r.status_code == 413  # no Content-Length: counted while reading
+    assert c.post("/echo", json={"a": "x\x00y"}).status_code == 422
+    assert c.post("/echo", content=b'{"a": "\\U0000"}', headers={"content-type": "application/json"}).status_code == 422
+    # the text backslash-u0000 (an escaped backslash) is no NUL
+    assert c.post("/echo", content=b'{"a": "\\\\u0000"}', headers={"content-type": "application/json"}).json() == {"a": "\\u0000"}
+    assert c.get("/items/a%00b").status_code == 422 and c.get("/items/x?q=%00").status_code == 422
+    assert c.get("/items/x?q=ok").json() == {"item": "x", "q": "ok"}
+
+
+class FlakyBroker:
+    """Records sends; raises while ``down``."""
+
+    def __init__(self):
+        self.sent, self.down = [], False
+
+    def send_task(self, name, args, queue):
+        if self.down:
+            raise ConnectionError("broker down")
+        self.sent.append(args[0])
+
+
+def test_reconciler_retries_failed_sends_and_resends_unclaimed(tmp_path):
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from service.db import Job, make_engine, make_sessionmaker, migrate, now
+    from service.reconciler import reconcile
+    from service.settings import get_settings
+    from service.worker import Attempt
+
+    settings = get_settings(data_dir=tmp_path, stale_after_s=5, redispatch_after_s=30, broker_url="memory://")
+    migrate(settings.db_url)
+    engine = make_engine(settings.db_url)
+    sessions = make_sessionmaker(engine)
+    with sessions() as s:
+        job = Job(owner="alice", spec={"real": {}, "fake": {}, "options": {}}, dispatched_at=None)
+        s.add(job)
+        s.commit()
+        job_id = job.id
+    assert Attempt(settings, sessions, job_id, "w").claim()
+    with sessions() as s:  # its worker died long ago
+        s.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=now() - timedelta(seconds=60)))
+        s.commit()
+    broker = FlakyBroker()
+    broker.down = True
+    counts = reconcile(settings, sessions, broker)
+    assert counts["requeued"] == 1 and counts["dispatched"] == 0 and broker.sent == []
+    with sessions() as s:
+        assert s.scalar(select(Job.dispatched_at).where(Job.id == job_id)) is None  # not marked as sent
+    reconcile(settings, sessions, broker)  # still down: still not sent, still not marked
+    broker.down = False
+    assert reconcile(settings, sessions, broker)["dispatched"] == 1 and broker.sent == [job_id]
+    assert reconcile(settings, sessions, broker)["dispatched"] == 0  # sent, not yet overdue
+    with sessions() as s:  # sent long ago and never claimed (the message was lost): sent again
+        s.execute(update(Job).where(Job.id == job_id).values(dispatched_at=now() - timedelta(seconds=60)))
+        s.commit()
+    assert reconcile(settings, sessions, broker)["dispatched"] == 1 and broker.sent == [job_id, job_id]
+    engine.dispose()
