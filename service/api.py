@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service import metrics
+from service.deps import OwnerCache
 from service.db import make_engine, make_sessionmaker, migrate
 from service.limits import RequestGuard
 from service.ops import Context, Problem
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
     app.state.settings = settings
     app.state.ctx = ctx
     app.state.watch = watch
+    app.state.owner_cache = OwnerCache(settings.auth_cache_s)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

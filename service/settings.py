@@ -23,8 +23,9 @@ are JSON in the environment: ``W1_CATALOG='{"mnist": {"source": "...", "descript
 | workers | W1_WORKERS | unset: one worker per visible GPU, or one CPU worker when none (``w1 serve``) |
 | broker_poll_interval_s | W1_BROKER_POLL_INTERVAL_S | ``0.1`` (filesystem:// polling) |
 | run_reconciler | W1_RUN_RECONCILER | ``true``: the API process runs the reconciler; set false on all API replicas but one |
-| api_threads | W1_API_THREADS | ``40`` worker threads of the API; its database pool holds as many connections plus a margin |
+| api_threads | W1_API_THREADS | ``24`` worker threads of the API (database work, upload checks); its database pool holds as many connections plus a margin (more threads only contend for the GIL) |
 | max_requests_in_flight | W1_MAX_REQUESTS_IN_FLIGHT | ``1000``; beyond it requests answer 503 with ``Retry-After`` at once |
+| auth_cache_s | W1_AUTH_CACHE_S | ``5``: an API key's check is remembered this long (a revoked key stops within it); 0: off |
 | db_wait_s | W1_DB_WAIT_S | ``5``: longest wait for a database connection before answering 503 with ``Retry-After`` |
 | redispatch_after_s | W1_REDISPATCH_AFTER_S | ``60``; a queued job unclaimed this long whose message is not in the broker is sent again |
 | worker_devices | W1_WORKER_DEVICES | unset: ``cpu`` plus the local GPUs (filesystem broker), else any; e.g. ``cpu,cuda:0,cuda:1`` |
@@ -89,9 +90,10 @@ class Settings(BaseSettings):
     workers: int | None = None
     broker_poll_interval_s: float = 0.1
     run_reconciler: bool = True
-    api_threads: int = Field(40, ge=1, le=1000)
+    api_threads: int = Field(24, ge=1, le=1000)
     max_requests_in_flight: int = Field(1000, ge=1)
     db_wait_s: float = Field(5.0, gt=0)
+    auth_cache_s: float = Field(5.0, ge=0)
     redispatch_after_s: float = 60.0
     worker_devices: str | None = None
     # limits (see the table above): every request is checked against them before allocating

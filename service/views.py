@@ -1,6 +1,8 @@
 """Rows of the job table as the API shows them (the response models live in service/schemas.py)."""
 from __future__ import annotations
 
+from fastapi import Response
+
 from service.db import ACTIVE, CANCELLED, QUEUED, RUNNING, SUCCEEDED, Dataset, Generator, Job, as_utc
 from service.schemas import DatasetOut, GeneratorOut, JobOut, SummaryRow
 
@@ -42,3 +44,14 @@ def summary_row(job: Job) -> SummaryRow:
     return SummaryRow(label=job.label, status=job.status, estimate=r.get("estimate"), ci_low=ci[0],
                       ci_high=ci[1], certified_lower_bound=r.get("certified_lower_bound"),
                       lipschitz_bound=r.get("lipschitz_bound"))
+
+
+def respond(body, status_code: int = 200, headers: dict | None = None) -> Response:
+    """A JSON response straight from a model (or a list of models). Routes declare the model as
+    ``response_model`` for the OpenAPI document; returning a Response spares FastAPI validating it
+    again in one more worker thread hop."""
+    if isinstance(body, list):
+        content = b"[" + b",".join(m.model_dump_json().encode() for m in body) + b"]"
+    else:
+        content = body.model_dump_json().encode()
+    return Response(content, status_code=status_code, headers=headers, media_type="application/json")

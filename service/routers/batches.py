@@ -8,24 +8,24 @@ from service import ops
 from service.db import Batch, Job
 from service.deps import CtxDep, OwnerDep
 from service.ops import owned
-from service.schemas import BatchCreate, BatchOut
-from service.views import batch_status, job_out, summary_row
+from service.schemas import BatchCreate, BatchCreated, BatchOut
+from service.views import batch_status, job_out, respond, summary_row
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
-@router.post("", status_code=202)
-def submit_batch(body: BatchCreate, response: Response, ctx: CtxDep, who: OwnerDep) -> dict:
-    """Many fakes against one real set: one job each."""
+@router.post("", status_code=202, response_model=BatchCreated)
+def submit_batch(body: BatchCreate, ctx: CtxDep, who: OwnerDep) -> Response:
+    """Many fakes against one real set: one job each, all accepted or none (quota)."""
     batch, jobs = ops.submit_batch(ctx, who, body)
-    response.headers["Location"] = f"/v1/batches/{batch.id}"
-    return {"id": batch.id, "jobs": [job_out(j).model_dump(mode="json") for j in jobs]}
+    return respond(BatchCreated(id=batch.id, jobs=[job_out(j) for j in jobs]), 202,
+                   {"Location": f"/v1/batches/{batch.id}"})
 
 
-@router.get("/{batch_id}")
-def read_batch(batch_id: str, ctx: CtxDep, who: OwnerDep) -> BatchOut:
+@router.get("/{batch_id}", response_model=BatchOut)
+def read_batch(batch_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
         batch = owned(s, Batch, batch_id, who)
         jobs = list(s.scalars(select(Job).where(Job.batch_id == batch.id).order_by(Job.seq)))
-    return BatchOut(id=batch.id, status=batch_status(jobs), jobs=[job_out(j) for j in jobs],
-                    summary=[summary_row(j) for j in jobs])
+    return respond(BatchOut(id=batch.id, status=batch_status(jobs), jobs=[job_out(j) for j in jobs],
+                            summary=[summary_row(j) for j in jobs]))

@@ -13,7 +13,7 @@ from service.db import ACTIVE, Dataset, Job
 from service.deps import CtxDep, OwnerDep
 from service.ops import Context, Problem, owned
 from service.schemas import DatasetOut
-from service.views import dataset_out
+from service.views import dataset_out, respond
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -69,17 +69,17 @@ def register_dataset(ctx: Context, up: storage.Upload, who: str, response: Respo
     return dataset_out(d)
 
 
-@router.get("")
-def list_datasets(ctx: CtxDep, who: OwnerDep) -> list[DatasetOut]:
+@router.get("", response_model=list[DatasetOut])
+def list_datasets(ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
         rows = s.scalars(select(Dataset).where(Dataset.owner == who).order_by(Dataset.created_at.desc())).all()
-    return [dataset_out(d) for d in rows]
+    return respond([dataset_out(d) for d in rows])
 
 
-@router.get("/{dataset_id}")
-def get_dataset(dataset_id: str, ctx: CtxDep, who: OwnerDep) -> DatasetOut:
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
-        return dataset_out(owned(s, Dataset, dataset_id, who))
+        return respond(dataset_out(owned(s, Dataset, dataset_id, who)))
 
 
 @router.delete("/{dataset_id}", status_code=204)

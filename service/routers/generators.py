@@ -10,7 +10,7 @@ from service.db import Generator
 from service.deps import CtxDep, OwnerDep
 from service.ops import Context, Problem, owned
 from service.schemas import GeneratorOut
-from service.views import generator_out
+from service.views import generator_out, respond
 
 router = APIRouter(prefix="/v1/generators", tags=["generators"])
 
@@ -88,14 +88,14 @@ def register_generator(ctx: Context, up: storage.Upload, who: str, response: Res
     return generator_out(g)
 
 
-@router.get("")
-def list_generators(ctx: CtxDep, who: OwnerDep) -> list[GeneratorOut]:
+@router.get("", response_model=list[GeneratorOut])
+def list_generators(ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
         rows = s.scalars(select(Generator).where(Generator.owner == who).order_by(Generator.created_at.desc())).all()
-    return [generator_out(g) for g in rows]
+    return respond([generator_out(g) for g in rows])
 
 
-@router.get("/{generator_id}")
-def get_generator(generator_id: str, ctx: CtxDep, who: OwnerDep) -> GeneratorOut:
+@router.get("/{generator_id}", response_model=GeneratorOut)
+def get_generator(generator_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
-        return generator_out(owned(s, Generator, generator_id, who))
+        return respond(generator_out(owned(s, Generator, generator_id, who)))

@@ -15,7 +15,7 @@ from service.deps import CtxDep, OwnerDep
 from service.limits import parse_cursor
 from service.ops import Problem, owned
 from service.schemas import ArtifactList, JobCreate, JobList, JobOut
-from service.views import job_out
+from service.views import job_out, respond
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -24,21 +24,18 @@ ARTIFACTS = {"curve.json": "application/json", "curve.png": "image/png",
 KEEPALIVE_S = 15.0
 
 
-@router.post("", status_code=202)
-def submit_job(body: JobCreate, response: Response, ctx: CtxDep, who: OwnerDep,
-               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
+@router.post("", status_code=202, response_model=JobOut)
+def submit_job(body: JobCreate, ctx: CtxDep, who: OwnerDep,
+               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     """Submit a job: 202 + Location. Same Idempotency-Key and body: the same job (200)."""
     job, created = ops.submit_job(ctx, who, body, idempotency_key)
-    if not created:
-        response.status_code = 200
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return job_out(job)
+    return respond(job_out(job), 202 if created else 200, {"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("")
+@router.get("", response_model=JobList)
 def list_jobs(ctx: CtxDep, who: OwnerDep, status: str | None = None, batch_id: str | None = None,
               label: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              cursor: str | None = None) -> JobList:
+              cursor: str | None = None) -> Response:
     """Jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     q = select(Job).where(Job.owner == who)
     if status:
@@ -57,19 +54,19 @@ def list_jobs(ctx: CtxDep, who: OwnerDep, status: str | None = None, batch_id: s
         rows = list(s.scalars(q.order_by(Job.seq.desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    return JobList(items=[job_out(j) for j in rows], next_cursor=str(rows[-1].seq) if more else None)
+    return respond(JobList(items=[job_out(j) for j in rows], next_cursor=str(rows[-1].seq) if more else None))
 
 
-@router.get("/{job_id}")
-def read_job(job_id: str, ctx: CtxDep, who: OwnerDep) -> JobOut:
+@router.get("/{job_id}", response_model=JobOut)
+def read_job(job_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
-        return job_out(owned(s, Job, job_id, who))
+        return respond(job_out(owned(s, Job, job_id, who)))
 
 
-@router.post("/{job_id}/cancel", status_code=202)
-def cancel_job(job_id: str, ctx: CtxDep, who: OwnerDep) -> JobOut:
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
+def cancel_job(job_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     """Best effort: a queued job is cancelled at once, a running one within a few steps."""
-    return job_out(ops.cancel_job(ctx, who, job_id))
+    return respond(job_out(ops.cancel_job(ctx, who, job_id)), 202)
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse)
@@ -106,12 +103,12 @@ async def job_events(job_id: str, request: Request, ctx: CtxDep, who: OwnerDep) 
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/{job_id}/artifacts")
-def list_artifacts(job_id: str, ctx: CtxDep, who: OwnerDep) -> ArtifactList:
+@router.get("/{job_id}/artifacts", response_model=ArtifactList)
+def list_artifacts(job_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
         job = owned(s, Job, job_id, who)
     folder = ctx.settings.artifacts_dir(job.id, job.fence)
-    return ArtifactList(items=[n for n in ARTIFACTS if (folder / n).is_file()])
+    return respond(ArtifactList(items=[n for n in ARTIFACTS if (folder / n).is_file()]))
 
 
 @router.get("/{job_id}/artifacts/{name}", response_class=FileResponse)

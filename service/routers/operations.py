@@ -8,6 +8,7 @@ from sqlalchemy import text
 from service.deps import CtxDep, OwnerDep
 from service.queue import broker_reachable
 from service.schemas import CatalogItem
+from service.views import respond
 
 router = APIRouter()
 
@@ -40,12 +41,12 @@ def prometheus(ctx: CtxDep) -> Response:
     return Response(body, media_type=ctype)
 
 
-@router.get("/v1/catalog", tags=["datasets"])
-def catalog(ctx: CtxDep, who: OwnerDep) -> list[CatalogItem]:
+@router.get("/v1/catalog", tags=["datasets"], response_model=list[CatalogItem])
+def catalog(ctx: CtxDep, who: OwnerDep) -> Response:
     """Operator-configured reference sets, by name (clients never pass server paths)."""
     items = []
     for name, entry in sorted(ctx.settings.catalog.items()):
         info = ctx.catalog.info(name)
         items.append(CatalogItem(name=name, description=entry.description, count=info.get("count"),
                                  shape=info.get("shape")))
-    return items
+    return respond(items)
