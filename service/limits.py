@@ -153,14 +153,17 @@ def check_critic(opts, input_shape, settings) -> None:
 
 # -- the request guard -----------------------------------------------------------------------
 
-class RequestGuard:
-    """ASGI middleware: a JSON (non-multipart) body over ``max_json_bytes`` answers 413 before it is
-    read whole; a NUL byte in the path, the query or a JSON string answers 422 (PostgreSQL cannot
-    store one, and no legitimate id, label or name has one). Uploads stream to storage, which
-    enforces its own limit."""
+UPLOAD_PATHS = ("/v1/datasets", "/v1/generators")
 
-    def __init__(self, app, max_json_bytes: int):
-        self.app, self.limit = app, max_json_bytes
+
+class RequestGuard:
+    """ASGI middleware: a request body over ``max_json_bytes`` answers 413 before it is read whole;
+    a NUL byte in the path, the query or a JSON string answers 422 (PostgreSQL cannot store one,
+    and no legitimate id, label or name has one). Only uploads (multipart to ``upload_paths``) pass
+    unread: they stream to storage, which enforces its own limit."""
+
+    def __init__(self, app, max_json_bytes: int, upload_paths: tuple[str, ...] = UPLOAD_PATHS):
+        self.app, self.limit, self.upload_paths = app, max_json_bytes, upload_paths
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -171,8 +174,9 @@ class RequestGuard:
                 b"\x00" in unquote_to_bytes(scope.get("query_string", b"").replace(b"+", b" ")):
             return await _answer(scope, receive, send, 422, "the URL contains a NUL byte")
         headers = dict(scope.get("headers") or [])
-        if scope["method"] not in ("POST", "PUT", "PATCH") or \
-                headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data"):
+        upload = scope["path"].rstrip("/") in self.upload_paths and \
+            headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")
+        if scope["method"] not in ("POST", "PUT", "PATCH", "DELETE") or upload:
             return await self.app(scope, receive, send)
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:

@@ -432,6 +432,8 @@ def test_request_guard_body_size_and_nul():
     assert r.status_code == 413 and "limit of 1,000 bytes" in r.json()["detail"]
     r = c.post("/echo", content=(b"x" * 600 for _ in range(3)), headers={"content-type": "application/json"})
     assert r.status_code == 413  # no Content-Length: counted while reading
+    r = c.post("/echo", content=b"x" * 2000, headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413  # multipart only passes unread on the upload routes
     assert c.post("/echo", json={"a": "x\x00y"}).status_code == 422
     assert c.post("/echo", content=b'{"a": "\\U0000"}', headers={"content-type": "application/json"}).status_code == 422
     # the text backslash-u0000 (an escaped backslash) is no NUL
