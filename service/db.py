@@ -138,10 +138,15 @@ def as_utc(dt: datetime | None) -> datetime | None:
     return dt
 
 
-def make_engine(url: str) -> Engine:
-    """An engine fit for several processes sharing the database (SQLite: WAL + busy timeout)."""
+def make_engine(url: str, pool_size: int = 5, pool_timeout: float = 30.0) -> Engine:
+    """An engine fit for several processes sharing the database (SQLite: WAL + busy timeout).
+
+    ``pool_size``: the API passes its thread count plus a margin, so a thread never waits for a
+    connection (each connection is used by one thread at a time); ``pool_timeout`` bounds the
+    wait should one still happen (the API then answers 503 instead of stalling)."""
+    pool = {"pool_size": pool_size, "max_overflow": 0 if pool_size > 5 else 10, "pool_timeout": pool_timeout}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):
@@ -152,7 +157,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:

@@ -92,6 +92,36 @@ def dispatch(app: Celery, job_id: str) -> None:
     app.send_task(TASK_NAME, args=[job_id], queue=QUEUE)
 
 
+def messages_in_broker(app: Celery, settings: Settings) -> set[str] | None:
+    """Job ids with a message waiting in (or taken but unacknowledged from) the broker, or None
+    when this broker cannot be inspected (or is unreachable): the reconciler then resends on its
+    deadline alone. Reads the filesystem queue folder, or Redis's queue lists and unacked hash."""
+    import re
+
+    texts: list[str] = []
+    try:
+        broker = settings.broker
+        if broker.startswith("filesystem://"):
+            folder = settings.broker_dir / "queue"
+            for p in folder.glob(f"*.{QUEUE}.msg"):
+                try:
+                    texts.append(p.read_text(errors="replace"))
+                except OSError:  # consumed meanwhile
+                    continue
+        elif broker.startswith(("redis://", "rediss://")) and hasattr(app, "connection_for_read"):
+            with app.connection_for_read() as conn:
+                client = conn.default_channel.client
+                for key in client.scan_iter(match=f"{QUEUE}*"):
+                    if client.type(key) == b"list":
+                        texts.extend(m.decode(errors="replace") for m in client.lrange(key, 0, -1))
+                texts.extend(v.decode(errors="replace") for v in client.hvals("unacked"))
+        else:
+            return None
+    except Exception:
+        return None
+    return set(re.findall(r"job_[0-9a-f]+", "\n".join(texts)))
+
+
 def broker_reachable(app: Celery, timeout: float = 2.0) -> bool:
     try:
         with app.connection_for_write() as conn:

@@ -7,7 +7,11 @@ Each pass:
   still be alive, can no longer write) and is dispatched again; after ``max_attempts`` it fails.
   A stale job whose cancellation was requested is marked cancelled instead.
 - a running job past ``job_time_limit_s`` (plus the stale window) fails, fenced the same way.
-- a queued job never dispatched (the API died between commit and send) is dispatched.
+- a queued job never dispatched (the API died between commit and send, or the send failed) is
+  dispatched; a queued job sent more than ``redispatch_after_s`` ago and still unclaimed is sent
+  again when its message is not in the broker (Redis restarted empty, a lost file), or when the
+  broker cannot be inspected. ``dispatched_at`` is set only after a send succeeded, so a failed
+  send is retried on the next pass; a duplicate message is a no-op at claim time.
 Every change is a guarded UPDATE, so a second reconciler by mistake would be redundant, not harmful.
 """
 from __future__ import annotations
@@ -16,10 +20,11 @@ import logging
 import threading
 from datetime import timedelta
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from service.db import CANCELLED, FAILED, QUEUED, RUNNING, Job, now
-from service.queue import dispatch
+from service.ops import Context, send
+from service.queue import messages_in_broker
 from service.settings import Settings
 
 log = logging.getLogger("w1.reconciler")
@@ -30,7 +35,6 @@ def reconcile(settings: Settings, sessions, celery) -> dict[str, int]:
     t = now()
     stale = t - timedelta(seconds=settings.stale_after_s)
     counts = {"requeued": 0, "failed": 0, "cancelled": 0, "dispatched": 0}
-    to_send: list[str] = []
     with sessions() as s:
         # Past the time limit while still "running" (alive or not): fail it.
         overdue = t - timedelta(seconds=settings.job_time_limit_s + settings.stale_after_s)
@@ -53,22 +57,24 @@ def reconcile(settings: Settings, sessions, celery) -> dict[str, int]:
                 counts["failed"] += n
             else:
                 n = s.execute(update(Job).where(guard).values(
-                    status=QUEUED, fence=Job.fence + 1, dispatched_at=t, worker=None,
+                    status=QUEUED, fence=Job.fence + 1, dispatched_at=None, worker=None,
                     error=f"attempt {job.attempts} lost its worker; requeued")).rowcount
                 counts["requeued"] += n
-                if n:
-                    to_send.append(job.id)
         s.commit()
-        # Queued but never dispatched (give the API a few seconds to finish its own send).
+        # Queued and never sent (give the API a few seconds to finish its own send; a requeued job
+        # is older than that), or sent long ago and still unclaimed.
         grace = t - timedelta(seconds=max(5.0, settings.reconcile_interval_s))
-        for job in s.scalars(select(Job).where(Job.status == QUEUED, Job.dispatched_at.is_(None),
-                                               Job.created_at < grace)):
-            to_send.append(job.id)
-            s.execute(update(Job).where(Job.id == job.id).values(dispatched_at=t))
-        s.commit()
-    for job_id in to_send:
-        dispatch(celery, job_id)
-    counts["dispatched"] = len(to_send)
+        overdue_send = t - timedelta(seconds=settings.redispatch_after_s)
+        unsent = s.scalars(select(Job.id).where(Job.status == QUEUED, Job.dispatched_at.is_(None),
+                                                or_(Job.created_at < grace, Job.attempts > 0))).all()
+        unclaimed = s.scalars(select(Job.id).where(Job.status == QUEUED,
+                                                   Job.dispatched_at < overdue_send)).all()
+    if unclaimed:
+        present = messages_in_broker(celery, settings)
+        if present is not None:
+            unclaimed = [j for j in unclaimed if j not in present]
+    # ops.send marks dispatched_at only after a send succeeded: a failed one is retried next pass
+    counts["dispatched"] = len(send(Context(settings, sessions, celery), [*unsent, *unclaimed]))
     if any(counts.values()):
         log.warning("reconciler: %s", counts)
     return counts

@@ -127,5 +127,10 @@ class BatchOut(BaseModel):
     summary: list[SummaryRow]
 
 
+class BatchCreated(BaseModel):
+    id: str
+    jobs: list[JobOut]
+
+
 class ArtifactList(BaseModel):
     items: list[str]

@@ -35,7 +35,9 @@ def count_gpus() -> list[str]:
 
 
 def _die_with_parent() -> None:
-    """Linux: a worker gets SIGTERM when `w1 serve` dies, even by SIGKILL (no orphans)."""
+    """Linux: a worker gets SIGTERM when `w1 serve` dies, even by SIGKILL (no orphans). SIGTERM is
+    Celery's warm shutdown, which waits for the running job: that job notices the server is gone
+    (W1_SERVE_PID, see service.worker.server_gone), checkpoints and requeues itself."""
     try:
         import ctypes
 
@@ -57,7 +59,7 @@ class WorkerPool:
         self.stopping = threading.Event()
 
     def _start(self, i: int) -> None:
-        env = dict(self.env, W1_WORKER_NAME=f"local-{i}")
+        env = dict(self.env, W1_WORKER_NAME=f"local-{i}", W1_SERVE_PID=str(os.getpid()))
         if self.devices[i] is not None:  # one GPU each; the job row's worker name says which
             env.update(CUDA_VISIBLE_DEVICES=self.devices[i], W1_WORKER_NAME=f"local-{i}-gpu{self.devices[i]}")
         self.procs[i] = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env,

@@ -23,6 +23,30 @@ are JSON in the environment: ``W1_CATALOG='{"mnist": {"source": "...", "descript
 | workers | W1_WORKERS | unset: one worker per visible GPU, or one CPU worker when none (``w1 serve``) |
 | broker_poll_interval_s | W1_BROKER_POLL_INTERVAL_S | ``0.1`` (filesystem:// polling) |
 | run_reconciler | W1_RUN_RECONCILER | ``true``: the API process runs the reconciler; set false on all API replicas but one |
+| api_threads | W1_API_THREADS | ``24`` worker threads of the API (database work, upload checks); its database pool holds as many connections plus a margin (more threads only contend for the GIL) |
+| max_requests_in_flight | W1_MAX_REQUESTS_IN_FLIGHT | ``1000``; beyond it requests answer 503 with ``Retry-After`` at once |
+| auth_cache_s | W1_AUTH_CACHE_S | ``5``: an API key's check is remembered this long (a revoked key stops within it); 0: off |
+| db_wait_s | W1_DB_WAIT_S | ``5``: longest wait for a database connection before answering 503 with ``Retry-After`` |
+| redispatch_after_s | W1_REDISPATCH_AFTER_S | ``60``; a queued job unclaimed this long whose message is not in the broker is sent again |
+| worker_devices | W1_WORKER_DEVICES | unset: ``cpu`` plus the local GPUs (filesystem broker), else any; e.g. ``cpu,cuda:0,cuda:1`` |
+
+Limits, checked before anything is allocated (docs/configuration.md; beyond them: 413 or 422):
+
+| setting | env | default |
+|---|---|---|
+| max_json_bytes | W1_MAX_JSON_BYTES | ``1048576`` (1 MiB): a larger JSON request body answers 413 |
+| max_decoded_bytes | W1_MAX_DECODED_BYTES | ``4294967296`` (4 GiB): decoded size of one data set (arrays, images) |
+| max_compression_ratio | W1_MAX_COMPRESSION_RATIO | ``100``: decoded / stored size of an archive (beyond 64 MiB decoded) |
+| max_archive_members | W1_MAX_ARCHIVE_MEMBERS | ``300000`` files in one zip/tar/npz |
+| max_image_pixels | W1_MAX_IMAGE_PIXELS | ``4194304`` (2048 x 2048): one image or generator output |
+| max_latent_elements | W1_MAX_LATENT_ELEMENTS | ``1048576``: elements of one generator latent (at most 8 axes) |
+| max_batch_size | W1_MAX_BATCH_SIZE | ``4096`` (option batch_size) |
+| max_steps | W1_MAX_STEPS | ``1000000`` (option steps) |
+| max_eval_samples | W1_MAX_EVAL_SAMPLES | ``1000000`` (options eval_samples, a generator's samples) |
+| max_validation_samples | W1_MAX_VALIDATION_SAMPLES | ``100000`` (option validation_samples) |
+| max_space_pixels | W1_MAX_SPACE_PIXELS | ``1048576`` (1024 x 1024): option space.size |
+| max_batch_bytes | W1_MAX_BATCH_BYTES | ``1073741824`` (1 GiB): one float32 training batch (batch_size x C x H x W x 4) |
+| max_critic_parameters | W1_MAX_CRITIC_PARAMETERS | ``100000000``: parameters of the critic (width, critic_options) |
 """
 from __future__ import annotations
 
@@ -66,6 +90,26 @@ class Settings(BaseSettings):
     workers: int | None = None
     broker_poll_interval_s: float = 0.1
     run_reconciler: bool = True
+    api_threads: int = Field(24, ge=1, le=1000)
+    max_requests_in_flight: int = Field(1000, ge=1)
+    db_wait_s: float = Field(5.0, gt=0)
+    auth_cache_s: float = Field(5.0, ge=0)
+    redispatch_after_s: float = 60.0
+    worker_devices: str | None = None
+    # limits (see the table above): every request is checked against them before allocating
+    max_json_bytes: int = 1024**2
+    max_decoded_bytes: int = 4 * 1024**3
+    max_compression_ratio: float = 100.0
+    max_archive_members: int = 300_000
+    max_image_pixels: int = 2048 * 2048
+    max_latent_elements: int = 1 << 20
+    max_batch_size: int = 4096
+    max_steps: int = 1_000_000
+    max_eval_samples: int = 1_000_000
+    max_validation_samples: int = 100_000
+    max_space_pixels: int = 1024 * 1024
+    max_batch_bytes: int = 1024**3
+    max_critic_parameters: int = 100_000_000
 
     @classmethod
     def settings_customise_sources(

@@ -8,6 +8,10 @@
 - A heartbeat thread writes heartbeat + latest progress about once a second (at most every
   heartbeat_interval_s) and reads the cancel flag; ``should_stop`` answers from those flags and the
   job's time limit, so cancelling stops training within about a second.
+- A worker started by `w1 serve` stops its attempt when that server is gone (SIGKILLed): it
+  checkpoints and puts the job back to ``queued`` for the restarted server's workers, instead
+  of training on beside them (its Celery parent only gets a warm-shutdown SIGTERM).
+- Results and errors name sources by dataset / generator id and name, never by server path.
 - Checkpoints live in ``<data_dir>/jobs/<id>/checkpoint`` so the next attempt resumes exactly;
   artifacts go to ``<data_dir>/jobs/<id>/attempt-<fence>/artifacts`` and the API serves the
   winning attempt's folder (no race between attempts).
@@ -26,42 +30,46 @@ from pathlib import Path
 from celery.signals import worker_process_init
 from sqlalchemy import func, select, update
 
-from service.db import (
-    CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Dataset, Generator, Job, make_engine,
-    make_sessionmaker, now,
-)
+from service.db import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, make_engine, make_sessionmaker, now
 from service.queue import TASK_NAME, make_celery
 from service.settings import Settings, get_settings
+from service.sources import open_resolved, public_description, resolve
 
 log = logging.getLogger("w1.worker")
 
 
-def training_source(session, settings: Settings, owner: str, ref: dict):
-    """The opened SampleSource behind an API source reference (TorchScript only if allowed)."""
-    from training.sources import open_source
-
-    return open_source(source_spec(session, settings, owner, ref), allow_torchscript=settings.allow_torchscript)
+def source_names(refs: dict) -> dict[str, dict]:
+    """Server path (or catalog spec) -> public identity of a job's resolved sources."""
+    return {str(getattr(r.spec, "path", None) or r.spec): r.identity for r in refs.values()}
 
 
-def source_spec(session, settings: Settings, owner: str, ref: dict):
-    """The training SourceSpec (or spec string) behind an API source reference."""
-    from training.sources import SourceSpec
+def scrub(text: str, names: dict[str, dict], settings: Settings) -> str:
+    """``text`` with every server path replaced by its public name (and the data dir by a tag):
+    an error names "dataset ds_… (name)", never "<data_dir>/uploads/<sha>.npz"."""
+    for path, who in sorted(names.items(), key=lambda kv: -len(kv[0])):
+        kind = next(iter(who))
+        text = text.replace(path, f"{kind} {who[kind]}" + (f" ({who['name']})" if "name" in who else ""))
+    return text.replace(str(settings.data_dir), "<data_dir>")
 
-    if "dataset" in ref:
-        d = session.scalar(select(Dataset).where(Dataset.id == ref["dataset"], Dataset.owner == owner))
-        if d is None:
-            raise ValueError(f"dataset {ref['dataset']} no longer exists")
-        return SourceSpec(kind="file", path=d.path)
-    if "generator" in ref:
-        g = session.scalar(select(Generator).where(Generator.id == ref["generator"], Generator.owner == owner))
-        if g is None:
-            raise ValueError(f"generator {ref['generator']} no longer exists")
-        return SourceSpec(kind=g.format, path=g.path, latent=tuple(g.latent_shape),
-                          dist=g.latent_distribution, output_range=tuple(g.output_range))
-    entry = settings.catalog.get(ref["catalog"])
-    if entry is None:
-        raise ValueError(f"catalog entry {ref['catalog']!r} is no longer configured on this worker")
-    return entry.source
+
+def server_gone() -> bool:
+    """True when this worker was started by `w1 serve` (W1_SERVE_PID) and that process is gone.
+    The worker's main process (our parent; a prefork child trains) was started by the server, so
+    its parent is the server until the server dies."""
+    pid = os.environ.get("W1_SERVE_PID")
+    if not pid or not pid.isdigit():
+        return False
+    try:
+        with open(f"/proc/{os.getppid()}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1]) != int(pid)
+    except (OSError, ValueError, IndexError):  # no /proc: is the server's pid still alive?
+        try:
+            os.kill(int(pid), 0)
+            return False
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
 
 
 class Attempt:
@@ -70,7 +78,7 @@ class Attempt:
     def __init__(self, settings: Settings, sessions, job_id: str, worker: str):
         self.settings, self.sessions, self.job_id, self.worker = settings, sessions, job_id, worker
         self.fence: int | None = None
-        self.lost = self.cancel = self.timed_out = False
+        self.lost = self.cancel = self.timed_out = self.orphaned = False
         self.latest = None  # latest ProgressEvent as a dict
         self.started_at = None
         self._stop = threading.Event()
@@ -115,6 +123,8 @@ class Attempt:
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, min(1.0, self.settings.heartbeat_interval_s))
         while not self._stop.wait(interval):
+            if server_gone():
+                self.orphaned = True
             try:
                 self.beat()
             except Exception:  # a database hiccup must not kill the attempt; the next beat retries
@@ -131,7 +141,7 @@ class Attempt:
 
         if (now() - as_utc(self.started_at)).total_seconds() > self.settings.job_time_limit_s:
             self.timed_out = True
-        return self.lost or self.cancel or self.timed_out
+        return self.lost or self.cancel or self.timed_out or self.orphaned
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -154,12 +164,14 @@ class Attempt:
 
         t0 = time.monotonic()
         options = None
+        names: dict[str, dict] = {}
         try:
             with self.sessions() as s:
                 job = s.scalar(select(Job).where(Job.id == self.job_id))
-                real = training_source(s, self.settings, job.owner, job.spec["real"])
-                fake = training_source(s, self.settings, job.owner, job.spec["fake"])
+                refs = {side: resolve(s, self.settings, job.owner, job.spec[side]) for side in ("real", "fake")}
+                names = source_names(refs)
                 options = EstimateOptions.model_validate(job.spec["options"])
+            real, fake = (open_resolved(refs[side], self.settings) for side in ("real", "fake"))
             ckpt = self.settings.job_dir(self.job_id) / "checkpoint"
             ckpt.mkdir(parents=True, exist_ok=True)
             result = estimate_w1(real, fake, options, progress=self.progress, should_stop=self.should_stop,
@@ -167,6 +179,10 @@ class Attempt:
         except Cancelled as exc:
             if self.lost:
                 log.warning("job %s: attempt fenced off (a newer attempt owns it); stopped", self.job_id)
+            elif self.orphaned:
+                self.write(status=QUEUED, dispatched_at=None, worker=None, progress=self.latest,
+                           error=f"attempt stopped at step {exc.step}: its server (w1 serve) is gone; requeued")
+                log.warning("job %s: the server is gone; checkpointed at step %d and requeued", self.job_id, exc.step)
             elif self.cancel:
                 self.write(status=CANCELLED, error=f"cancelled by request at step {exc.step}",
                            finished_at=now(), progress=self.latest)
@@ -176,7 +192,7 @@ class Attempt:
             return
         except Exception as exc:
             log.exception("job %s failed", self.job_id)
-            self.write(status=FAILED, error=job_error(exc, options),
+            self.write(status=FAILED, error=scrub(job_error(exc, options), names, self.settings),
                        finished_at=now(), progress=self.latest)
             return
         if self.lost:
@@ -185,7 +201,10 @@ class Attempt:
         write_artifacts(result, folder)
         final = {"step": result.steps_run, "total": self.latest["total"] if self.latest else result.steps_run,
                  "estimate": result.estimate, "objective": self.latest["objective"] if self.latest else None}
-        if self.write(status=SUCCEEDED, result=json.loads(result.to_json(indent=None)), progress=final,
+        stored = json.loads(result.to_json(indent=None))
+        stored["sources"] = {side: public_description(stored["sources"].get(side, {}), refs[side].identity)
+                             for side in ("real", "fake")}
+        if self.write(status=SUCCEEDED, result=stored, progress=final,
                       finished_at=now(), run_seconds=Job.run_seconds + (time.monotonic() - t0)):
             log.info("job %s succeeded: W1 >= %.4f", self.job_id, result.certified_lower_bound)
 

@@ -1,0 +1,1 @@
+"""One router per resource: datasets, generators, jobs, batches, operations (health, metrics, catalog)."""

@@ -1,0 +1,52 @@
+"""Operations and the catalog: liveness, readiness, Prometheus metrics, operator-configured sets."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+
+from service.deps import CtxDep, OwnerDep
+from service.queue import broker_reachable
+from service.schemas import CatalogItem
+from service.views import respond
+
+router = APIRouter()
+
+
+@router.get("/healthz", tags=["operations"])
+async def healthz() -> dict:
+    """The process is alive (answers on the event loop, without a thread or a connection)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["operations"])
+def readyz(ctx: CtxDep) -> JSONResponse:
+    """The database and the broker are reachable."""
+    problems = []
+    try:
+        with ctx.sessions() as s:
+            s.execute(text("SELECT 1"))
+    except Exception as exc:
+        problems.append(f"database: {exc}")
+    if not broker_reachable(ctx.celery):
+        problems.append("broker unreachable")
+    if problems:
+        return JSONResponse({"status": "unavailable", "detail": "; ".join(problems)}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+def prometheus(ctx: CtxDep) -> Response:
+    body, ctype = ctx.metrics.render()
+    return Response(body, media_type=ctype)
+
+
+@router.get("/v1/catalog", tags=["datasets"], response_model=list[CatalogItem])
+def catalog(ctx: CtxDep, who: OwnerDep) -> Response:
+    """Operator-configured reference sets, by name (clients never pass server paths)."""
+    items = []
+    for name, entry in sorted(ctx.settings.catalog.items()):
+        info = ctx.catalog.info(name)
+        items.append(CatalogItem(name=name, description=entry.description, count=info.get("count"),
+                                 shape=info.get("shape")))
+    return respond(items)
