@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from service import auth, metrics, storage
 from service.db import (
-    ACTIVE, CANCELLED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Batch, Dataset, Generator, Job,
+    ACTIVE, CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Batch, Dataset, Generator, Job,
     as_utc, make_engine, make_sessionmaker, migrate, now,
 )
 from service.queue import broker_reachable, dispatch, make_celery
@@ -71,7 +71,7 @@ def batch_status(jobs: list[Job]) -> str:
         return SUCCEEDED
     if states == {CANCELLED}:
         return CANCELLED
-    return "failed"
+    return FAILED
 
 
 def summary_row(job: Job) -> dict:

@@ -15,6 +15,8 @@ COMMANDS = {
     "submit": "service.client_cli:submit",
     "jobs": "service.client_cli:jobs",
     "batch": "service.client_cli:batch",
+    "datasets": "service.client_cli:datasets",
+    "generators": "service.client_cli:generators",
 }
 
 

@@ -158,7 +158,9 @@ class Attempt:
                 job = s.scalar(select(Job).where(Job.id == self.job_id))
                 real = training_source(s, self.settings, job.owner, job.spec["real"])
                 fake = training_source(s, self.settings, job.owner, job.spec["fake"])
-                options = EstimateOptions.model_validate(job.spec["options"])
+                # FID weights come from the server's settings only (the API refuses a job's own).
+                options = EstimateOptions.model_validate(job.spec["options"]).model_copy(
+                    update={"fid_weights": self.settings.fid_weights})
             ckpt = self.settings.job_dir(self.job_id) / "checkpoint"
             ckpt.mkdir(parents=True, exist_ok=True)
             result = estimate_w1(real, fake, options, progress=self.progress, should_stop=self.should_stop,

@@ -8,11 +8,12 @@ and nothing is resized or converted unless the user asked for it.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["InputSpace", "SpaceMismatch"]
 
@@ -96,8 +97,9 @@ class InputSpace(BaseModel):
         channels = self.channels if self.channels is not None else rc
         if self.channels is None and rc != fc:
             raise SpaceMismatch(
-                f"channels differ: real has {rc}, fake has {fc}. Set channels=3 to repeat grey "
-                f"into RGB or channels=1 to convert RGB to grey (luma) on whichever side needs it."
+                f"channels differ: real has {rc}, fake has {fc}. Pass --channels 3 (option channels=3) to "
+                f"repeat grey into RGB or --channels 1 (channels=1) to convert RGB to grey (luma) on "
+                f"whichever side needs it."
             )
         for side, c in (("real", rc), ("fake", fc)):
             if c != channels and {c, channels} != {1, 3}:
@@ -116,9 +118,9 @@ class InputSpace(BaseModel):
             if wrong:
                 raise SpaceMismatch(
                     f"image sizes differ from the space's {size[0]}x{size[1]} ({', '.join(wrong)}) "
-                    f"and resize='none'. Set resize='bilinear', 'area' or 'nearest' (and size=(H, W) "
-                    f"to choose the common size; default: the real side's). Note that resizing "
-                    f"changes W1: results are only comparable in the same space."
+                    f"and resize='none'. Pass --resize bilinear, area or nearest (option resize='bilinear', "
+                    f"...) and --size H,W (size=(H, W)) to choose the common size (default: the real "
+                    f"side's). Note that resizing changes W1: results are only comparable in the same space."
                 )
         return self.model_copy(update={"size": tuple(size), "channels": channels})
 
@@ -146,11 +148,15 @@ class InputSpace(BaseModel):
         if c == 1 and self.channels == 3:
             return x.expand(-1, 3, -1, -1).contiguous()
         if c == 3 and self.channels == 1:
+            import torch
+
             w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
             return (x * w).sum(dim=1, keepdim=True)
         raise SpaceMismatch(f"cannot convert {c} channels to {self.channels}")
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F  # torch only where tensors are mapped: the model stays torch-free
+
         h, w = x.shape[-2:]
         if self.resize == "none":
             raise SpaceMismatch(
