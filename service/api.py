@@ -230,6 +230,8 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
                 continue
             s.execute(update(Job).where(Job.id == job.id, Job.status == QUEUED).values(dispatched_at=now()))
         s.commit()
+        for job in jobs:
+            log.info("job %s accepted%s", job.id, f" ({job.label})" if job.label else "")
         registry.submitted.inc(len(jobs))
 
     # -- datasets ----------------------------------------------------------------------------

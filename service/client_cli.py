@@ -493,12 +493,24 @@ def batch(client: W1Client, spec_file: str, prefix: str | None, timeout: float |
 # -- datasets and generators ---------------------------------------------------------------------
 
 def _items_table(title: str, items: list[dict], columns: tuple[str, ...]) -> Table:
+    """Datasets or generators; ids are never cut, other columns fold."""
     table = Table(title=title)
     for column in columns:
-        table.add_column(column.replace("_", " "), overflow="fold")
+        width = max([len(str(i.get(column))) for i in items] + [2]) if column == "id" else None
+        table.add_column(column.replace("_", " "), overflow="fold", min_width=width)
     for item in items:
-        table.add_row(*(_fmt(item.get(c)) if not isinstance(item.get(c), list)
-                        else "x".join(map(_fmt, item[c])) for c in columns))
+        cells = []
+        for column in columns:
+            value = item.get(column)
+            if isinstance(value, list):
+                cells.append("x".join(map(_fmt, value)) if column.endswith("shape") else ",".join(map(_fmt, value)))
+            elif column == "created_at" and value:
+                cells.append(str(value)[:16].replace("T", " "))
+            elif column == "size_bytes" and isinstance(value, int):
+                cells.append(f"{value / 1e6:.1f} MB" if value >= 100_000 else f"{value / 1e3:.1f} kB")
+            else:
+                cells.append(_fmt(value))
+        table.add_row(*cells)
     return table
 
 

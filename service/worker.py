@@ -91,7 +91,7 @@ class Attempt:
         if row is None:
             return False
         self.fence, attempts, self.started_at = row
-        log.info("job %s: attempt %d (fence %d) on %s", self.job_id, attempts, self.fence, self.worker)
+        log.info("job %s started on %s (attempt %d)", self.job_id, self.worker, attempts)
         return True
 
     def write(self, **values) -> bool:
@@ -171,12 +171,15 @@ class Attempt:
             elif self.cancel:
                 self.write(status=CANCELLED, error=f"cancelled by request at step {exc.step}",
                            finished_at=now(), progress=self.latest)
+                log.info("job %s cancelled at step %d", self.job_id, exc.step)
             else:
                 self.write(status=FAILED, finished_at=now(), progress=self.latest,
                            error=f"time limit of {self.settings.job_time_limit_s:g} s exceeded at step {exc.step}")
+                log.info("job %s failed: time limit exceeded at step %d", self.job_id, exc.step)
             return
         except Exception as exc:
-            log.exception("job %s failed", self.job_id)
+            log.warning("job %s failed: %s: %s", self.job_id, type(exc).__name__, exc,
+                        exc_info=log.isEnabledFor(10))  # the traceback at DEBUG only
             self.write(status=FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=now(),
                        progress=self.latest)
             return
@@ -188,7 +191,8 @@ class Attempt:
                  "estimate": result.estimate, "objective": self.latest["objective"] if self.latest else None}
         if self.write(status=SUCCEEDED, result=json.loads(result.to_json(indent=None)), progress=final,
                       finished_at=now(), run_seconds=Job.run_seconds + (time.monotonic() - t0)):
-            log.info("job %s succeeded: W1 >= %.4f", self.job_id, result.certified_lower_bound)
+            log.info("job %s succeeded in %.1f s: W1 estimate %.4f, certified lower bound %.4f", self.job_id,
+                     time.monotonic() - t0, result.estimate, result.certified_lower_bound)
 
 
 def write_artifacts(result, folder: Path) -> None:

@@ -210,11 +210,13 @@ def _make_optimizer(opts: EstimateOptions, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=opts.lr, betas=(0.5, 0.999))
 
 
-def _as_source(spec) -> "SampleSource":
+def _as_source(spec, **generator) -> "SampleSource":
     if hasattr(spec, "describe") and (hasattr(spec, "read") or hasattr(spec, "sample")):
         return spec
     from training.sources import open_source
-    return open_source(spec)
+    if not callable(spec):  # latent/dist/output_range describe a module or callable generator
+        generator = {}
+    return open_source(spec, **generator)
 
 
 def _versions() -> dict[str, str]:
@@ -300,14 +302,16 @@ def _load_checkpoint(path: Path, fingerprint: str, run: _Run, critic, optimizer,
 def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
                 progress: Callable[[ProgressEvent], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
-                checkpoint_dir: str | os.PathLike | None = None, **overrides) -> W1Result:
+                checkpoint_dir: str | os.PathLike | None = None, latent=None, dist=None, output_range=None,
+                **overrides) -> W1Result:
     """Estimate W1(real, fake) with a trained 1-Lipschitz critic.
 
     `real`/`fake`: anything open_source accepts (spec string, SourceSpec, array) or a SampleSource.
     `options` and keyword `overrides` give EstimateOptions. `progress(ProgressEvent)` is called every
     `progress_every` steps; `should_stop()` is polled between steps and a true answer raises Cancelled
     (after saving a checkpoint). With `checkpoint_dir`, the run checkpoints every `checkpoint_every`
-    steps and resumes from a checkpoint it finds there."""
+    steps and resumes from a checkpoint it finds there. A side may also be a torch nn.Module or a
+    callable z -> images: `latent` (its latent shape), `dist` and `output_range` describe it."""
     from critics import build_critic, lipschitz_bound, orthogonality_error
 
     t_start = time.perf_counter()
@@ -315,7 +319,8 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
     want_validation = bool(opts.early_stopping) or opts.validation > 0
     if opts.early_stopping and opts.validation == 0:
         raise ValueError("early stopping needs a validation split: set validation > 0 or early_stopping=False")
-    real_src, fake_src = _as_source(real), _as_source(fake)
+    generator = dict(latent=latent, dist=dist, output_range=output_range)
+    real_src, fake_src = _as_source(real, **generator), _as_source(fake, **generator)
     space = opts.space.resolve(real_src.shape, fake_src.shape)
     device = pick_device(opts.device)
     sides = (_Side(real_src, 0, space, opts, device, want_validation),
