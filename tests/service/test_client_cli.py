@@ -215,6 +215,38 @@ def test_parse_source(tmp_path):
             parse_source(bad)
     (tmp_path / "ok.tgz").write_bytes(b"")
     assert parse_source(str(tmp_path / "ok.tgz")) == LocalDataset(str(tmp_path / "ok.tgz"), path=tmp_path / "ok.tgz")
+    assert parse_source("torchvision:cifar10?root=/data&split=test") == {"catalog": "cifar10"}
+    assert parse_source("builtin:digits?classes=0").builtin.classes == (0,)
+    onnx = tmp_path / "g.onnx"
+    onnx.write_bytes(b"")
+    gen = parse_source(f"onnx:{onnx}?latent=100,1,1&dist=uniform&output_range=0,1")
+    assert (gen.latent, gen.dist, gen.output_range) == ((100, 1, 1), "uniform", (0.0, 1.0))
+    with pytest.raises(W1Error, match="TorchScript generators are not uploaded"):
+        parse_source(f"torchscript:{onnx}?latent=4")
+    with pytest.raises(W1Error, match="unknown source scheme"):
+        parse_source("s3:bucket/x.npz")
+
+
+def test_folder_archives_are_deterministic(tmp_path):
+    """The same folder gives the same bytes (so the server's copy is found by sha256); only images."""
+    import os
+
+    from service.client_sources import archive_folder, sha256_of
+
+    folder = _png_folder(tmp_path / "imgs", np.zeros((3, 1, 4, 4), np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    first = archive_folder(folder, tmp_path / "a.tar")
+    for p in folder.iterdir():
+        os.utime(p, (1, 1))  # other times, same content
+    second = archive_folder(folder, tmp_path / "b.tar")
+    assert sha256_of(first) == sha256_of(second)
+    import tarfile
+
+    with tarfile.open(first) as tar:
+        assert tar.getnames() == ["000.png", "001.png", "002.png"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(W1Error, match="no PNG or JPEG"), W1Client("http://127.0.0.1:9") as client:
+        client.resolve_source(str(tmp_path / "empty"))  # refused before any request
 
 
 def test_error_is_one_line_without_traceback():
