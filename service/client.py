@@ -26,7 +26,9 @@ import httpx
 
 from service import client_sources
 from service.client_sources import LocalDataset, LocalGenerator
-from service.schemas import FINAL_STATUSES, JobStatus  # noqa: F401 - JobStatus: the client's vocabulary
+from service.schemas import FINAL_STATUSES, JobStatus
+
+__all__ = ["W1Client", "W1Error", "JobStatus", "FINAL_STATUSES", "parse_source", "DEFAULT_SERVER"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 UPLOAD_SUFFIXES = client_sources.UPLOAD_SUFFIXES

@@ -94,3 +94,11 @@ def test_client_command_without_torch():
     proc, stats = run_w1("jobs", "list", "--server", f"http://127.0.0.1:{port}")
     assert proc.returncode == 1 and "cannot reach the w1 server" in proc.stderr
     assert not stats["torch"] and stats["cpu_s"] < 1.0, stats
+
+
+def test_every_command_has_a_summary_and_exists():
+    from service.cli import COMMANDS, SUMMARIES, LazyGroup, main
+
+    assert set(SUMMARIES) == set(COMMANDS)
+    for name in COMMANDS:
+        assert LazyGroup.get_command(main, None, name) is not None, name
