@@ -197,11 +197,13 @@ class Attempt:
 
 def write_artifacts(result, folder: Path) -> None:
     """curve.json, curve.png, critic.pt and critic.onnx; a failing artifact is logged, not fatal."""
+    from training.report import plot_curve
+
     folder.mkdir(parents=True, exist_ok=True)
     curve = [p.model_dump(mode="json") for p in result.curve]
     (folder / "curve.json").write_text(json.dumps(curve, indent=1))
     steps = {
-        "curve.png": lambda: plot_curve(curve, folder / "curve.png"),
+        "curve.png": lambda: plot_curve(result, folder / "curve.png"),
         "critic.pt": lambda: save_state(result.critic, folder / "critic.pt"),
         "critic.onnx": lambda: export_onnx(result, folder / "critic.onnx"),
     }
@@ -210,25 +212,6 @@ def write_artifacts(result, folder: Path) -> None:
             make()
         except Exception:
             log.exception("artifact %s could not be written", name)
-
-
-def plot_curve(curve: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot([p["step"] for p in curve], [p["objective"] for p in curve], label="training objective")
-    val = [(p["step"], p["validation"]) for p in curve if p.get("validation") is not None]
-    if val:
-        ax.plot(*zip(*val), marker="o", label="validation estimate")
-    ax.set_xlabel("step")
-    ax.set_ylabel("E f(real) - E f(fake)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def save_state(critic, path: Path) -> None:

@@ -113,30 +113,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def plot_curve(result, path: str) -> None:
-    """The training curve (objective and validation estimate per step) with the final estimate."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [p.step for p in result.curve]
-    ax.plot(steps, [p.objective for p in result.curve], label="training objective", lw=1)
-    val = [(p.step, p.validation) for p in result.curve if p.validation is not None]
-    if val:
-        ax.plot(*zip(*val), "o-", ms=3, label="validation estimate")
-    ax.axhline(result.estimate, color="k", ls="--", lw=1, label=f"held-out estimate {result.estimate:.4g}")
-    ax.axhspan(*result.ci, color="k", alpha=0.1, label=f"{result.confidence:.0%} interval of the estimate")
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean f(real) − mean f(fake)")
-    space = ", ".join(f"{k} {v}" for k, v in result.space.items() if v is not None)
-    ax.set_title(f"W1 critic training (input space: {space})", fontsize=9)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 @click.command("estimate", cls=_Command, epilog=SOURCES_HELP,
                context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("real")
@@ -312,4 +288,6 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
         else:
             Path(json_out).write_text(result.to_json())
     if plot:
+        from training.report import plot_curve
+
         plot_curve(result, plot)

@@ -55,3 +55,29 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+def plot_curve(result: W1Result, path) -> None:
+    """The training curve (objective and validation estimate per step) with the held-out estimate,
+    its interval (labelled) and the input space in the title; `w1 estimate --plot` and the service's
+    curve.png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [p.step for p in result.curve]
+    ax.plot(steps, [p.objective for p in result.curve], label="training objective", lw=1)
+    val = [(p.step, p.validation) for p in result.curve if p.validation is not None]
+    if val:
+        ax.plot(*zip(*val), "o-", ms=3, label="validation estimate")
+    ax.axhline(result.estimate, color="k", ls="--", lw=1, label=f"held-out estimate {result.estimate:.4g}")
+    ax.axhspan(*result.ci, color="k", alpha=0.1, label=f"{result.confidence:.0%} interval of the estimate")
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean f(real) − mean f(fake)")
+    space = ", ".join(f"{k} {v}" for k, v in result.space.items() if v is not None)
+    ax.set_title(f"W1 critic training (input space: {space})", fontsize=9)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -81,7 +81,7 @@ def test_submit_wait_show_list(w1, samples, live_service, tmp_path):
     shown = w1("jobs", "show", job["id"], "--download", str(tmp_path / "artifacts"))
     assert "succeeded" in shown.stdout and "Lipschitz bound" in shown.stdout
     saved = {p.name for p in (tmp_path / "artifacts").iterdir()}
-    assert {"curve.json", "critic.pt"} <= saved
+    assert {"curve.json", "curve.png", "critic.pt"} <= saved
 
     listed = w1("jobs", "list", "--limit", "5").stdout
     assert job["id"] in listed and "cli-json" in listed
