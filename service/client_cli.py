@@ -31,7 +31,7 @@ SUMMARY_FIELDS = ("label", "job_id", "status", "estimate", "ci_low", "ci_high",
 
 SOURCES_HELP = """\b
 Sources (the same forms as `w1 estimate`):
-  real.npz, real.npy          arrays (N,H,W | N,C,H,W | N,H,W,C), uploaded
+  real.npz, real.npz#KEY, real.npy   arrays (N,H,W | N,C,H,W | N,H,W,C), uploaded
   images/                     a folder of PNG/JPEG, archived on the fly and uploaded
   images.zip, images.tar.gz   an archive of PNG/JPEG, uploaded
   'builtin:photos?size=32&count=2000'   a built-in set, made here and uploaded

@@ -7,6 +7,7 @@ server knows (docs/api.md SOURCE objects):
 |-------------------------------------------|------------------------------------------------------|
 | catalog:NAME, dataset:ID, generator:ID[:N] | as is                                               |
 | a .npz/.npy/.zip/.tar/.tar.gz/.tgz file    | an uploaded dataset                                  |
+| real.npz#KEY                               | that array alone, as an .npz, uploaded               |
 | a folder of PNG/JPEG images                | a tar archived on the fly, uploaded                  |
 | builtin:NAME?...                           | the same samples as a local estimate, as an .npz     |
 | torchvision:NAME                           | the server's catalog entry of that name              |
@@ -41,11 +42,14 @@ class LocalDataset:
     text: str
     path: Path | None = None  # a file or folder
     builtin: Any = None  # a training SourceSpec of kind "builtin"
+    key: str | None = None  # one array of an .npz
 
     @property
     def name(self) -> str:
         if self.builtin is not None:
             return str(self.builtin)
+        if self.key is not None:
+            return f"{self.path.name}#{self.key}"
         return self.path.name + (".tar" if self.path.is_dir() else "")
 
 
@@ -78,9 +82,11 @@ def parse(text: str) -> dict | LocalDataset | LocalGenerator:
             raise SourceProblem(f"{path}: no such file or folder (expected samples (.npz, .npy, .zip, .tar, "
                                 ".tgz, a folder of images), builtin:NAME, onnx:PATH, catalog:NAME, dataset:ID "
                                 "or generator:ID[:samples])")
-        if spec.key is not None or spec.value_range is not None:
-            raise SourceProblem(f"{text!r}: '#key' and value_range are not sent to the server; "
-                                "upload an .npz holding one array in [0, 1], 0..255 or [-1, 1]")
+        if spec.value_range is not None:
+            raise SourceProblem(f"{text!r}: value_range is not sent to the server; upload an array "
+                                "stored in [0, 1], 0..255 or [-1, 1]")
+        if spec.key is not None:
+            return LocalDataset(text, path=path, key=spec.key)
         if path.is_dir():
             return LocalDataset(text, path=path)
         low = path.name.lower()
@@ -127,6 +133,8 @@ def prepare(local: LocalDataset, folder: Path) -> Path:
     """The file to upload for `local`: the file itself, or a tar / .npz written into `folder`."""
     if local.builtin is not None:
         return save_builtin(local.builtin, folder / "builtin.npz")
+    if local.key is not None:
+        return save_npz_key(local.path, local.key, folder / f"{local.path.stem}-{local.key}.npz")
     if local.path.is_dir():
         return archive_folder(local.path, folder / f"{local.path.resolve().name or 'images'}.tar")
     return local.path
@@ -154,8 +162,6 @@ def archive_folder(root: Path, dest: Path) -> Path:
 def save_builtin(spec, dest: Path) -> Path:
     """The builtin set as the server will read it: uint8 when its range is 0..255, else float32
     mapped into [0, 1] (e.g. digits' 0..16), in an .npz written without timestamps."""
-    import zipfile
-
     import numpy as np
 
     from training import builtin
@@ -167,6 +173,29 @@ def save_builtin(spec, dest: Path) -> Path:
         raise SourceProblem(str(exc)) from None
     if (lo, hi) != (0.0, 255.0) or data.dtype != np.uint8:
         data = ((data.astype(np.float32) - lo) / (hi - lo)).astype(np.float32)
+    return _write_npz(data, dest)
+
+
+def save_npz_key(path: Path, key: str, dest: Path) -> Path:
+    """One array of an .npz (`real.npz#images`) as an .npz of its own (never unpickled)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if key not in npz.files:
+                raise SourceProblem(f"{path}: no array named {key!r} (has: {', '.join(npz.files) or 'none'})")
+            data = npz[key]
+    except (ValueError, OSError) as exc:
+        raise SourceProblem(f"{path}: not a usable .npz archive ({exc})") from None
+    return _write_npz(data, dest)
+
+
+def _write_npz(data, dest: Path) -> Path:
+    """An .npz with one array, written without timestamps (same array: same sha256)."""
+    import zipfile
+
+    import numpy as np
+
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.ascontiguousarray(data), allow_pickle=False)
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as z:

@@ -216,6 +216,16 @@ def test_parse_source(tmp_path):
     (tmp_path / "ok.tgz").write_bytes(b"")
     assert parse_source(str(tmp_path / "ok.tgz")) == LocalDataset(str(tmp_path / "ok.tgz"), path=tmp_path / "ok.tgz")
     assert parse_source("torchvision:cifar10?root=/data&split=test") == {"catalog": "cifar10"}
+    two = tmp_path / "two.npz"
+    np.savez(two, a=np.zeros((3, 4, 4), np.uint8), b=np.ones((5, 4, 4), np.float32))
+    local = parse_source(f"{two}#b")
+    assert local.key == "b" and local.name == "two.npz#b"
+    from service.client_sources import prepare
+
+    with np.load(prepare(local, tmp_path)) as only:
+        assert only.files == ["images"] and only["images"].shape == (5, 4, 4)
+    with pytest.raises(W1Error, match="no array named 'c'"):
+        W1Client("http://127.0.0.1:9").resolve_source(f"{two}#c")
     assert parse_source("builtin:digits?classes=0").builtin.classes == (0,)
     onnx = tmp_path / "g.onnx"
     onnx.write_bytes(b"")
