@@ -2,7 +2,9 @@
 #   docker run IMAGE                 -> `w1 serve --workers 0` (the API and the reconciler, port 8000)
 #   docker run --gpus 1 IMAGE worker -> `w1 worker` (one worker process per GPU)
 # The base image brings CUDA, cuDNN and a CUDA build of torch + torchvision; pip must keep them.
-FROM pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
+# One torch version story: the image's torch is the one `make` installs (Makefile TORCH, 2.14.1);
+# tests/service/test_compose.py checks that the two agree.
+FROM pytorch/pytorch:2.14.1-cuda12.8-cudnn9-runtime
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -28,12 +30,14 @@ COPY docker docker
 RUN pip install --constraint /tmp/constraints.txt --no-deps . \
     && python -c "import torch, service.cli; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
-# Unprivileged user; /data holds uploads, checkpoints, artifacts (and the SQLite file and
-# broker folders of the embedded mode). Share it between the API and the workers.
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin w1 \
-    && mkdir -p /data && chown w1:w1 /data
+# Unprivileged user, named by number so Kubernetes' runAsNonRoot can verify it (hadolint DL3066);
+# /data holds uploads, checkpoints, artifacts (and the SQLite file and broker folders of the
+# embedded mode). Share it between the API and the workers.
+RUN groupadd --gid 10001 w1 \
+    && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin w1 \
+    && mkdir -p /data && chown 10001:10001 /data
 VOLUME ["/data"]
-USER w1
+USER 10001:10001
 EXPOSE 8000
 
 # The API's check; a worker container overrides it with `healthcheck.py worker` (compose does).

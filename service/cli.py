@@ -15,12 +15,32 @@ COMMANDS = {
     "submit": "service.client_cli:submit",
     "jobs": "service.client_cli:jobs",
     "batch": "service.client_cli:batch",
+    "datasets": "service.client_cli:datasets",
+    "generators": "service.client_cli:generators",
+}
+
+
+# one line each for `w1 --help`, so listing the commands imports none of them
+SUMMARIES = {
+    "estimate": "Estimate W1 between two sample sources, here (trains a critic).",
+    "serve": "Run the API, the reconciler and local workers.",
+    "worker": "Run one worker taking jobs from the broker.",
+    "keys": "Create, list and revoke API keys.",
+    "submit": "Estimate W1 on the server (uploads local sources).",
+    "jobs": "List, inspect, follow and cancel jobs.",
+    "batch": "Many fakes against one real set on the server; table + CSV/JSON.",
+    "datasets": "List, show, add and delete the server's sample sets.",
+    "generators": "Add, list and show the server's ONNX generators.",
 }
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
+
+    def format_commands(self, ctx, formatter):
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SUMMARIES[name]) for name in self.list_commands(ctx)])
 
     def get_command(self, ctx, name):
         target = COMMANDS.get(name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -23,9 +24,16 @@ from typing import Any
 
 import httpx
 
+from service import client_sources
+from service.client_sources import LocalDataset, LocalGenerator
+from service.schemas import FINAL_STATUSES, JobStatus
+
+__all__ = ["W1Client", "W1Error", "JobStatus", "FINAL_STATUSES", "parse_source", "DEFAULT_SERVER"]
+
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-UPLOAD_SUFFIXES = (".npz", ".npy", ".zip", ".tar", ".tar.gz", ".tgz")
+UPLOAD_SUFFIXES = client_sources.UPLOAD_SUFFIXES
+# Samples drawn from a generator when neither `generator:ID:N` nor options.eval_samples say.
+DEFAULT_GENERATOR_SAMPLES = 6400
 
 Job = dict[str, Any]
 Source = dict[str, Any]
@@ -39,32 +47,14 @@ class W1Error(Exception):
         self.status = status
 
 
-def parse_source(text: str) -> Source | Path:
-    """`catalog:NAME`, `dataset:ID`, `generator:ID[:samples]` -> a SOURCE object; anything else is
-    a local file to upload (returned as a Path, checked to exist)."""
-    kind, sep, rest = text.partition(":")
-    if sep and kind in ("catalog", "dataset", "generator"):
-        if not rest:
-            raise W1Error(f"{text!r}: missing the name or id after '{kind}:'")
-        if kind != "generator":
-            return {kind: rest}
-        gen_id, sep, samples = rest.partition(":")
-        if not sep:
-            return {"generator": gen_id}
-        try:
-            count = int(samples)
-        except ValueError:
-            raise W1Error(f"{text!r}: the sample count after the generator id must be an integer")
-        if count <= 0:
-            raise W1Error(f"{text!r}: the sample count must be positive")
-        return {"generator": gen_id, "samples": count}
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise W1Error(f"{path}: no such file (expected a local sample file, catalog:NAME, "
-                      "dataset:ID or generator:ID[:samples])")
-    if not path.name.lower().endswith(UPLOAD_SUFFIXES):
-        raise W1Error(f"{path}: unsupported file type (expected one of {', '.join(UPLOAD_SUFFIXES)})")
-    return path
+def parse_source(text: str) -> Source | LocalDataset | LocalGenerator:
+    """A SOURCE object (`catalog:NAME`, `dataset:ID`, `generator:ID[:samples]`, `torchvision:NAME`),
+    or a LocalDataset / LocalGenerator to upload first: every form `w1 estimate` accepts
+    (service.client_sources)."""
+    try:
+        return client_sources.parse(str(text))
+    except client_sources.SourceProblem as exc:
+        raise W1Error(str(exc)) from None
 
 
 def _detail(response: httpx.Response) -> str:
@@ -89,12 +79,14 @@ class W1Client:
     """The v1 API over one httpx connection pool. Server and token default to W1_SERVER / W1_TOKEN."""
 
     def __init__(self, server: str | None = None, token: str | None = None, *,
-                 timeout: float = 30.0, upload_timeout: float = 600.0, reconnect_s: float = 120.0):
+                 timeout: float = 30.0, upload_timeout: float = 600.0, reconnect_s: float = 120.0,
+                 on_upload: Callable[[str, int, int], None] | None = None):
         self.server = (server or os.environ.get("W1_SERVER") or DEFAULT_SERVER).rstrip("/")
         token = token if token is not None else os.environ.get("W1_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.upload_timeout = upload_timeout
         self.reconnect_s = reconnect_s  # how long waits ride out an unreachable server (restarts)
+        self.on_upload = on_upload  # on_upload(name, bytes_sent, total) while a file is sent
         self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -142,15 +134,28 @@ class W1Client:
 
     # -- sample sets and generators --------------------------------------------------------------
 
-    def upload_dataset(self, path: str | Path, name: str | None = None) -> dict:
-        """Upload a sample file; the server deduplicates by content (same file: same dataset)."""
+    def upload_dataset(self, path: str | Path, name: str | None = None, *, reuse: bool = True) -> dict:
+        """Upload a sample file. With `reuse`, a dataset of the same sha256 already on the server is
+        returned without sending the file (the server deduplicates by content anyway)."""
         path = Path(path)
+        if reuse:
+            digest = self._sha256(path)
+            for item in self.list_datasets():
+                if item.get("sha256") == digest:
+                    return item
         return self._upload("/v1/datasets", path, {"name": name or path.name})
 
-    def _upload(self, endpoint: str, path: Path, form: dict) -> dict:
-        """POST a file as multipart; errors name the file."""
+    def _sha256(self, path: Path) -> str:
         try:
-            handle = path.open("rb")
+            return client_sources.sha256_of(path)
+        except OSError as exc:
+            raise W1Error(f"{path}: cannot read ({exc.strerror})") from None
+
+    def _upload(self, endpoint: str, path: Path, form: dict) -> dict:
+        """POST a file as multipart, reporting progress to `on_upload(name, sent, total)`; errors name
+        the file."""
+        try:
+            handle = _Progress(path.open("rb"), path.name, self.on_upload)
         except OSError as exc:
             raise W1Error(f"{path}: cannot read ({exc.strerror})") from None
         with handle:
@@ -170,28 +175,62 @@ class W1Client:
     def delete_dataset(self, dataset_id: str) -> None:
         self._request("DELETE", f"/v1/datasets/{dataset_id}")
 
+    def list_generators(self) -> list[dict]:
+        data = self._json("GET", "/v1/generators")
+        return data["items"] if isinstance(data, dict) and "items" in data else data
+
+    def get_generator(self, generator_id: str) -> dict:
+        return self._json("GET", f"/v1/generators/{generator_id}")
+
     def upload_generator(self, path: str | Path, latent_shape: str | tuple[int, ...],
                          latent_distribution: str = "normal",
-                         output_range: str | tuple[float, float] = "-1,1") -> dict:
-        """Upload an ONNX generator with its latent specification."""
+                         output_range: str | tuple[float, float] = "-1,1", *,
+                         name: str | None = None, reuse: bool = True) -> dict:
+        """Upload an ONNX generator with its latent specification; with `reuse`, the server's
+        generator of the same sha256 and specification is returned without sending the file."""
         path = Path(path)
-        form = {
-            "latent_shape": latent_shape if isinstance(latent_shape, str)
-            else ",".join(str(int(d)) for d in latent_shape),
-            "latent_distribution": latent_distribution,
-            "output_range": output_range if isinstance(output_range, str)
-            else ",".join(str(float(v)) for v in output_range),
-        }
+        latent = [int(d) for d in (latent_shape.split(",") if isinstance(latent_shape, str) else latent_shape)]
+        out_range = [float(v) for v in (output_range.split(",") if isinstance(output_range, str)
+                                        else output_range)]
+        if reuse:
+            digest = self._sha256(path)
+            for item in self.list_generators():
+                if (item.get("sha256") == digest and list(item.get("latent_shape", ())) == latent
+                        and item.get("latent_distribution") == latent_distribution
+                        and [float(v) for v in item.get("output_range", ())] == out_range):
+                    return item
+        form = {"latent_shape": ",".join(map(str, latent)), "latent_distribution": latent_distribution,
+                "output_range": ",".join(map(str, out_range))}
+        if name:
+            form["name"] = name
         return self._upload("/v1/generators", path, form)
 
-    def resolve_source(self, source: str | Path | Mapping[str, Any]) -> Source:
-        """A SOURCE object for the API; local files are uploaded first."""
+    def resolve_source(self, source: str | Path | Mapping[str, Any], *, samples: int | None = None) -> Source:
+        """A SOURCE object for the API. Local samples (files, folders, builtin:) are uploaded unless
+        the server already has them; an ONNX generator is uploaded with its latent spec and drawn
+        `samples` times (default: DEFAULT_GENERATOR_SAMPLES)."""
         if isinstance(source, Mapping):
             return dict(source)
         parsed = parse_source(str(source))
-        if isinstance(parsed, Path):
-            return {"dataset": self.upload_dataset(parsed)["id"]}
-        return parsed
+        if isinstance(parsed, dict):
+            if "generator" in parsed and "samples" not in parsed:
+                parsed["samples"] = samples or DEFAULT_GENERATOR_SAMPLES
+            return parsed
+        if isinstance(parsed, LocalGenerator):
+            try:
+                latent = parsed.latent or client_sources.onnx_latent(parsed.path)
+            except client_sources.SourceProblem as exc:
+                raise W1Error(str(exc)) from None
+            gen = self.upload_generator(parsed.path, latent, parsed.dist, parsed.output_range)
+            return {"generator": gen["id"], "samples": samples or DEFAULT_GENERATOR_SAMPLES}
+        with tempfile.TemporaryDirectory(prefix="w1-upload-") as tmp:
+            try:
+                path = client_sources.prepare(parsed, Path(tmp))
+            except client_sources.SourceProblem as exc:
+                raise W1Error(str(exc)) from None
+            except OSError as exc:
+                raise W1Error(f"{parsed.text}: cannot read ({exc.strerror or exc})") from None
+            return {"dataset": self.upload_dataset(path, name=parsed.name)["id"]}
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -199,7 +238,9 @@ class W1Client:
                    options: Mapping[str, Any] | None = None, label: str | None = None,
                    idempotency_key: str | None = None) -> Job:
         """Submit one estimate. A fresh Idempotency-Key makes a retried call return the same job."""
-        body: dict[str, Any] = {"real": self.resolve_source(real), "fake": self.resolve_source(fake),
+        samples = generator_samples(options)
+        body: dict[str, Any] = {"real": self.resolve_source(real, samples=samples),
+                                "fake": self.resolve_source(fake, samples=samples),
                                 "options": dict(options or {})}
         if label is not None:
             body["label"] = label
@@ -304,8 +345,10 @@ class W1Client:
     def submit_batch(self, real: str | Path | Mapping, fakes: list[tuple[str, str | Path | Mapping]],
                      *, options: Mapping[str, Any] | None = None) -> dict:
         """Many fakes (label, source) against one real set; returns `{id, jobs}`."""
-        body = {"real": self.resolve_source(real),
-                "fakes": [{"label": label, "fake": self.resolve_source(src)} for label, src in fakes],
+        samples = generator_samples(options)
+        body = {"real": self.resolve_source(real, samples=samples),
+                "fakes": [{"label": label, "fake": self.resolve_source(src, samples=samples)}
+                          for label, src in fakes],
                 "options": dict(options or {})}
         return self._json("POST", "/v1/batches", json=body)
 
@@ -358,6 +401,45 @@ class W1Client:
             raise W1Error(f"{dest}: cannot write ({exc.strerror})") from None
         tmp.replace(dest)
         return dest
+
+
+def generator_samples(options: Mapping[str, Any] | None) -> int | None:
+    """How many samples a generator source draws: options' eval_samples when set."""
+    value = (options or {}).get("eval_samples")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+class _Progress:
+    """A file wrapper for httpx's multipart body that reports bytes read (= sent)."""
+
+    def __init__(self, handle, name: str, report: Callable[[str, int, int], None] | None):
+        self.handle, self.name, self.report = handle, name, report
+        self.total = os.fstat(handle.fileno()).st_size
+        self.sent = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.handle.read(size)
+        self.sent += len(chunk)
+        if self.report is not None:
+            self.report(self.name, self.sent, self.total)
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self.handle.seek(offset, whence)
+        self.sent = position
+        return position
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def fileno(self) -> int:
+        return self.handle.fileno()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
 
 
 class _Outage:

@@ -28,7 +28,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+from service.schemas import JobStatus
+
+# Plain strings for SQL (the column holds the enum's values).
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value,
+                                                 JobStatus.SUCCEEDED.value, JobStatus.FAILED.value,
+                                                 JobStatus.CANCELLED.value)
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
 ACTIVE = (QUEUED, RUNNING)
 

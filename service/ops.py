@@ -143,6 +143,7 @@ def submit_job(ctx: Context, who: str, body, idempotency_key: str | None = None)
                 raise
             return _replay(prior, digest), False
     _count_submitted(ctx, 1)
+    _log_accepted([job])
     send(ctx, [job.id])
     return job, True
 
@@ -166,6 +167,7 @@ def submit_batch(ctx: Context, who: str, body) -> tuple[Batch, list[Job]]:
         s.add_all(jobs)
         s.commit()
     _count_submitted(ctx, len(jobs))
+    _log_accepted(jobs)
     send(ctx, [j.id for j in jobs])
     return batch, jobs
 
@@ -214,6 +216,11 @@ def _mark_dispatched(ctx: Context, job_ids: list[str]) -> None:
         finally:
             if sqlite:
                 conn.exec_driver_sql("PRAGMA synchronous=FULL")
+
+
+def _log_accepted(jobs: list[Job]) -> None:
+    for job in jobs:  # `w1 serve` logs one line per accepted, started and finished job
+        log.info("job %s accepted%s", job.id, f" ({job.label})" if job.label else "")
 
 
 def _count_submitted(ctx: Context, n: int) -> None:

@@ -1,15 +1,37 @@
 """Pydantic models of the REST API (docs/api.md). Request models forbid unknown fields so a typo
-answers 422 instead of being silently ignored."""
+answers 422 instead of being silently ignored.
+
+These are the contracts the API, the worker, the client and the CLI share; this module (and
+training.options / training.result, which it uses) imports no torch, so a client starts fast."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from training.options import EstimateOptions
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobStatus(StrEnum):
+    """A job's life: queued -> running -> succeeded | failed | cancelled (a job can be requeued)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+Status = JobStatus
 
 
 class Source(BaseModel):
@@ -32,12 +54,23 @@ class Source(BaseModel):
         return self
 
 
+def server_side_options(options: EstimateOptions) -> EstimateOptions:
+    """Options a client may not choose: FID weights are a file on the server, found only through
+    the server's settings (W1_FID_WEIGHTS), so a client cannot make a worker open a path."""
+    if options.fid_weights is not None:
+        raise ValueError("fid_weights is a server setting (W1_FID_WEIGHTS), not a job option; "
+                         "leave it unset and ask for fid: true")
+    return options
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     real: Source
     fake: Source
     options: EstimateOptions = Field(default_factory=EstimateOptions)
     label: str | None = Field(None, max_length=300)
+
+    _server_side = field_validator("options")(server_side_options)
 
 
 class BatchFake(BaseModel):
@@ -51,6 +84,8 @@ class BatchCreate(BaseModel):
     real: Source
     fakes: list[BatchFake] = Field(..., min_length=1, max_length=1000)
     options: EstimateOptions = Field(default_factory=EstimateOptions)
+
+    _server_side = field_validator("options")(server_side_options)
 
 
 class Progress(BaseModel):

@@ -46,6 +46,26 @@ def _die_with_parent() -> None:
         pass
 
 
+LOG_FORMAT = "%(asctime)s %(name)s: %(message)s"
+
+
+def job_log_lines() -> None:
+    """One line per job event (accepted, started, finished) from the `w1` loggers; the libraries'
+    own chatter (Celery, Kombu, uvicorn's access log) stays at warnings."""
+    import logging
+
+    logger = logging.getLogger("w1")
+    logger.setLevel(logging.INFO)
+    if not any(getattr(h, "_w1", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
+        handler._w1 = True
+        logger.addHandler(handler)
+        logger.propagate = False
+    # filesystem:// has no host: kombu warns "No hostname was supplied" on every connection
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+
+
 def _overrides(**kw) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
@@ -107,6 +127,7 @@ def serve(host, port, workers, data_dir):
 
     settings = get_settings(**_overrides(host=host, port=port, workers=workers, data_dir=data_dir))
     settings.ensure_dirs()
+    job_log_lines()
     migrate(settings.db_url)
     engine = make_engine(settings.db_url)
     with make_sessionmaker(engine)() as s:
@@ -157,7 +178,15 @@ def worker(name, loglevel):
     migrate(settings.db_url)
     from service.worker import app, worker_name
 
-    app.worker_main(["worker", "--pool=prefork", "--concurrency=1", "--prefetch-multiplier=1",
+    # no banner; job lines from the `w1` loggers only (see job_log_lines)
+    app.conf.worker_hijack_root_logger = False
+    job_log_lines()
+    # Celery warns about root on every start; the worker accepts JSON only (no pickle), which is
+    # what makes root dangerous there, and the image runs as a numeric non-root user anyway.
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*running the worker with superuser privileges")
+    app.worker_main(["--quiet", "worker", "--pool=prefork", "--concurrency=1", "--prefetch-multiplier=1",
                      "--without-gossip", "--without-mingle", "--without-heartbeat",
                      f"--loglevel={loglevel}", "-n", f"w1@{worker_name()}", "-Q", "w1"])
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fastapi import Response
 
-from service.db import ACTIVE, CANCELLED, QUEUED, RUNNING, SUCCEEDED, Dataset, Generator, Job, as_utc
+from service.db import ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Dataset, Generator, Job, as_utc
 from service.schemas import DatasetOut, GeneratorOut, JobOut, SummaryRow
 
 
@@ -35,7 +35,7 @@ def batch_status(jobs: list[Job]) -> str:
         return SUCCEEDED
     if states == {CANCELLED}:
         return CANCELLED
-    return "failed"
+    return FAILED
 
 
 def summary_row(job: Job) -> SummaryRow:

@@ -99,7 +99,7 @@ class Attempt:
         if row is None:
             return False
         self.fence, attempts, self.started_at = row
-        log.info("job %s: attempt %d (fence %d) on %s", self.job_id, attempts, self.fence, self.worker)
+        log.info("job %s started on %s (attempt %d)", self.job_id, self.worker, attempts)
         return True
 
     def write(self, **values) -> bool:
@@ -170,7 +170,9 @@ class Attempt:
                 job = s.scalar(select(Job).where(Job.id == self.job_id))
                 refs = {side: resolve(s, self.settings, job.owner, job.spec[side]) for side in ("real", "fake")}
                 names = source_names(refs)
-                options = EstimateOptions.model_validate(job.spec["options"])
+                # FID weights come from the server's settings only (the API refuses a job's own).
+                options = EstimateOptions.model_validate(job.spec["options"]).model_copy(
+                    update={"fid_weights": self.settings.fid_weights})
             real, fake = (open_resolved(refs[side], self.settings) for side in ("real", "fake"))
             ckpt = self.settings.job_dir(self.job_id) / "checkpoint"
             ckpt.mkdir(parents=True, exist_ok=True)
@@ -186,12 +188,15 @@ class Attempt:
             elif self.cancel:
                 self.write(status=CANCELLED, error=f"cancelled by request at step {exc.step}",
                            finished_at=now(), progress=self.latest)
+                log.info("job %s cancelled at step %d", self.job_id, exc.step)
             else:
                 self.write(status=FAILED, finished_at=now(), progress=self.latest,
                            error=f"time limit of {self.settings.job_time_limit_s:g} s exceeded at step {exc.step}")
+                log.info("job %s failed: time limit exceeded at step %d", self.job_id, exc.step)
             return
         except Exception as exc:
-            log.exception("job %s failed", self.job_id)
+            log.warning("job %s failed: %s: %s", self.job_id, type(exc).__name__, exc,
+                        exc_info=log.isEnabledFor(10))  # the traceback at DEBUG only
             self.write(status=FAILED, error=scrub(job_error(exc, options), names, self.settings),
                        finished_at=now(), progress=self.latest)
             return
@@ -206,7 +211,8 @@ class Attempt:
                              for side in ("real", "fake")}
         if self.write(status=SUCCEEDED, result=stored, progress=final,
                       finished_at=now(), run_seconds=Job.run_seconds + (time.monotonic() - t0)):
-            log.info("job %s succeeded: W1 >= %.4f", self.job_id, result.certified_lower_bound)
+            log.info("job %s succeeded in %.1f s: W1 estimate %.4f, certified lower bound %.4f", self.job_id,
+                     time.monotonic() - t0, result.estimate, result.certified_lower_bound)
 
 
 def job_error(exc: BaseException, options=None) -> str:

@@ -1,9 +1,33 @@
-"""Sample sources, the input space, and the W1 estimator (`estimate_w1`, `w1 estimate`)."""
-from training.estimator import estimate_w1
-from training.options import EstimateOptions
-from training.result import Cancelled, ProgressEvent, W1Result
-from training.sources import SampleSource, SourceError, SourceSpec, open_source
-from training.space import InputSpace
+"""Sample sources, the input space, and the W1 estimator (`estimate_w1`, `w1 estimate`).
 
-__all__ = ["InputSpace", "open_source", "SampleSource", "SourceError", "SourceSpec", "EstimateOptions",
-           "estimate_w1", "W1Result", "ProgressEvent", "Cancelled"]
+Names are imported on first use (module __getattr__), so `import training.options` or
+`training.result` (the torch-free contracts the client and the service share) never loads torch."""
+from __future__ import annotations
+
+import importlib
+
+_HOME = {
+    "estimate_w1": "training.estimator",
+    "EstimateOptions": "training.options",
+    "W1Result": "training.result",
+    "ProgressEvent": "training.result",
+    "Cancelled": "training.result",
+    "InputSpace": "training.space",
+    "open_source": "training.sources",
+    "SampleSource": "training.sources",
+    "SourceError": "training.sources",
+    "SourceSpec": "training.sources",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

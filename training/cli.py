@@ -14,10 +14,31 @@ import click
 from pydantic import ValidationError
 
 from training.options import PRESETS, EstimateOptions
-from training.plot import plot_curve
 
 # Fields that get hand-made options below instead of generated ones.
-_SPECIAL = {"space", "critic_options", "holdout", "validation"}
+_SPECIAL = {"space", "critic_options", "holdout", "validation", "fid"}
+# Options whose value is optional: alone they mean this value; a value is attached with '='.
+_BARE = {"--json": "-", "--fid": "on"}
+
+SOURCES_HELP = """\b
+Sources (REAL and FAKE), quoted for the shell when they hold ? or &:
+  real.npz  real.npz#KEY  real.npy     arrays: (N,H,W), (N,C,H,W) or (N,H,W,C); uint8 = 0..255,
+                                       floats in [0, 1] or [-1, 1]
+  'file:real.npy?value_range=0,16'     the stored range, when it is not one of those
+  images/  images.zip  images.tar.gz   PNG/JPEG files (hidden folders skipped)
+  builtin:digits  'builtin:digits?classes=0,1'
+  'builtin:photos?size=32&count=2000&seed=0'   patches of scikit-image's sample photos
+  'torchvision:cifar10?root=~/data&split=test'   a torchvision data set already on disk
+  'onnx:gen.onnx?latent=62&dist=uniform&output_range=-1,1'
+                                       a generator: latent shape (default: the model's input),
+                                       latent normal|uniform (default normal), output range
+                                       (default -1,1)
+  'torchscript:gen.pt?latent=100,1,1'  with --allow-torchscript only
+\b
+Examples:
+  w1 estimate real.npz fake_images/ --plot curve.png --json=result.json
+  w1 estimate builtin:digits 'onnx:gen.onnx?latent=62' --channels 1
+  w1 estimate --json real.npz fake.npz > result.json   (--json alone: JSON on stdout)"""
 
 
 def _split_value(name: str, text: str) -> float | int:
@@ -49,7 +70,7 @@ def _field_options(func):
         kind = _click_type(field.annotation)
         help_text = field.description or ""
         if name in PRESETS["default"]:
-            help_text += " [default: from the preset]"
+            help_text += _preset_default(name)
         elif field.default is not None:
             help_text += f" [default: {field.default}]"
         if kind is bool:
@@ -60,6 +81,31 @@ def _field_options(func):
     return func
 
 
+def _preset_default(name: str) -> str:
+    """'[default: 2000; paper preset: 25600]': the value each preset gives an unset option."""
+    values = {preset: PRESETS[preset][name] for preset in PRESETS}
+    shown = {k: ("the critic's own" if v is None else str(v).lower() if isinstance(v, bool) else v)
+             for k, v in values.items()}
+    if len(set(map(str, shown.values()))) == 1:
+        return f" [default: {shown['default']}]"
+    return f" [default: {shown['default']}; paper preset: {shown['paper']}]"
+
+
+class _Command(click.Command):
+    """`--json` and `--fid` take an optional value only when attached (`--json=out.json`), so they
+    never swallow the next argument: `w1 estimate --json real.npz fake.npz` prints JSON."""
+
+    def parse_args(self, ctx, args):
+        out, rest = [], list(args)
+        while rest:
+            arg = rest.pop(0)
+            if arg == "--":
+                out += [arg, *rest]
+                break
+            out.append(f"{arg}={_BARE[arg]}" if arg in _BARE else arg)
+        return super().parse_args(ctx, out)
+
+
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         return "invalid options: " + "; ".join(
@@ -68,16 +114,17 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-@click.command("estimate", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("estimate", cls=_Command, epilog=SOURCES_HELP,
+               context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("real")
 @click.argument("fake")
 @click.option("--options", "options_file", type=click.Path(dir_okay=False),
               help="JSON file of EstimateOptions; command-line options override it.")
 @_field_options
 @click.option("--holdout", type=str, default=None,
-              help=EstimateOptions.model_fields["holdout"].description + " [default: from the preset]")
+              help=EstimateOptions.model_fields["holdout"].description + _preset_default("holdout"))
 @click.option("--validation", type=str, default=None,
-              help=EstimateOptions.model_fields["validation"].description + " [default: from the preset]")
+              help=EstimateOptions.model_fields["validation"].description + _preset_default("validation"))
 @click.option("--critic-option", "critic_option", multiple=True, metavar="KEY=VALUE",
               help="Extra critic option (repeatable); VALUE is parsed as JSON when it can be, e.g. depth=2.")
 @click.option("--range", "value_range", default=None, metavar="LOW,HIGH",
@@ -90,23 +137,30 @@ def _one_line(exc: BaseException) -> str:
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
               help="Checkpoint here every --checkpoint-every steps; resume from a checkpoint found here.")
 @click.option("--allow-torchscript", is_flag=True, help="Allow TorchScript generators (they run arbitrary code).")
-@click.option("--json", "json_out", is_flag=False, flag_value="-", default=None, metavar="[FILE]",
-              help="Write the result as JSON to FILE, or to stdout when no FILE is given.")
+@click.option("--fid", "fid_mode", type=click.Choice(["on", "off", "auto"]), default="off", metavar="[=on|auto|off]",
+              help="Also compute FID (pytorch-fid's Inception; needs pip install 'w1-service[fid]' and the "
+                   "weights on disk, never downloaded). --fid fails (exit 2) when FID is unavailable; "
+                   "--fid=auto skips it silently. [default: off]")
+@click.option("--json", "json_out", default=None, metavar="[=FILE]",
+              help="Write the result as JSON: --json alone to stdout, --json=FILE to FILE.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the training curve as a PNG.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 def estimate(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
-             allow_torchscript, json_out, plot, quiet, debug, **fields):
+             allow_torchscript, fid_mode, json_out, plot, quiet, debug, **fields):
     """Estimate the Wasserstein-1 distance between REAL and FAKE samples.
 
-    REAL and FAKE are sample sources: a .npz/.npy file, a folder or archive of images, builtin:NAME,
-    or a generator. A provably 1-Lipschitz critic is trained on part of each side; the estimate is its
-    dual value on held-out samples, and the certified lower bound divides it by the critic's certified
-    Lipschitz bound.
+    REAL and FAKE are sample sources (below). A provably 1-Lipschitz critic is trained on part of
+    each side; the estimate is its dual value on held-out samples, and the certified lower bound
+    divides it by the critic's certified Lipschitz bound. Options left unset take the preset's value
+    (shown as [default: ...; paper preset: ...]).
     """
     try:
         _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
-             allow_torchscript, json_out, plot, quiet, fields)
+             allow_torchscript, fid_mode, json_out, plot, quiet, fields)
+    except FIDUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         sys.exit(130)
@@ -115,6 +169,24 @@ def estimate(real, fake, options_file, critic_option, value_range, size, channel
             raise
         click.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(1)
+
+
+class FIDUnavailable(RuntimeError):
+    """FID was asked for (--fid) and cannot be computed here."""
+
+
+def fid_unavailable(weights: str | None) -> str | None:
+    """Why FID cannot be computed here, or None when it can (checked before training)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pytorch_fid") is None:
+        return "FID needs pytorch-fid: pip install 'w1-service[fid]'"
+    from training.fid import find_weights, weights_location
+
+    if find_weights(weights) is None:
+        return (f"FID needs pytorch-fid's Inception weights at {weights_location(weights)} "
+                "(never downloaded; see README, FID)")
+    return None
 
 
 def _space(base: dict, value_range, size, channels, resize) -> dict:
@@ -143,13 +215,11 @@ def _space(base: dict, value_range, size, channels, resize) -> dict:
 
 
 def _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
-         allow_torchscript, json_out, plot, quiet, fields):
+         allow_torchscript, fid_mode, json_out, plot, quiet, fields):
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from training.estimator import estimate_w1
-    from training.data import open_for_space
-
+    err = Console(stderr=True)
     base: dict = {}
     if options_file:
         try:
@@ -174,33 +244,53 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
     space = _space(base.get("space", {}), value_range, size, channels, resize)
     if space:
         explicit["space"] = space
+    if fid_mode != "off":
+        explicit["fid"] = True
+    elif "fid" in base and fid_mode == "off" and base.get("fid"):
+        fid_mode = "on"  # an options file asking for FID
     options = EstimateOptions.build(base, **explicit)
-
-    real_src = open_for_space(real, options.space, allow_torchscript=allow_torchscript)
-    fake_src = open_for_space(fake, options.space, allow_torchscript=allow_torchscript)
-    err = Console(stderr=True)
+    if options.fid:
+        why = fid_unavailable(options.fid_weights)
+        if why and fid_mode == "auto":
+            options = options.model_copy(update={"fid": False})
+        elif why:
+            raise FIDUnavailable(f"{why}; or use --fid=auto to skip FID when it is unavailable")
+    resolved = options.resolved()
     json_to_stdout = json_out == "-"
     out = err if json_to_stdout else Console()
-    total = options.resolved().steps
-    with Progress(TextColumn("training critic"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[steps]}"),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err, disable=quiet, transient=True) as bar:
-        task = bar.add_task("train", total=total, info="")
+        task = bar.add_task("opening sources", total=None, info="", steps="")
+        from training.data import open_for_space
+        from training.estimator import estimate_w1  # imports torch: the bar is already up
+
+        real_src = open_for_space(real, options.space, allow_torchscript=allow_torchscript)
+        fake_src = open_for_space(fake, options.space, allow_torchscript=allow_torchscript)
+        bar.update(task, description="preparing the critic")
+        total = resolved.steps
 
         def progress(event):
             info = f"objective {event.objective:.4f}"
             if event.estimate is not None:
                 info += f"  validation {event.estimate:.4f}"
-            bar.update(task, completed=event.step, info=info)
+            done = event.step >= event.total
+            after = "held-out estimate" + (" and FID" if resolved.fid else "")
+            bar.update(task, description=after if done else "training critic", total=total,
+                       completed=event.step, steps=f"{event.step}/{total}", info=info)
 
         result = estimate_w1(real_src, fake_src, options, progress=progress, checkpoint_dir=checkpoint_dir)
     out.print(result.summary_table())
-    if result.fid is not None and result.fid.value is None:
-        err.print(result.fid.note)
+    if result.fid is not None and result.fid.note:
+        err.print(result.fid.note, markup=False, highlight=False)
+    if options.fid and result.fid is not None and result.fid.value is None and fid_mode == "on":
+        raise FIDUnavailable(result.fid.note)
     if json_out:
         if json_to_stdout:
             click.echo(result.to_json())
         else:
             Path(json_out).write_text(result.to_json())
     if plot:
+        from training.plot import plot_curve
+
         plot_curve(result, plot)

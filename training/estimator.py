@@ -100,14 +100,17 @@ def _certified_choice_value(state: TrainState, opts: EstimateOptions, input_shap
 def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
                 progress: Callable[[ProgressEvent], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
-                checkpoint_dir: str | os.PathLike | None = None, **overrides) -> W1Result:
+                checkpoint_dir: str | os.PathLike | None = None, latent=None, dist=None, output_range=None,
+                **overrides) -> W1Result:
     """Estimate W1(real, fake) with a trained 1-Lipschitz critic.
 
     `real`/`fake`: anything open_source accepts (spec string, SourceSpec, array: images or N×D vectors)
     or a SampleSource. `options` and keyword `overrides` give EstimateOptions. `progress(ProgressEvent)`
     is called every `progress_every` steps; `should_stop()` is polled between steps and a true answer
     raises Cancelled (after saving a checkpoint). With `checkpoint_dir`, the run checkpoints every
-    `checkpoint_every` steps and resumes from a checkpoint it finds there."""
+    `checkpoint_every` steps and resumes from a checkpoint it finds there.
+    A side may also be a torch nn.Module or a callable z -> images: `latent` (its latent shape),
+    `dist` and `output_range` describe it."""
     from critics import build_critic, lipschitz_bound, orthogonality_error
 
     t_start = time.perf_counter()
@@ -122,7 +125,9 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
     want_validation = auto or bool(opts.early_stopping) or opts.validation > 0
 
     # 1. data
-    real_src, fake_src = open_for_space(real, opts.space), open_for_space(fake, opts.space)
+    generator = dict(latent=latent, dist=dist, output_range=output_range)
+    real_src, fake_src = (open_for_space(side, opts.space, **(generator if callable(side) else {}))
+                          for side in (real, fake))
     space = opts.space.resolve(real_src.shape, fake_src.shape)
     device = pick_device(opts.device)
     real_side = Side(real_src, 0, space, opts, device, want_validation)

@@ -15,11 +15,19 @@ import torch
 from training.result import FIDResult
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+# Below this many samples per side the 2048x2048 feature covariance is rank-deficient and FID is
+# biased upwards; values are not comparable with published ones (which use 10,000-50,000).
+MIN_MEANINGFUL_SAMPLES = 2048
+
+
+def weights_location(path: str | None) -> Path:
+    """Where the Inception weights are looked for: `path`, else the torch hub cache."""
+    return Path(path).expanduser() if path else Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
 
 
 def find_weights(path: str | None) -> Path | None:
     """The Inception weights file: `path` if given, else pytorch-fid's file in the torch hub cache."""
-    candidate = Path(path).expanduser() if path else Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
+    candidate = weights_location(path)
     return candidate if candidate.is_file() else None
 
 
@@ -56,12 +64,17 @@ def compute_fid(real_batches: Iterable[torch.Tensor], fake_batches: Iterable[tor
         return FIDResult(note="FID not computed: pytorch-fid is not installed (pip install 'w1-service[fid]')")
     weights = find_weights(weights_path)
     if weights is None:
-        where = weights_path or str(Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE)
-        return FIDResult(note=f"FID not computed: Inception weights not found at {where} (never downloaded; "
-                              "pass fid_weights or place the file there)")
+        return FIDResult(note=f"FID not computed: Inception weights not found at {weights_location(weights_path)} "
+                              "(never downloaded; place the file there or set fid_weights / the server's "
+                              "W1_FID_WEIGHTS)")
     model = _inception(weights, device)
     fr, ff = _features(model, real_batches, device), _features(model, fake_batches, device)
     if len(fr) < 2 or len(ff) < 2:
         return FIDResult(note="FID not computed: fewer than 2 held-out samples on a side")
     value = calculate_frechet_distance(fr.mean(0), np.cov(fr, rowvar=False), ff.mean(0), np.cov(ff, rowvar=False))
-    return FIDResult(value=float(value), samples=min(len(fr), len(ff)))
+    samples = min(len(fr), len(ff))
+    note = ""
+    if samples < MIN_MEANINGFUL_SAMPLES:
+        note = (f"warning: FID on {samples} held-out samples per side (< {MIN_MEANINGFUL_SAMPLES:,}) is biased "
+                "upwards and not comparable with published FIDs (10,000-50,000 samples)")
+    return FIDResult(value=float(value), samples=samples, note=note)

@@ -174,15 +174,10 @@ class W1Result(BaseModel):
         return rows
 
     def summary_table(self):
-        """A rich Table of summary_rows()."""
-        from rich.table import Table
+        """A rich Table of summary_rows(): the one result table (training.table)."""
+        from training.table import result_table
 
-        table = Table(title="Wasserstein-1 estimate", show_header=False)
-        table.add_column(style="bold")
-        table.add_column()
-        for label, value in self.summary_rows():
-            table.add_row(label, value)
-        return table
+        return result_table(self)
 
 
 def _describe_critic(spec: dict[str, Any]) -> str:

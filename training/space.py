@@ -102,8 +102,9 @@ class InputSpace(BaseModel):
         channels = self.channels if self.channels is not None else rc
         if self.channels is None and rc != fc:
             raise SpaceMismatch(
-                f"channels differ: real has {rc}, fake has {fc}. Set channels=3 to repeat grey "
-                f"into RGB or channels=1 to convert RGB to grey (luma) on whichever side needs it."
+                f"channels differ: real has {rc}, fake has {fc}. Pass --channels 3 (option channels=3) to "
+                f"repeat grey into RGB or --channels 1 (channels=1) to convert RGB to grey (luma) on "
+                f"whichever side needs it."
             )
         for side, c in (("real", rc), ("fake", fc)):
             if c != channels and {c, channels} != {1, 3}:
@@ -122,9 +123,9 @@ class InputSpace(BaseModel):
             if wrong:
                 raise SpaceMismatch(
                     f"image sizes differ from the space's {size[0]}x{size[1]} ({', '.join(wrong)}) "
-                    f"and resize='none'. Set resize='bilinear', 'area' or 'nearest' (and size=(H, W) "
-                    f"to choose the common size; default: the real side's). Note that resizing "
-                    f"changes W1: results are only comparable in the same space."
+                    f"and resize='none'. Pass --resize bilinear, area or nearest (option resize='bilinear', "
+                    f"...) and --size H,W (size=(H, W)) to choose the common size (default: the real "
+                    f"side's). Note that resizing changes W1: results are only comparable in the same space."
                 )
         return self.model_copy(update={"size": tuple(size), "channels": channels})
 

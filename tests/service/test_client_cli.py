@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from service.cli import main
 from service.client import W1Client, W1Error, parse_source
+from service.client_sources import LocalDataset
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,7 @@ def free_port() -> int:
 def test_submit_wait_show_list(w1, samples, live_service, tmp_path):
     real, fake = str(samples / "real.npz"), str(samples / "fake.npz")
     result = w1("submit", real, fake, *FAST, "--label", "cli-wait", "--wait")
-    assert "estimate" in result.stdout and "certified_lower_bound" in result.stdout
+    assert "W1 estimate (held-out)" in result.stdout and "certified lower bound" in result.stdout
 
     job = json.loads(w1("submit", real, fake, *FAST, "--label", "cli-json", "--json").stdout)
     assert job["status"] in ("queued", "running") and job["label"] == "cli-json"
@@ -78,9 +79,9 @@ def test_submit_wait_show_list(w1, samples, live_service, tmp_path):
     shown = json.loads(w1("jobs", "show", job["id"], "--json").stdout)
     assert shown["id"] == job["id"] and shown["result"] == done["result"]
     shown = w1("jobs", "show", job["id"], "--download", str(tmp_path / "artifacts"))
-    assert "succeeded" in shown.stdout and "lipschitz_bound" in shown.stdout
+    assert "succeeded" in shown.stdout and "Lipschitz bound" in shown.stdout
     saved = {p.name for p in (tmp_path / "artifacts").iterdir()}
-    assert {"curve.json", "critic.pt"} <= saved
+    assert {"curve.json", "curve.png", "critic.pt"} <= saved
 
     listed = w1("jobs", "list", "--limit", "5").stdout
     assert job["id"] in listed and "cli-json" in listed
@@ -213,7 +214,49 @@ def test_parse_source(tmp_path):
         with pytest.raises(W1Error, match=message):
             parse_source(bad)
     (tmp_path / "ok.tgz").write_bytes(b"")
-    assert parse_source(str(tmp_path / "ok.tgz")) == tmp_path / "ok.tgz"
+    assert parse_source(str(tmp_path / "ok.tgz")) == LocalDataset(str(tmp_path / "ok.tgz"), path=tmp_path / "ok.tgz")
+    assert parse_source("torchvision:cifar10?root=/data&split=test") == {"catalog": "cifar10"}
+    two = tmp_path / "two.npz"
+    np.savez(two, a=np.zeros((3, 4, 4), np.uint8), b=np.ones((5, 4, 4), np.float32))
+    local = parse_source(f"{two}#b")
+    assert local.key == "b" and local.name == "two.npz#b"
+    from service.client_sources import prepare
+
+    with np.load(prepare(local, tmp_path)) as only:
+        assert only.files == ["images"] and only["images"].shape == (5, 4, 4)
+    with pytest.raises(W1Error, match="no array named 'c'"):
+        W1Client("http://127.0.0.1:9").resolve_source(f"{two}#c")
+    assert parse_source("builtin:digits?classes=0").builtin.classes == (0,)
+    onnx = tmp_path / "g.onnx"
+    onnx.write_bytes(b"")
+    gen = parse_source(f"onnx:{onnx}?latent=100,1,1&dist=uniform&output_range=0,1")
+    assert (gen.latent, gen.dist, gen.output_range) == ((100, 1, 1), "uniform", (0.0, 1.0))
+    with pytest.raises(W1Error, match="TorchScript generators are not uploaded"):
+        parse_source(f"torchscript:{onnx}?latent=4")
+    with pytest.raises(W1Error, match="unknown source scheme"):
+        parse_source("s3:bucket/x.npz")
+
+
+def test_folder_archives_are_deterministic(tmp_path):
+    """The same folder gives the same bytes (so the server's copy is found by sha256); only images."""
+    import os
+
+    from service.client_sources import archive_folder, sha256_of
+
+    folder = _png_folder(tmp_path / "imgs", np.zeros((3, 1, 4, 4), np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    first = archive_folder(folder, tmp_path / "a.tar")
+    for p in folder.iterdir():
+        os.utime(p, (1, 1))  # other times, same content
+    second = archive_folder(folder, tmp_path / "b.tar")
+    assert sha256_of(first) == sha256_of(second)
+    import tarfile
+
+    with tarfile.open(first) as tar:
+        assert tar.getnames() == ["000.png", "001.png", "002.png"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(W1Error, match="no PNG or JPEG"), W1Client("http://127.0.0.1:9") as client:
+        client.resolve_source(str(tmp_path / "empty"))  # refused before any request
 
 
 def test_error_is_one_line_without_traceback():
@@ -240,3 +283,97 @@ def test_wait_rides_out_an_api_restart(live_service, samples):
         live_service.restart_api()
         waiter.join(timeout=260)
     assert outcome.get("status") == "succeeded", outcome
+
+
+# -- one vocabulary of sources: what `w1 estimate` takes, `w1 submit` takes ------------------------
+
+def _png_folder(folder, arrays):
+    from PIL import Image
+
+    folder.mkdir()
+    for i, a in enumerate(arrays):
+        Image.fromarray(a[0]).save(folder / f"{i:03d}.png")
+    (folder / ".hidden").mkdir()  # skipped, like `w1 estimate` skips it
+    return folder
+
+
+def _onnx_generator(path):
+    """A tiny ONNX generator: 4 latent dims -> 1x8x8 images in (-1, 1)."""
+    import warnings
+
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 8, 8))).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(2, 4),), str(path), dynamo=False, input_names=["z"],
+                          output_names=["x"], dynamic_axes={"z": {0: "n"}, "x": {0: "n"}})
+    return path
+
+
+def test_submit_folder_reuses_the_server_copy(w1, samples, tmp_path):
+    """README: `w1 submit real.npz fake_images/ --wait`; a second submit sends nothing."""
+    fake = np.load(samples / "fake.npz")["images"][:64]
+    folder = _png_folder(tmp_path / "fake_images", fake)
+    first = w1("submit", str(samples / "real.npz"), str(folder), *FAST, "--wait")
+    assert "W1 estimate (held-out)" in first.stdout
+    assert "uploading fake_images.tar" in first.stderr
+    listed = json.loads(w1("datasets", "list", "--json").stdout)
+    mine = [d for d in listed if d["name"] == "fake_images.tar"]
+    assert len(mine) == 1 and mine[0]["count"] == 64 and mine[0]["shape"] == [1, 8, 8]
+
+    again = w1("submit", str(samples / "real.npz"), str(folder), *FAST)
+    assert "uploading" not in again.stderr  # same sha256: the server's copy is used
+    assert len(json.loads(w1("datasets", "list", "--json").stdout)) == len(listed)
+    w1("jobs", "wait", again.stdout.strip())
+
+    assert "fake_images.tar" in w1("datasets", "show", mine[0]["id"]).stdout
+    assert json.loads(w1("datasets", "show", mine[0]["id"], "--json").stdout) == mine[0]
+    assert mine[0]["id"] in w1("datasets", "list").stdout
+
+
+def test_submit_builtin_and_onnx_spec(w1, samples, tmp_path):
+    """builtin: is made here and uploaded; an onnx: spec uploads the generator with its latent spec."""
+    gen = _onnx_generator(tmp_path / "gen.onnx")
+    spec = f"onnx:{gen}?latent=4&dist=uniform&output_range=-1,1"
+    job = json.loads(w1("submit", "builtin:digits?classes=0", spec, *FAST, "-o", "eval_samples=300",
+                        "--wait", "--json").stdout)
+    assert job["status"] == "succeeded" and job["result"]["estimate"] > 0
+    assert job["spec"]["fake"]["samples"] == 300
+    assert job["result"]["samples"]["real_train"] + job["result"]["samples"]["real_heldout"] < 178
+
+    generators = json.loads(w1("generators", "list", "--json").stdout)
+    ours = [g for g in generators if g["id"] == job["spec"]["fake"]["generator"]]
+    assert ours and ours[0]["latent_shape"] == [4] and ours[0]["latent_distribution"] == "uniform"
+    assert ours[0]["output_shape"] == [1, 8, 8]
+    # `generators add` of the same model and spec: the same generator, nothing sent
+    added = w1("generators", "add", str(gen), "--dist", "uniform")  # latent read from the model
+    assert added.stdout.strip() == ours[0]["id"] and "uploading" not in added.stderr
+    assert "uniform" in w1("generators", "show", ours[0]["id"]).stdout
+
+    listed = json.loads(w1("datasets", "list", "--json").stdout)
+    digits = [d for d in listed if d["name"] == "builtin:digits?classes=0"]
+    assert len(digits) == 1 and digits[0]["count"] == 178
+    # delete: gone from the list, and show answers 404
+    w1("datasets", "delete", digits[0]["id"])
+    assert digits[0]["id"] not in w1("datasets", "list").stdout
+    assert "HTTP 404" in w1("datasets", "show", digits[0]["id"], expect=1).output
+
+
+def test_batch_with_a_folder_and_an_onnx_spec(w1, samples, tmp_path):
+    """Relative folder and onnx: paths in a batch spec are relative to the spec; the table fits 80 columns."""
+    fake = np.load(samples / "fake.npz")["images"][64:128]
+    _png_folder(tmp_path / "epoch1", fake)
+    _onnx_generator(tmp_path / "gen.onnx")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"real: {samples / 'real.npz'}\n"
+                    f"options: {json.dumps({**FAST_OPTIONS, 'eval_samples': 200})}\n"
+                    "fakes:\n  - source: epoch1/\n"
+                    "  - {label: final, source: 'onnx:gen.onnx?latent=4'}\n")
+    result = w1("batch", str(spec))
+    rows = list(csv.DictReader((tmp_path / "spec.csv").open()))
+    assert [r["label"] for r in rows] == ["epoch1", "final"]
+    assert all(r["status"] == "succeeded" for r in rows)
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    assert "…" not in result.stdout  # ids and labels fold, never cut

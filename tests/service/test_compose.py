@@ -96,9 +96,18 @@ def test_pip_keeps_the_image_torch(dockerfile):
                 assert "--constraint" in command, f"pip may replace the image's torch: {command}"
 
 
+def test_image_torch_is_the_torch_make_installs(dockerfile):
+    """One torch version: the base image's torch is the Makefile's pin (what tests run with)."""
+    image = [a for k, a in dockerfile if k == "FROM"][-1].split()[0]
+    pinned = re.search(r"'torch==([\d.]+)'", (ROOT / "Makefile").read_text()).group(1)
+    assert image.startswith(f"pytorch/pytorch:{pinned}-"), (image, pinned)
+
+
 def test_runs_as_non_root_with_a_data_volume(dockerfile):
     user = [a for k, a in dockerfile if k == "USER"][-1]
-    assert user.split(":")[0] not in ("root", "0")
+    uid, _, gid = user.partition(":")
+    # numeric (hadolint DL3066), so Kubernetes' runAsNonRoot can check it without /etc/passwd
+    assert uid.isdigit() and int(uid) != 0 and (not gid or gid.isdigit()), user
     volumes = [a for k, a in dockerfile if k == "VOLUME"]
     assert any("/data" in v for v in volumes)
     env = " ".join(a for k, a in dockerfile if k == "ENV")
@@ -234,6 +243,23 @@ def test_compose_config_validates_where_compose_is_installed(tmp_path):
         pytest.fail("neither `docker compose` nor `docker-compose` is installed (CI installs docker-compose)")
     else:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
-    proc = subprocess.run([*cmd, "-f", str(COMPOSE), "config", "-q"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    # .env.example's variables; the password empty as shipped, so compose must refuse it ...
+    env = {k: v for k, v in os.environ.items() if not k.startswith("W1_")}
+    example = tmp_path / ".env"
+    example.write_text((ROOT / ".env.example").read_text())
+    args = [*cmd, "-f", str(COMPOSE), "--env-file", str(example), "config", "-q"]
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "W1_POSTGRES_PASSWORD" in proc.stderr, proc.stderr
+    # ... and accept it once the password is set
+    example.write_text(example.read_text().replace("W1_POSTGRES_PASSWORD=", "W1_POSTGRES_PASSWORD=s3cret-for-test"))
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_env_example_names_every_variable_compose_requires():
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()))
+    assert required == {"W1_POSTGRES_PASSWORD"}
+    example = (ROOT / ".env.example").read_text()
+    for name in required:
+        assert re.search(rf"^{name}=$", example, re.M), f".env.example must list {name} (empty)"
+    assert ".env" in (ROOT / ".gitignore").read_text().split() and ".env" in (ROOT / ".dockerignore").read_text().split()

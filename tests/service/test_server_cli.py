@@ -95,6 +95,15 @@ def test_serve_embedded_default_runs_a_job(tmp_path):
                 assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
                 time.sleep(0.3)
             assert j["status"] == "succeeded", j
+        # quiet logs: one line per accepted, started and finished job; no Celery banner or noise
+        deadline = time.monotonic() + 10
+        while f"job {job['id']} succeeded" not in (text := (tmp_path / "serve.log").read_text()):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.2)
+        for event in ("accepted", "started on local-0", "succeeded in"):
+            assert sum(job["id"] in line and event in line for line in text.splitlines()) == 1, text
+        for noise in ("celery@", "[tasks]", "superuser privileges", "No hostname was supplied", "INFO/"):
+            assert noise not in text, text
         assert (tmp_path / "data" / "w1.db").exists() and (tmp_path / "data" / "broker").is_dir()
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -27,7 +27,7 @@ def npz_pair(tmp_path_factory):
 def test_summary_json_and_plot(npz_pair, tmp_path):
     real, fake = npz_pair
     out_json, out_png = tmp_path / "r.json", tmp_path / "curve.png"
-    res = CliRunner().invoke(main, ["estimate", str(real), str(fake), *FAST, "--json", str(out_json),
+    res = CliRunner().invoke(main, ["estimate", str(real), str(fake), *FAST, f"--json={out_json}",
                                     "--plot", str(out_png)])
     assert res.exit_code == 0, res.output
     for label in ("W1 estimate", "certified lower bound", "Lipschitz bound", "samples real", "time"):
@@ -98,3 +98,74 @@ def test_vectors_with_range_none_and_a_time_budget(tmp_path):
     result = W1Result.from_json(res.stdout)
     assert result.space["value_range"] == "none" and result.options["time_budget_s"] == 30
     assert result.selection.chosen.startswith("fc")
+
+
+def test_bare_json_does_not_swallow_a_positional(npz_pair):
+    """`w1 estimate --json real.npz fake.npz`: --json alone means stdout; a FILE is attached with '='."""
+    real, fake = npz_pair
+    res = CliRunner().invoke(main, ["estimate", "--json", str(real), str(fake), *FAST, "--steps", "5"])
+    assert res.exit_code == 0, res.output
+    assert W1Result.from_json(res.stdout).steps_run == 5
+
+
+def test_help_documents_sources_and_default_values():
+    res = CliRunner().invoke(main, ["estimate", "--help"])
+    text = " ".join(res.output.split())
+    assert "from the preset" not in text
+    assert "[default: 2000; paper preset: 25600]" in text  # --steps
+    assert "[default: 0.003; paper preset: 0.0001]" in text  # --lr
+    for form in ("torchvision:cifar10?root=", "&split=", "onnx:gen.onnx?latent=62&dist=uniform&output_range=-1,1",
+                 "builtin:photos?size=32&count=2000", "images/", "images.tar.gz", "real.npz#KEY", "--fid=auto",
+                 "--json=FILE"):
+        assert form in text, form
+
+
+def test_fid_asked_for_but_unavailable_fails_clearly(npz_pair, tmp_path):
+    """--fid without the weights: exit 2 before training, naming what is missing; --fid=auto skips it."""
+    real, fake = npz_pair
+    missing = tmp_path / "no-inception.pth"
+    res = CliRunner().invoke(main, ["estimate", str(real), str(fake), *FAST, "--fid", "--fid-weights", str(missing)])
+    assert res.exit_code == 2
+    assert ("w1-service[fid]" in res.stderr) or (str(missing) in res.stderr), res.stderr
+    assert "--fid=auto" in res.stderr and "W1 estimate" not in res.output
+    res = CliRunner().invoke(main, ["estimate", str(real), str(fake), *FAST, "--steps", "5", "--fid=auto",
+                                    "--fid-weights", str(missing), "--json"])
+    assert res.exit_code == 0, res.output
+    assert W1Result.from_json(res.stdout).fid is None
+    assert "FID" not in res.stderr
+
+
+def test_space_hints_name_cli_flags(npz_pair, tmp_path):
+    real, _ = npz_pair
+    rgb = tmp_path / "rgb.npz"
+    np.savez(rgb, images=np.zeros((50, 8, 8, 3), dtype=np.uint8))
+    res = CliRunner().invoke(main, ["estimate", str(real), str(rgb), *FAST])
+    assert res.exit_code == 1 and "--channels 3" in res.stderr and "--channels 1" in res.stderr
+
+
+def test_readme_estimate_commands(npz_pair, tmp_path, onnx_exporter, tiny_generator_cls):
+    """The README's `w1 estimate` lines, on small real inputs: a folder, builtin: sets, an onnx: spec."""
+    import torch
+
+    real, fake = npz_pair
+    folder = tmp_path / "fake_images"
+    folder.mkdir()
+    for i, img in enumerate(np.load(fake)["images"][:120, 0]):
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+    out_json, out_png = tmp_path / "result.json", tmp_path / "curve.png"
+    res = CliRunner().invoke(main, ["estimate", str(real), str(folder), *FAST, f"--json={out_json}",
+                                    "--plot", str(out_png)])
+    assert res.exit_code == 0, res.output
+    result = W1Result.from_json(out_json.read_text())
+    assert result.sources["fake"]["count"] == 120 and out_png.stat().st_size > 0
+
+    res = CliRunner().invoke(main, ["estimate", "builtin:digits", "builtin:digits?classes=0,1", *FAST, "--json"])
+    assert res.exit_code == 0, res.output
+    assert W1Result.from_json(res.stdout).sources["fake"]["classes"] == [0, 1]
+
+    gen = onnx_exporter(tiny_generator_cls(shape=(1, 8, 8)), torch.zeros(2, 4), tmp_path / "gen.onnx")
+    res = CliRunner().invoke(main, ["estimate", str(real), f"onnx:{gen}?latent=4&dist=normal", *FAST,
+                                    "--eval-samples", "100", "--validation-samples", "64", "--json"])
+    assert res.exit_code == 0, res.output
+    out = W1Result.from_json(res.stdout)
+    assert out.sources["fake"]["latent"] == [4] and out.samples.fake_heldout == 100

@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .errors import SourceError
+
 __all__ = [
     "SourceError",
     "SampleSource",
@@ -31,10 +33,6 @@ __all__ = [
 RANGE_TOLERANCE = 1e-4
 # Elements scanned per chunk when checking a (possibly memory-mapped) array's values.
 _SCAN_CHUNK = 1 << 22
-
-
-class SourceError(ValueError):
-    """A sample set or generator cannot be used; the message names it and the problem."""
 
 
 class SampleSource(abc.ABC):

@@ -19,7 +19,7 @@ import torch
 
 from .base import RANGE_TOLERANCE, SampleSource, SourceError
 
-__all__ = ["GeneratorSource", "open_onnx", "open_torchscript"]
+__all__ = ["GeneratorSource", "open_callable", "open_onnx", "open_torchscript"]
 
 _ONNX_FLOATS = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 _BATCH = 256  # generator batch when the model's batch size is free
@@ -99,6 +99,49 @@ class GeneratorSource(SampleSource):
             "value_range": {"input": list(self.output_range), "rule": "declared output_range"},
             "is_generator": True,
         }
+
+
+def open_callable(fn, latent=None, dist=None, output_range=None) -> GeneratorSource:
+    """A generator in this process: a torch nn.Module or any callable z -> images (a tensor).
+
+    For evaluating checkpoints inside a training loop. An nn.Module runs under no_grad on the
+    device of its parameters, in eval mode for the duration of each call (its train/eval mode is
+    restored afterwards); a plain callable gets CPU latents and may return a tensor on any device."""
+    if latent is None:
+        raise SourceError(f"{_name(fn)}: give the latent shape of the generator, e.g. latent=128 or (100, 1, 1)")
+    latent = (int(latent),) if isinstance(latent, int) else tuple(int(d) for d in latent)
+    if isinstance(fn, torch.nn.Module):
+        module = fn
+        param = next(iter(module.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+
+        def run(z: torch.Tensor) -> torch.Tensor:
+            was_training = module.training
+            module.eval()
+            try:
+                with torch.no_grad():
+                    return _as_tensor(module(z.to(device)), fn)
+            finally:
+                module.train(was_training)
+    else:
+        def run(z: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return _as_tensor(fn(z), fn)
+    info = {"kind": "module" if isinstance(fn, torch.nn.Module) else "callable", "name": _name(fn)}
+    return GeneratorSource(run, what=_name(fn), info=info, latent=latent, dist=dist or "normal",
+                           output_range=output_range or (-1.0, 1.0))
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+def _as_tensor(y, fn) -> torch.Tensor:
+    if isinstance(y, torch.Tensor):
+        return y
+    if isinstance(y, np.ndarray):
+        return torch.from_numpy(y)
+    raise SourceError(f"{_name(fn)}: a generator must return a tensor of images, got {type(y).__name__}")
 
 
 def _existing(path: Path, what: str) -> Path:

@@ -10,7 +10,7 @@ import torch
 from .. import builtin
 from .arrays import open_array, open_npy, open_npz
 from .base import ArraySource, SampleSource, SourceError
-from .generators import open_onnx, open_torchscript
+from .generators import open_callable, open_onnx, open_torchscript
 from .images import archive_kind, open_image_set
 from .spec import SourceSpec
 from .vision import open_torchvision
@@ -19,14 +19,21 @@ __all__ = ["open_source"]
 
 
 def open_source(spec, *, allow_torchscript: bool = False, download: bool = False, value_range="auto",
-                cache_limit_bytes: int | None = None) -> SampleSource:
+                cache_limit_bytes: int | None = None, latent=None, dist=None, output_range=None) -> SampleSource:
     """Open a sample source.
 
-    spec: a path (str/Path), a scheme string (see SourceSpec), a SourceSpec or its dict form, or
-    an in-memory numpy array / torch tensor. value_range ("auto" or (low, high)) says which
-    stored range maps to [0, 1] for arrays and image files; "none" keeps array values as they are
-    (vectors, features: use it with an InputSpace of value_range="none"). Errors are SourceError.
+    spec: a path (str/Path), a scheme string (see SourceSpec), a SourceSpec or its dict form,
+    an in-memory numpy array / torch tensor, or a generator in this process (a torch nn.Module or a
+    callable z -> images, with `latent`, and optionally `dist` and `output_range`; see
+    open_callable). value_range ("auto" or (low, high)) says which stored range maps to [0, 1] for
+    arrays and image files; "none" keeps array values as they are (vectors, features: use it with an
+    InputSpace of value_range="none"). Errors are SourceError.
     """
+    if callable(spec) and not isinstance(spec, type):
+        return open_callable(spec, latent=latent, dist=dist, output_range=output_range)
+    if latent is not None or dist is not None or output_range is not None:
+        raise SourceError("latent, dist and output_range apply to a generator module or callable; "
+                          "for ONNX write them into the spec: onnx:PATH?latent=62&dist=normal")
     if isinstance(spec, SampleSource):
         return spec
     if isinstance(spec, (np.ndarray, torch.Tensor)):

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from .base import SourceError
+from .errors import SourceError
 
 __all__ = ["SourceSpec", "SCHEMES"]
 
