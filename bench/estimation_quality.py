@@ -13,7 +13,7 @@ Every critic is trained with the "default" preset (plus the widths below), on 1 
 default critic choice (training.selection). With --pot, POT's exact emd2 between the first --pot-n samples
 of each side (and between two halves of the real side: its finite-sample floor) is reported beside.
 
-    python bench/estimation_quality.py [--seeds 2] [--first-seed 0] [--critics bcop,rko,ossn,fc,fc-gs256,auto]
+    python bench/estimation_quality.py [--seeds 2] [--first-seed 0] [--critics bcop,rko,ossn,fc,fc-gs8-256,auto]
         [--cases translation,scaling] [--pot] [--out bench/results]
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ CRITICS = {
     "rko": dict(critic="dcgan", conv="rko"),
     "ossn": dict(critic="dcgan", conv="ossn"),
     "fc": dict(critic="fc", width=128, critic_options={"depth": 2}),
-    "fc-gs256": dict(critic="fc", activation="groupsort", width=256),
+    "fc-gs8-256": dict(critic="fc", activation="groupsort", width=256, critic_options={"group_size": 8}),
     "auto": dict(critic="auto"),
 }
 # dcgan width per case. Observed on photos16+v: width 16 (768 -> 1024 -> 512 dimensions through the
