@@ -17,10 +17,11 @@ class Source(BaseModel):
     """Exactly one of: an uploaded dataset, a catalog name, or an uploaded generator (+ samples)."""
 
     model_config = ConfigDict(extra="forbid")
-    dataset: str | None = None
-    catalog: str | None = None
-    generator: str | None = None
-    samples: int | None = Field(None, ge=2, le=10_000_000)
+    # unset kinds are left out when shown (a job's spec echoes {"catalog": "digits"}, as submitted)
+    dataset: str | None = Field(None, exclude_if=lambda v: v is None)
+    catalog: str | None = Field(None, exclude_if=lambda v: v is None)
+    generator: str | None = Field(None, exclude_if=lambda v: v is None)
+    samples: int | None = Field(None, ge=2, le=10_000_000, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _one_kind(self):
