@@ -19,16 +19,16 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI, Request
-from fastapi_offline import FastAPIOffline
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics
-from service.deps import OwnerCache
 from service.db import make_engine, make_sessionmaker, migrate
+from service.deps import OwnerCache
 from service.ops import Context, Problem
 from service.queue import make_celery
 from service.routers import batches, datasets, generators, jobs, operations
