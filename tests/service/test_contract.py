@@ -118,7 +118,7 @@ def test_schemathesis_finds_no_5xx_and_no_contradiction(make_service, tmp_path):
          "--checks", checks, "--max-examples", "25", "--phases", "examples,coverage,fuzzing,stateful",
          "--max-time", "60", "--workers", "2", "--seed", "1", "--generation-database", "none", "--no-color",
          "--request-timeout", "30"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"})
+        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"}, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
     assert httpx.get(f"{svc.url}/healthz").status_code == 200
 
