@@ -7,7 +7,13 @@ on Redis + PostgreSQL (real servers started in temporary folders on free ports):
 - recovery: a worker SIGKILLed mid-job, the time until the job runs again on the other worker and
   until it succeeds (the reconciler notices the stale heartbeat; the job resumes from its checkpoint).
 
+- load (``--load``, instead of the above): requests/s and p50/p95 latency of a mix of reads and
+  submissions (90/10) from 16, 64 and 256 concurrent clients, each with 0 and then 100 event streams
+  held open; ``--server-root DIR`` benchmarks another checkout's server (e.g. the code before a
+  change, extracted with ``git archive <commit> | tar -x -C DIR``).
+
     python bench/service_bench.py [--backends embedded,redis-postgres] [--requests 400] [--clients 16]
+    python bench/service_bench.py --load [--server-root DIR] [--seconds 8]
 
 Writes bench/results/service-<date>.json and .md. The server runs with short recovery settings
 (heartbeat 1 s, stale after 5 s, reconcile every 1 s) so recovery is measured in seconds.
@@ -129,11 +135,11 @@ BACKENDS = {"embedded": embedded, "redis-postgres": redis_postgres}
 class Service:
     """`w1 serve --workers 0` (API + reconciler) and `w1 worker` processes we can kill."""
 
-    def __init__(self, tmp: Path, backend_env: dict):
+    def __init__(self, tmp: Path, backend_env: dict, root: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ, W1_DATA_DIR=str(tmp / "data"), CUDA_VISIBLE_DEVICES="",
-                        PYTHONPATH=str(ROOT), **RECOVERY_SETTINGS, **backend_env)
+                        PYTHONPATH=str(root), **RECOVERY_SETTINGS, **backend_env)
         self.log = (tmp / "service.log").open("w")
         self.workers: dict[str, subprocess.Popen] = {}
         self.api = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--workers", "0",
@@ -297,6 +303,129 @@ def measure_submissions(url: str, sources: dict, requests: int, clients: int,
             "latency_max_ms": 1000 * max(latencies, default=float("nan"))}
 
 
+# -- load: many concurrent clients, with and without open event streams --------------------
+
+async def _http(port: int, method: str, path: str, body: bytes = b"") -> int:
+    """One request on its own connection; its status (-1 on a network error). A bare asyncio client:
+    httpx's pool takes seconds to juggle hundreds of connections and would be measured instead."""
+    import asyncio
+
+    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\nContent-Type: application/json\r\n\r\n").encode()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head + body)
+        status = await reader.readline()
+        await reader.read()
+        writer.close()
+        return int(status.split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+async def _load_round(port: int, job_ids: list[str], submit: bytes, clients: int, seconds: float,
+                      streams: int) -> dict:
+    import asyncio
+
+    stop = asyncio.Event()
+    opened = []
+
+    async def stream(i: int):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET /v1/jobs/{job_ids[i % len(job_ids)]}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            while b"event: status" not in await asyncio.wait_for(reader.readline(), 120):
+                pass
+            opened.append(i)
+            await stop.wait()
+            writer.close()
+        except (OSError, asyncio.TimeoutError):
+            pass
+
+    holders = [asyncio.create_task(stream(i)) for i in range(streams)]
+    deadline = time.monotonic() + 120
+    while len(opened) < streams and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    end = time.monotonic() + seconds
+
+    async def client(c: int):
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+            kind = (c + n) % 10
+            t0 = time.perf_counter()
+            if kind == 0:
+                status = await _http(port, "POST", "/v1/jobs", submit)
+            elif kind < 5:
+                status = await _http(port, "GET", f"/v1/jobs/{job_ids[(c + n) % len(job_ids)]}")
+            elif kind < 8:
+                status = await _http(port, "GET", "/v1/jobs?limit=10")
+            else:
+                status = await _http(port, "GET", "/v1/datasets")
+            latencies.append(time.perf_counter() - t0)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    wall = time.perf_counter() - t0
+    stop.set()
+    await asyncio.gather(*holders)
+    return {"clients": clients, "streams_open": len(opened), "requests": len(latencies),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "requests_per_s": len(latencies) / wall, "p50_ms": 1000 * percentile(latencies, 50),
+            "p95_ms": 1000 * percentile(latencies, 95), "max_ms": 1000 * max(latencies, default=float("nan"))}
+
+
+def measure_load(name: str, args) -> list[dict]:
+    import asyncio
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"w1load-{name}-"))
+    rows = []
+    try:
+        with BACKENDS[name](tmp) as (backend_env, described):
+            service = Service(tmp, backend_env, Path(args.server_root))
+            try:
+                rng = np.random.default_rng(0)
+                np.save(tmp / "real.npy", rng.integers(0, 128, (256, 1, 8, 8), dtype=np.uint8))
+                np.save(tmp / "fake.npy", rng.integers(100, 256, (256, 1, 8, 8), dtype=np.uint8))
+                with httpx.Client(base_url=service.url, timeout=60) as http:
+                    ids = {}
+                    for side in ("real", "fake"):
+                        with open(tmp / f"{side}.npy", "rb") as f:
+                            ids[side] = http.post("/v1/datasets", files={"file": (f"{side}.npy", f)}).json()["id"]
+                    body = {"real": {"dataset": ids["real"]}, "fake": {"dataset": ids["fake"]}, "options": TINY}
+                    job_ids = [http.post("/v1/jobs", json=body).json()["id"] for _ in range(5)]
+                submit = json.dumps(dict(body, label="load")).encode()
+                for clients in (16, 64, 256):
+                    for streams in (0, 100):
+                        row = asyncio.run(_load_round(service.port, job_ids, submit, clients, args.seconds, streams))
+                        row.update(backend=name, database=described["database"], broker=described["broker"])
+                        print(json.dumps(row), file=sys.stderr)
+                        rows.append(row)
+            finally:
+                service.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def load_markdown(report: dict) -> str:
+    lines = [f"# Service load benchmark, {report['date']}", "",
+             f"Server code: {report['server_root']}. Machine: {report['machine']['cpus']} CPUs, load average "
+             f"{report['machine']['load_average_at_start'][0]:.1f} at start, "
+             f"{report['machine']['load_average_at_end'][0]:.1f} at the end (the client shares the CPUs "
+             f"with the server and other work). Each row: {report['seconds']:g} s of 90 % reads, 10 % "
+             "submissions, one connection per request.", "",
+             "| backend | clients | open streams | requests/s | p50 | p95 | max | statuses |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['backend']} | {r['clients']} | {r['streams_open']} | {r['requests_per_s']:.0f} "
+                     f"| {r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['statuses']} |")
+    return "\n".join(lines) + "\n"
+
+
 def run_backend(name: str, args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"w1bench-{name}-"))
     try:
@@ -381,7 +510,25 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds for the load test")
     parser.add_argument("--dispatch-jobs", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--load", action="store_true", help="only the load benchmark (16/64/256 clients, 0/100 streams)")
+    parser.add_argument("--server-root", default=str(ROOT), help="checkout whose server --load measures")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per --load row")
+    parser.add_argument("--tag", default="", help="suffix of the --load report's file name (e.g. before, after)")
     args = parser.parse_args()
+    if args.load:
+        report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "server_root": args.server_root, "seconds": args.seconds,
+                  "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}, "rows": []}
+        for name in args.backends.split(","):
+            report["rows"] += measure_load(name, args)
+        report["machine"]["load_average_at_end"] = os.getloadavg()
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = out / f"service-load-{dt.date.today().isoformat()}{'-' + args.tag if args.tag else ''}"
+        Path(f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+        Path(f"{stem}.md").write_text(load_markdown(report))
+        print(load_markdown(report))
+        return
 
     versions = {}
     for pkg in ("celery", "kombu", "sqlalchemy", "fastapi", "uvicorn", "httpx", "psycopg", "redis"):

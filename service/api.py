@@ -21,12 +21,14 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics
-from service.deps import OwnerCache
 from service.db import make_engine, make_sessionmaker, migrate
+from service.deps import OwnerCache
 from service.limits import RequestGuard
 from service.ops import Context, Problem
 from service.queue import make_celery
@@ -37,6 +39,17 @@ from service.watch import JobWatch
 
 log = logging.getLogger("w1.api")
 POOL_MARGIN = 4  # connections beyond the thread pool: the reconciler thread and slack
+
+
+DESCRIPTION = """Wasserstein-1 estimates with certified 1-Lipschitz critics, as jobs (docs/api.md).
+
+Every error answers `{"detail": "<what is wrong>"}`. Authenticate with `Authorization: Bearer <API key>`
+(`w1 keys create`); a server without keys serves loopback clients only, as the owner `local`."""
+
+
+def operation_id(route) -> str:
+    """Readable operation ids, ``<tag>_<name>`` (jobs_get, datasets_upload), for generated clients."""
+    return f"{route.tags[0]}_{route.name}" if route.tags else route.name
 
 
 def validation_message(exc: RequestValidationError) -> str:
@@ -65,7 +78,7 @@ class Admission:
         self.app, self.registry, self.limit, self.in_flight = app, registry, limit, 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in ("/healthz", "/readyz"):  # probes are never shed
             return await self.app(scope, receive, send)
         status = 500
         if self.in_flight >= self.limit:
@@ -123,9 +136,9 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
             thread.join(timeout=5)
         engine.dispose()
 
-    app = FastAPI(title="w1 job service", version="1",
-                  description="Wasserstein-1 estimates with certified 1-Lipschitz critics, as jobs.",
-                  lifespan=lifespan)
+    # Swagger UI and ReDoc from files shipped in the fastapi-offline package: /docs works offline
+    app = FastAPIOffline(title="w1 job service", version="1", description=DESCRIPTION, lifespan=lifespan,
+                         generate_unique_id_function=operation_id, favicon_url=None)
     app.state.settings = settings
     app.state.ctx = ctx
     app.state.watch = watch
@@ -134,6 +147,12 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
         return error(422, validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. not UTF-8): docs/api.md says 422
+            return error(422, f"malformed request body: {exc.detail}")
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):

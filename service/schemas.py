@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from training.options import EstimateOptions
+from training.result import W1Result
 
 
 
@@ -38,10 +39,11 @@ class Source(BaseModel):
     """Exactly one of: an uploaded dataset, a catalog name, or an uploaded generator (+ samples)."""
 
     model_config = ConfigDict(extra="forbid")
-    dataset: str | None = None
-    catalog: str | None = None
-    generator: str | None = None
-    samples: int | None = Field(None, ge=2, le=10_000_000)
+    # unset kinds are left out when shown (a job's spec echoes {"catalog": "digits"}, as submitted)
+    dataset: str | None = Field(None, exclude_if=lambda v: v is None)
+    catalog: str | None = Field(None, exclude_if=lambda v: v is None)
+    generator: str | None = Field(None, exclude_if=lambda v: v is None)
+    samples: int | None = Field(None, ge=2, le=10_000_000, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -95,15 +97,24 @@ class Progress(BaseModel):
     objective: float | None = None
 
 
+class JobSpec(BaseModel):
+    """What a job runs: both sources as submitted and the options with every default filled in."""
+
+    real: Source
+    fake: Source
+    options: dict[str, Any]
+
+
 class JobOut(BaseModel):
     id: str
     status: Status
     label: str | None
     batch_id: str | None
-    spec: dict[str, Any]
+    spec: JobSpec
     attempts: int
     progress: Progress | None
-    result: dict[str, Any] | None
+    result: W1Result | None = Field(description="The estimate once the job succeeded; its `sources` name "
+                                                "the sets by id, name and sha256 (never by server path)")
     error: str | None
     created_at: datetime
     started_at: datetime | None
@@ -169,3 +180,50 @@ class BatchCreated(BaseModel):
 
 class ArtifactList(BaseModel):
     items: list[str]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer (4xx and 503): one sentence saying what is wrong and what to do."""
+
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    detail: str | None = None
+
+
+_WHY = {
+    401: "Missing, malformed or revoked API key",
+    404: "No such object for this owner",
+    409: "Conflicts with the object's state",
+    413: "Upload over the size limit",
+    422: "Invalid body, parameter, content or reference (a malformed JSON body too)",
+    429: "Too many unfinished jobs for this owner",
+    503: "Server busy or database unavailable; retry after the Retry-After header's seconds",
+}
+
+
+def links(param: str, *operation_ids: str) -> dict:
+    """OpenAPI links from a created object's ``id`` to the operations that take it as ``param``."""
+    return {op: {"operationId": op, "parameters": {param: "$response.body#/id"}} for op in operation_ids}
+
+
+def errors(*codes: int, json_content: bool = False) -> dict:
+    """OpenAPI ``responses`` for these error statuses, all with the one error model.
+    ``json_content``: spell the JSON content out, for routes whose own answer is not JSON."""
+    out = {}
+    for code in codes:
+        entry: dict = {"description": _WHY[code]}
+        if code in (429, 503):
+            entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}}
+        if json_content:
+            entry["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+        else:
+            entry["model"] = ErrorOut
+        out[code] = entry
+    return out

@@ -1,19 +1,37 @@
 """Rows of the job table as the API shows them (the response models live in service/schemas.py)."""
 from __future__ import annotations
 
+import logging
+
 from fastapi import Response
+from pydantic import ValidationError
 
 from service.db import ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Dataset, Generator, Job, as_utc
 from service.schemas import DatasetOut, GeneratorOut, JobOut, SummaryRow
+from training.result import W1Result
+
+log = logging.getLogger("w1.api")
 
 
 def job_out(job: Job) -> JobOut:
     return JobOut(
         id=job.id, status=job.status, label=job.label, batch_id=job.batch_id, spec=job.spec,
-        attempts=job.attempts, progress=job.progress, result=job.result, error=job.error,
+        attempts=job.attempts, progress=job.progress, result=_result(job), error=job.error,
         created_at=as_utc(job.created_at), started_at=as_utc(job.started_at),
         finished_at=as_utc(job.finished_at),
     )
+
+
+def _result(job: Job) -> W1Result | None:
+    """The stored result as the typed model; one that no longer fits it (written by an older
+    version) is logged and shown as None rather than failing every read of the job."""
+    if job.result is None:
+        return None
+    try:
+        return W1Result.model_validate(job.result)
+    except ValidationError as exc:
+        log.warning("job %s: stored result does not fit W1Result (%s)", job.id, exc.error_count())
+        return None
 
 
 def dataset_out(d: Dataset) -> DatasetOut:

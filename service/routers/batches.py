@@ -8,13 +8,14 @@ from service import ops
 from service.db import Batch, Job
 from service.deps import CtxDep, OwnerDep
 from service.ops import owned
-from service.schemas import BatchCreate, BatchCreated, BatchOut
+from service.schemas import BatchCreate, BatchCreated, BatchOut, errors, links
 from service.views import batch_status, job_out, respond, summary_row
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=errors(401, 422, 503))
 
 
-@router.post("", status_code=202, response_model=BatchCreated)
+@router.post("", status_code=202, response_model=BatchCreated, name="submit",
+             responses={202: {"links": links("batch_id", "batches_get")}, **errors(422, 429)})
 def submit_batch(body: BatchCreate, ctx: CtxDep, who: OwnerDep) -> Response:
     """Many fakes against one real set: one job each, all accepted or none (quota)."""
     batch, jobs = ops.submit_batch(ctx, who, body)
@@ -22,7 +23,7 @@ def submit_batch(body: BatchCreate, ctx: CtxDep, who: OwnerDep) -> Response:
                    {"Location": f"/v1/batches/{batch.id}"})
 
 
-@router.get("/{batch_id}", response_model=BatchOut)
+@router.get("/{batch_id}", response_model=BatchOut, name="get", responses=errors(404))
 def read_batch(batch_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
         batch = owned(s, Batch, batch_id, who)

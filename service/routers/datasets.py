@@ -12,10 +12,10 @@ from service import storage
 from service.db import ACTIVE, Dataset, Job
 from service.deps import CtxDep, OwnerDep
 from service.ops import Context, Problem, owned
-from service.schemas import DatasetOut
+from service.schemas import DatasetOut, errors, links
 from service.views import dataset_out, respond
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=errors(401, 422, 503))
 
 UPLOAD_BODY = {"requestBody": {"content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
@@ -23,7 +23,10 @@ UPLOAD_BODY = {"requestBody": {"content": {"multipart/form-data": {"schema": {
     "required": True}}
 
 
-@router.post("", status_code=201, openapi_extra=UPLOAD_BODY)
+@router.post("", status_code=201, openapi_extra=UPLOAD_BODY, name="upload", responses={
+    201: {"links": links("dataset_id", "datasets_get", "datasets_delete")},
+    200: {"model": DatasetOut, "description": "This owner uploaded the same content before: that set"},
+    **errors(413, 422)})
 async def upload_dataset(request: Request, response: Response, ctx: CtxDep, who: OwnerDep) -> DatasetOut:
     """Upload a sample set (.npz/.npy arrays, or a zip/tar of PNG/JPEG images); 200 with the
     existing set when this owner uploaded the same content before."""
@@ -69,20 +72,20 @@ def register_dataset(ctx: Context, up: storage.Upload, who: str, response: Respo
     return dataset_out(d)
 
 
-@router.get("", response_model=list[DatasetOut])
+@router.get("", response_model=list[DatasetOut], name="list")
 def list_datasets(ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
         rows = s.scalars(select(Dataset).where(Dataset.owner == who).order_by(Dataset.created_at.desc())).all()
     return respond([dataset_out(d) for d in rows])
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut)
+@router.get("/{dataset_id}", response_model=DatasetOut, name="get", responses=errors(404))
 def get_dataset(dataset_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
         return respond(dataset_out(owned(s, Dataset, dataset_id, who)))
 
 
-@router.delete("/{dataset_id}", status_code=204)
+@router.delete("/{dataset_id}", status_code=204, name="delete", response_class=Response, responses=errors(404, 409))
 def delete_dataset(dataset_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     """Delete a set (and its file once no other owner's record shares it); 409 while a queued or
     running job uses it."""

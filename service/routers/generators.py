@@ -9,10 +9,10 @@ from service import storage
 from service.db import Generator
 from service.deps import CtxDep, OwnerDep
 from service.ops import Context, Problem, owned
-from service.schemas import GeneratorOut
+from service.schemas import GeneratorOut, errors, links
 from service.views import generator_out, respond
 
-router = APIRouter(prefix="/v1/generators", tags=["generators"])
+router = APIRouter(prefix="/v1/generators", tags=["generators"], responses=errors(401, 422, 503))
 
 UPLOAD_BODY = {"requestBody": {"content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file", "latent_shape"],
@@ -22,7 +22,10 @@ UPLOAD_BODY = {"requestBody": {"content": {"multipart/form-data": {"schema": {
                    "output_range": {"type": "string"}}}}}, "required": True}}
 
 
-@router.post("", status_code=201, openapi_extra=UPLOAD_BODY)
+@router.post("", status_code=201, openapi_extra=UPLOAD_BODY, name="upload", responses={
+    201: {"links": links("generator_id", "generators_get")},
+    200: {"model": GeneratorOut, "description": "This owner uploaded the same model and latent specification before"},
+    **errors(413, 422)})
 async def upload_generator(request: Request, response: Response, ctx: CtxDep, who: OwnerDep) -> GeneratorOut:
     """Upload a generator: ONNX (TorchScript only when the operator allows it); 200 with the
     existing one when the same model and latent specification were uploaded before."""
@@ -88,14 +91,14 @@ def register_generator(ctx: Context, up: storage.Upload, who: str, response: Res
     return generator_out(g)
 
 
-@router.get("", response_model=list[GeneratorOut])
+@router.get("", response_model=list[GeneratorOut], name="list")
 def list_generators(ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
         rows = s.scalars(select(Generator).where(Generator.owner == who).order_by(Generator.created_at.desc())).all()
     return respond([generator_out(g) for g in rows])
 
 
-@router.get("/{generator_id}", response_model=GeneratorOut)
+@router.get("/{generator_id}", response_model=GeneratorOut, name="get", responses=errors(404))
 def get_generator(generator_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
         return respond(generator_out(owned(s, Generator, generator_id, who)))

@@ -14,17 +14,24 @@ from service.db import ACTIVE, FINISHED, Job
 from service.deps import CtxDep, OwnerDep
 from service.limits import parse_cursor
 from service.ops import Problem, owned
-from service.schemas import ArtifactList, JobCreate, JobList, JobOut
+from service.schemas import ArtifactList, JobCreate, JobList, JobOut, errors, links
 from service.views import job_out, respond
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(401, 422, 503))
 
 ARTIFACTS = {"curve.json": "application/json", "curve.png": "image/png",
              "critic.onnx": "application/octet-stream", "critic.pt": "application/octet-stream"}
 KEEPALIVE_S = 15.0
 
 
-@router.post("", status_code=202, response_model=JobOut)
+class EventStream(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+@router.post("", status_code=202, response_model=JobOut, name="submit",
+             responses={202: {"links": links("job_id", "jobs_get", "jobs_cancel", "jobs_events", "jobs_artifacts")},
+                        200: {"model": JobOut, "description": "The job an earlier request with this Idempotency-Key made"},
+                        **errors(422, 429)})
 def submit_job(body: JobCreate, ctx: CtxDep, who: OwnerDep,
                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     """Submit a job: 202 + Location. Same Idempotency-Key and body: the same job (200)."""
@@ -32,7 +39,7 @@ def submit_job(body: JobCreate, ctx: CtxDep, who: OwnerDep,
     return respond(job_out(job), 202 if created else 200, {"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, name="list", responses=errors(422))
 def list_jobs(ctx: CtxDep, who: OwnerDep, status: str | None = None, batch_id: str | None = None,
               label: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
               cursor: str | None = None) -> Response:
@@ -57,20 +64,24 @@ def list_jobs(ctx: CtxDep, who: OwnerDep, status: str | None = None, batch_id: s
     return respond(JobList(items=[job_out(j) for j in rows], next_cursor=str(rows[-1].seq) if more else None))
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, name="get", responses=errors(404))
 def read_job(job_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
         return respond(job_out(owned(s, Job, job_id, who)))
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, name="cancel", responses=errors(404, 409))
 def cancel_job(job_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     """Best effort: a queued job is cancelled at once, a running one within a few steps."""
     return respond(job_out(ops.cancel_job(ctx, who, job_id)), 202)
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse)
-async def job_events(job_id: str, request: Request, ctx: CtxDep, who: OwnerDep) -> StreamingResponse:
+@router.get("/{job_id}/events", response_class=EventStream, name="events", responses={
+    200: {"description": "`event: progress` (data: Progress) while it runs, `event: status` (data: Job) "
+                         "on every change; the stream ends after the final status",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    **errors(401, 404, 422, 503, json_content=True)})
+async def job_events(job_id: str, request: Request, ctx: CtxDep, who: OwnerDep) -> EventStream:
     """Server-Sent Events: ``progress`` while it runs, ``status`` on every change; ends when done."""
     def load() -> dict:
         with ctx.sessions() as s:
@@ -99,11 +110,11 @@ async def job_events(job_id: str, request: Request, ctx: CtxDep, who: OwnerDep) 
         finally:
             sub.close()
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
+    return EventStream(stream(),
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/{job_id}/artifacts", response_model=ArtifactList)
+@router.get("/{job_id}/artifacts", response_model=ArtifactList, name="artifacts", responses=errors(404))
 def list_artifacts(job_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
         job = owned(s, Job, job_id, who)
@@ -111,7 +122,12 @@ def list_artifacts(job_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     return respond(ArtifactList(items=[n for n in ARTIFACTS if (folder / n).is_file()]))
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse)
+@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse, name="artifact", responses={
+    200: {"description": "The file: curve.json (JSON), curve.png (PNG), critic.onnx and critic.pt (binary)",
+          "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                      "image/png": {"schema": {"type": "string", "format": "binary"}},
+                      "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/CurvePoint"}}}}},
+    **errors(404)})
 def get_artifact(job_id: str, name: str, ctx: CtxDep, who: OwnerDep) -> FileResponse:
     with ctx.sessions() as s:
         job = owned(s, Job, job_id, who)

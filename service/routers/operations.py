@@ -7,19 +7,21 @@ from sqlalchemy import text
 
 from service.deps import CtxDep, OwnerDep
 from service.queue import broker_reachable
-from service.schemas import CatalogItem
+from service.schemas import CatalogItem, Health, Readiness, errors
 from service.views import respond
 
 router = APIRouter()
 
 
-@router.get("/healthz", tags=["operations"])
-async def healthz() -> dict:
+@router.get("/healthz", tags=["operations"], name="healthz")
+async def healthz() -> Health:
     """The process is alive (answers on the event loop, without a thread or a connection)."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
-@router.get("/readyz", tags=["operations"])
+@router.get("/readyz", tags=["operations"], name="readyz", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "The database or the broker is unreachable, "
+                                                             "or the server is busy"}})
 def readyz(ctx: CtxDep) -> JSONResponse:
     """The database and the broker are reachable."""
     problems = []
@@ -35,13 +37,16 @@ def readyz(ctx: CtxDep) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"], name="metrics",
+            responses={200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                       **errors(503, json_content=True)})
 def prometheus(ctx: CtxDep) -> Response:
     body, ctype = ctx.metrics.render()
     return Response(body, media_type=ctype)
 
 
-@router.get("/v1/catalog", tags=["datasets"], response_model=list[CatalogItem])
+@router.get("/v1/catalog", tags=["catalog"], response_model=list[CatalogItem], name="list",
+            responses=errors(401, 422, 503))
 def catalog(ctx: CtxDep, who: OwnerDep) -> Response:
     """Operator-configured reference sets, by name (clients never pass server paths)."""
     items = []
