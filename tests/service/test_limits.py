@@ -4,7 +4,6 @@ everything the worker would refuse, NUL bytes and cursors. In-process against th
 against live servers (SQLite + filesystem and PostgreSQL + Redis): status, message, the server's
 memory, and nothing left behind."""
 import io
-import math
 import struct
 import zipfile
 import zlib
