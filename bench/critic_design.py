@@ -13,6 +13,8 @@ certified lower bound / true W1.
 
     PYTHONPATH=. python bench/critic_design.py --cases gauss64,photo32 --candidates conv,fc-gs8 [--seeds 1]
         [--threads 2] [--out bench/results/critic_design_runs.jsonl]
+    PYTHONPATH=. python bench/critic_design.py --speed --cases photo32 --candidates dcgan,conv-default  # ms/step
+    PYTHONPATH=. python bench/critic_design.py --report --out bench/results/critic_design_2026-12-03_cpu.jsonl
 """
 from __future__ import annotations
 

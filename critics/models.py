@@ -180,9 +180,10 @@ def conv_critic(input_shape, conv, activation, width, *, blocks: int = 1, kernel
     activation; then flatten and a unit-vector linear layer.
 
     Channels: a stage keeps the unshuffled count 4C (the first stage `width` if given), capped at
-    `max_width` (default 256 up to 16x16 inputs, 64 above: at 32x32x3 the 192- and 768-channel layers of
-    a 256 cap cost about 6x more per step for no measured gain, bench/results/critic_design_2026-12-03_cpu.md). Without `width` no layer expands, so every layer is orthogonal or has orthonormal rows
-    and the gradient norm is 1 at initialisation (an expanding first layer starts at sqrt(C_in/C_out)).
+    `max_width` (default 256 up to 16x16 inputs, 64 above: at 32x32x3 a 256 cap costs about 6x more per
+    step, and 64 already reaches 0.999 of W1 on photo patches; bench/results/critic_design_2026-12-03_cpu.md).
+    Without `width` no layer expands, so every layer is orthogonal or has orthonormal rows and the
+    gradient norm is 1 at initialisation (an expanding first layer starts at sqrt(C_in/C_out)).
     GroupSort groups have `group_size` channels, or the largest divisor of a layer's channel count below
     it (12 channels with group_size 8: groups of 6)."""
     c, h, w = input_shape
@@ -200,7 +201,8 @@ def conv_critic(input_shape, conv, activation, width, *, blocks: int = 1, kernel
         c, h, w = out, h // 2, w // 2
         k = min(kernel_size, h, w)
         for _ in range(blocks):
-            layers += [make_conv(conv, c, c, k, 1, padding_mode, (h, w)), make_activation(activation, c, _divisor_at_most(c, group_size))]
+            layers += [make_conv(conv, c, c, k, 1, padding_mode, (h, w)),
+                       make_activation(activation, c, _divisor_at_most(c, group_size))]
     if not layers:
         raise ValueError(f"conv critic cannot take input {tuple(input_shape)}: needs H and W even and "
                          f">= 2*min_size = {2 * min_size} (got {input_shape[1]}x{input_shape[2]})")
