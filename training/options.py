@@ -14,10 +14,11 @@ from training.space import InputSpace
 # at 3e-3 with a cosine decay is within 1 % of its final value after ~100 steps there (1e-3: ~200,
 # same final value); early stopping on a validation split ends easy problems after a few hundred steps.
 # critic="auto" trains the candidates of training.selection.auto_candidates and keeps the best on the
-# validation split; conv/activation/width below apply when a critic is named.
+# validation split; conv/activation/width below apply when a critic is named (activation None: the
+# critic's own default, GroupSort for conv and fc, MaxMin for dcgan).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(
-        critic="auto", conv="bcop", activation="maxmin", width=None,
+        critic="auto", conv="bcop", activation=None, width=None,
         optimizer="adam", lr=3e-3, lr_schedule="cosine", lr_decay_every=0, lr_decay_factor=0.1,
         steps=2000, batch_size=64, early_stopping=True, eval_every=100, patience=4, min_delta=1e-3,
         holdout=0.2, validation=0.1, eval_samples=6400, validation_samples=1280,
@@ -43,9 +44,10 @@ class EstimateOptions(BaseModel):
     preset: Literal["default", "paper"] = Field("default", description="Defaults for every field left unset: "
                                                 "'default' (a good estimate fast) or 'paper' (the BCOP paper's protocol).")
     critic: str | None = Field(None, description="Critic architecture: 'auto' (train several certified critics, "
-                               "keep the best on the validation split), 'dcgan' (convolutional) or 'fc' (Björck MLP).")
-    conv: Literal["bcop", "rko", "ossn", "plain"] | None = Field(None, description="Convolution of the dcgan critic.")
-    activation: Literal["maxmin", "groupsort", "relu"] | None = Field(None, description="Activation of the critic.")
+                               "keep the best on the validation split), 'conv' (BCOP, depth at every input size), 'dcgan' (the paper's) or 'fc' (Björck MLP).")
+    conv: Literal["bcop", "rko", "ossn", "plain"] | None = Field(None, description="Convolution of the conv and dcgan critics.")
+    activation: Literal["maxmin", "groupsort", "relu"] | None = Field(
+        None, description="Activation of the critic; unset: the critic's own (GroupSort for conv and fc, MaxMin for dcgan).")
     width: int | None = Field(None, ge=1, description="Critic width (channels of the first stage / hidden units); "
                               "None = the critic's own default.")
     critic_options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword options for the critic.")

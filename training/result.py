@@ -50,6 +50,8 @@ class SampleCounts(BaseModel):
     real_heldout: int
     fake_train: int
     fake_heldout: int
+    real_validation: int = 0
+    fake_validation: int = 0
 
 
 class Timings(BaseModel):
@@ -154,8 +156,8 @@ class W1Result(BaseModel):
             (f"{pct} interval", f"[{self.ci[0]:.4f}, {self.ci[1]:.4f}]"),
             ("Lipschitz bound L", f"{self.lipschitz_bound:.6f}"),
             ("space", _describe_space(self.space)),
-            ("samples real (train/held-out)", f"{s.real_train} / {s.real_heldout}"),
-            ("samples fake (train/held-out)", f"{s.fake_train} / {s.fake_heldout}"),
+            ("samples real (train/validation/held-out)", f"{s.real_train} / {s.real_validation} / {s.real_heldout}"),
+            ("samples fake (train/validation/held-out)", f"{s.fake_train} / {s.fake_validation} / {s.fake_heldout}"),
         ]
         if self.critic_spec is not None:
             rows.append(("critic", _describe_critic(self.critic_spec)))

@@ -16,7 +16,7 @@ class Candidate:
     name: str
     critic: str
     conv: str = "bcop"
-    activation: str = "maxmin"
+    activation: str | None = None  # None: the critic's own default (critics.models)
     width: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -24,24 +24,24 @@ class Candidate:
         return asdict(self)
 
 
-def _dcgan_fits(shape: tuple[int, int, int], min_size: int = 4) -> bool:
-    """Whether the dcgan critic has at least one stage on (C, H, W) (see critics.models.dcgan)."""
+def _conv_fits(shape: tuple[int, int, int]) -> bool:
+    """Whether the conv critic has at least one stage on (C, H, W) (see critics.models.conv_critic)."""
     _, h, w = shape
-    return h % 2 == 0 and w % 2 == 0 and h // 2 >= min_size and w // 2 >= min_size
+    return h % 2 == 0 and w % 2 == 0 and h >= 2 and w >= 2
 
 
 def auto_candidates(input_shape: tuple[int, int, int]) -> list[Candidate]:
     """The critics critic="auto" trains for inputs of this (C, H, W) shape (vectors are (1, 1, D)).
 
-    Images: the BCOP DCGAN critic (the paper's, strongest on large images) and a Björck FC critic with
-    GroupSort (strongest on small ones: it folds norms like |x - c| that one conv stage cannot).
-    Vectors and images too small for a conv stage: the FC family only. GroupSort groups of 8: on
-    N(0, I_64) scaled by 0.7 (i7-critics' bench, 2026-12-03) groups of 4 reached 0.983 of W1, 8 0.996."""
+    Images: the BCOP `conv` critic (stride-1 BCOP blocks between downsamplings, GroupSort, no expanding
+    layer) and a Björck FC critic with GroupSort in groups of 8. On scaling cases (optimal critic a norm)
+    they tie at 64-256 dimensions (0.993-0.999 of W1) and the conv critic wins at 32x32x3 (0.999 vs 0.984);
+    bench/results/critic_design_2026-12-03_cpu.md. Vectors and images too small for a conv stage: FC only."""
     fc = Candidate("fc-groupsort8-256", critic="fc", activation="groupsort", width=256,
                    options={"group_size": 8})
-    if not _dcgan_fits(tuple(input_shape)):
+    if not _conv_fits(tuple(input_shape)):
         return [fc]
-    return [Candidate("dcgan-bcop", critic="dcgan", conv="bcop", activation="maxmin"), fc]
+    return [Candidate("conv-bcop-groupsort", critic="conv", conv="bcop", activation="groupsort"), fc]
 
 
 def trial_steps(opts) -> int:

@@ -64,7 +64,7 @@ def free_port() -> int:
 def test_submit_wait_show_list(w1, samples, live_service, tmp_path):
     real, fake = str(samples / "real.npz"), str(samples / "fake.npz")
     result = w1("submit", real, fake, *FAST, "--label", "cli-wait", "--wait")
-    assert "W1 estimate (held-out)" in result.stdout and "certified lower bound" in result.stdout
+    assert "W1 estimate (critic's held-out dual value)" in result.stdout and "certified lower bound" in result.stdout
 
     job = json.loads(w1("submit", real, fake, *FAST, "--label", "cli-json", "--json").stdout)
     assert job["status"] in ("queued", "running") and job["label"] == "cli-json"
@@ -317,7 +317,7 @@ def test_submit_folder_reuses_the_server_copy(w1, samples, tmp_path):
     fake = np.load(samples / "fake.npz")["images"][:64]
     folder = _png_folder(tmp_path / "fake_images", fake)
     first = w1("submit", str(samples / "real.npz"), str(folder), *FAST, "--wait")
-    assert "W1 estimate (held-out)" in first.stdout
+    assert "W1 estimate (critic's held-out dual value)" in first.stdout
     assert "uploading fake_images.tar" in first.stderr
     listed = json.loads(w1("datasets", "list", "--json").stdout)
     mine = [d for d in listed if d["name"] == "fake_images.tar"]
