@@ -44,7 +44,8 @@ def samples(tmp_path_factory):
 def w1(live_service):
     """Run `w1 ...` in-process against the live server; returns the click Result."""
     runner = CliRunner()
-    env = {"W1_SERVER": live_service.url, "W1_TOKEN": live_service.token or ""}
+    # a wide terminal, so rich does not fold the table's labels across lines
+    env = {"W1_SERVER": live_service.url, "W1_TOKEN": live_service.token or "", "COLUMNS": "200"}
 
     def run(*args: str, expect: int | None = 0):
         result = runner.invoke(main, list(args), env=env, catch_exceptions=False)

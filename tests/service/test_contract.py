@@ -135,7 +135,7 @@ def test_generated_client_uploads_submits_waits_and_reads(live_service, tmp_path
         gen = importlib.import_module("w1_generated")
         from w1_generated.api.datasets import datasets_upload
         from w1_generated.api.jobs import jobs_artifact, jobs_get, jobs_submit
-        from w1_generated.models import DatasetsUploadBody, EstimateOptions, JobCreate, JobOutStatus, Source
+        from w1_generated.models import DatasetsUploadBody, EstimateOptions, JobCreate, JobStatus, Source
         from w1_generated.types import File
 
         client = gen.AuthenticatedClient(base_url=live_service.url, token=live_service.token, timeout=httpx.Timeout(60))
@@ -151,12 +151,12 @@ def test_generated_client_uploads_submits_waits_and_reads(live_service, tmp_path
         job = jobs_submit.sync(client=client, body=JobCreate(
             real=Source(dataset=ids[0].id), fake=Source(dataset=ids[1].id), options=EstimateOptions.from_dict(OPTIONS),
             label="generated client"))
-        assert job.status == JobOutStatus.QUEUED, job
+        assert job.status == JobStatus.QUEUED, job
         deadline = time.monotonic() + 300
-        while job.status in (JobOutStatus.QUEUED, JobOutStatus.RUNNING) and time.monotonic() < deadline:
+        while job.status in (JobStatus.QUEUED, JobStatus.RUNNING) and time.monotonic() < deadline:
             time.sleep(0.3)
             job = jobs_get.sync(client=client, job_id=job.id)
-        assert job.status == JobOutStatus.SUCCEEDED, job.error
+        assert job.status == JobStatus.SUCCEEDED, job.error
         result = job.result
         assert result.ci[0] <= result.estimate <= result.ci[1]
         assert result.certified_lower_bound <= result.estimate / result.lipschitz_bound + 1e-9

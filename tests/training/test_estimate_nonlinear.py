@@ -15,11 +15,10 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from training import estimate_w1
 from training.known_cases import (chi_mean, gaussian_scaling, image_scaling, mixture, photo_patches,
-                                  translated_digits)
+                                  train_small_gan, translated_digits)
 
 RATIO = 0.96
 
@@ -61,47 +60,18 @@ def test_translation_keeps_its_accuracy_with_auto():
     assert r.certified_lower_bound >= 0.99 * true_w1, (r.certified_lower_bound, true_w1)
 
 
-class _Generator(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(8, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
-                                       torch.nn.Sigmoid())
-
-    def forward(self, z):
-        return self.net(z).view(-1, 1, 8, 8)
-
-
 @pytest.fixture(scope="session")
 def gan_digits(tmp_path_factory):
-    """Samples of a small GAN (MLP, non-saturating loss) trained for 200 steps on digits in [0, 1],
-    once per session (its generator is saved under the session's tmp dir). Its quality does not
-    matter: the identity holds for any Q."""
+    """Samples of a small GAN trained for 200 steps on digits in [0, 1] (training.known_cases), once per
+    session (seconds), cached under the session's tmp dir. Its quality does not matter: the identity
+    holds for any Q."""
     from sklearn.datasets import load_digits
 
-    cache = tmp_path_factory.mktemp("gan") / "generator.pt"
-    digits = torch.from_numpy(load_digits().images.astype(np.float32)[:, None] / 16.0)
-    torch.manual_seed(0)
-    gen = _Generator()
-    disc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.LeakyReLU(0.2),
-                               torch.nn.Linear(128, 1))
-    opt_g = torch.optim.Adam(gen.parameters(), 2e-3, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), 2e-3, betas=(0.5, 0.999))
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
-    for _ in range(200):
-        real = digits[torch.randint(len(digits), (64,))]
-        fake = gen(torch.randn(64, 8))
-        loss_d = bce(disc(real), torch.ones(64, 1)) + bce(disc(fake.detach()), torch.zeros(64, 1))
-        opt_d.zero_grad()
-        loss_d.backward()
-        opt_d.step()
-        loss_g = bce(disc(fake), torch.ones(64, 1))
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
-    torch.save(gen.state_dict(), cache)
-    with torch.no_grad():
-        samples = gen(torch.randn(4000, 8, generator=torch.Generator().manual_seed(1))).numpy()
-    return digits.numpy(), samples
+    digits = load_digits().images.astype(np.float32)[:, None] / 16.0
+    cache = tmp_path_factory.getbasetemp() / "gan_digits_200.npy"
+    if not cache.exists():
+        np.save(cache, train_small_gan(digits, checkpoints=(200,))[200])
+    return digits, np.load(cache)
 
 
 def test_mixture_ratios_follow_the_mixing_weight(gan_digits):

@@ -34,7 +34,8 @@ def test_presets_fill_defaults_and_explicit_fields_win():
     custom = EstimateOptions(preset="paper", lr=5e-4, steps=10).resolved()
     assert (custom.lr, custom.steps, custom.optimizer) == (5e-4, 10, "rmsprop")
     resolved = EstimateOptions().resolved()
-    assert all(v is not None for k, v in resolved.model_dump().items() if k not in ("width", "fid_weights", "time_budget_s"))
+    assert all(v is not None for k, v in resolved.model_dump().items()
+               if k not in ("activation", "width", "fid_weights", "time_budget_s"))  # None: the critic's own
 
 
 def test_options_are_validated_and_json_roundtrip():
