@@ -164,10 +164,11 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
     selection = None
     if len(states) > 1:
         trial = trial_steps(opts)
-        share = TRIAL_SHARE * opts.time_budget_s / len(states) if deadline is not None else None
+        # of the budget left after setup, TRIAL_SHARE goes to the trials (equally), the rest to the winner
+        share = TRIAL_SHARE * max(deadline - t_select, 0.0) / len(states) if deadline is not None else None
         for i, state in enumerate(states):
             until_t = t_select + share * (i + 1) if share is not None else None  # unused time passes on
-            train(state, real_side, fake_side, opts, until=trial, deadline=until_t, validation=True, **run)
+            train(state, real_side, fake_side, opts, until=trial, pause_at=until_t, validation=True, **run)
         records = []
         for state in states:
             value, bound = _certified_choice_value(state, opts, input_shape)

@@ -83,13 +83,13 @@ def validate(state: TrainState, real, fake, opts: EstimateOptions) -> float:
 
 
 def train(state: TrainState, real, fake, opts: EstimateOptions, *, until: int, deadline: float | None = None,
-          validation: bool, progress: Callable[[ProgressEvent], None] | None = None,
+          pause_at: float | None = None, validation: bool, progress: Callable[[ProgressEvent], None] | None = None,
           should_stop: Callable[[], bool] | None = None,
           checkpoint: Callable[[], None] | None = None) -> None:
     """Train `state` up to step `until` (<= opts.steps), early stopping, or time.perf_counter() >= deadline.
 
-    The last two end the critic's training for good (`state.done`); reaching `until` < opts.steps only
-    pauses it (a candidate waiting for the selection). should_stop() is polled before every step and a
+    The last two end the critic's training for good (`state.done`); reaching `until` < opts.steps or the
+    time `pause_at` only pauses it (a candidate waiting for the selection, after its share of the budget). should_stop() is polled before every step and a
     true answer checkpoints and raises Cancelled."""
     t0 = time.perf_counter() - state.train_s  # so train_s keeps counting across pauses and resumes
     state.critic.train()
@@ -104,13 +104,15 @@ def train(state: TrainState, real, fake, opts: EstimateOptions, *, until: int, d
             save()
             raise Cancelled(state.step)
         train_step(state, lr_at(opts, state.step))
-        out_of_time = deadline is not None and time.perf_counter() >= deadline
+        now = time.perf_counter()
+        out_of_time = deadline is not None and now >= deadline
+        paused = pause_at is not None and now >= pause_at
         validated = validation and (state.step % opts.eval_every == 0 or state.step in (opts.steps, until)
-                                    or out_of_time)
+                                    or out_of_time or paused)
         if validated:
             validate(state, real, fake, opts)
         if (state.step % opts.progress_every == 0 or validated or state.step == opts.steps or state.stopped_early
-                or out_of_time):
+                or out_of_time or paused):
             mean_obj = float(state.obj_sum) / max(state.obj_count, 1)  # the one read-back, at progress points
             elapsed = time.perf_counter() - t0
             state.curve.append({"step": state.step, "objective": mean_obj,
@@ -123,4 +125,6 @@ def train(state: TrainState, real, fake, opts: EstimateOptions, *, until: int, d
         state.done = state.stopped_early or state.step >= opts.steps or out_of_time
         if checkpoint is not None and (state.step % opts.checkpoint_every == 0 or state.done):
             save()
+        if paused:
+            break
     state.train_s = time.perf_counter() - t0

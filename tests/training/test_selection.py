@@ -124,6 +124,18 @@ def test_time_budget_ends_training_and_reports_timings(scaled_digits):
     assert r.options["time_budget_s"] == 1.0
 
 
+def test_a_time_budget_pauses_the_candidates_and_the_winner_trains_on(scaled_digits):
+    """With a budget the candidates share half of what is left after setup: each pauses at its share
+    (it does not end), and the winner trains on after the choice with the rest, so it trains about
+    three times as long as the loser (the loser's trial only)."""
+    r = estimate_w1(*scaled_digits, steps=10**6, early_stopping=False, eval_every=10, time_budget_s=6.0)
+    records = {c.name: c for c in r.selection.candidates}
+    winner = records.pop(r.selection.chosen)
+    (loser,) = records.values()
+    assert winner.train_s > 1.8 * loser.train_s, (winner, loser)
+    assert r.steps_run == winner.steps
+
+
 def test_auto_resumes_from_a_checkpoint_exactly(scaled_digits, tmp_path):
     """Cancelled during the second candidate's trial, resumed: the same choice, the same result."""
     from training import Cancelled
