@@ -149,6 +149,13 @@ def main():
         return combine(args.combine, args.report)
     torch.set_num_threads(args.threads)
     rows = []
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = dict(date=stamp, device=args.device, threads=args.threads, cpu=platform.processor() or platform.machine(),
+                torch=torch.__version__, preset="default", critics=CRITICS, dcgan_width=DCGAN_WIDTH)
+    name = f"estimation_quality_{args.critics.replace(',', '-')}_s{args.first_seed}-{args.first_seed + args.seeds - 1}_{stamp}"
+    partial = out / f"{name}.json"
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         kinds = args.cases.split(",")
         todo = [(*c, {}) for c in cases(seed)] if "translation" in kinds else []
@@ -177,17 +184,12 @@ def main():
                                lcb_ratio=r.lower_confidence_bound / true_w1,
                                lcb_above_true=r.lower_confidence_bound > true_w1)
                 rows.append(row)
+                partial.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))  # a killed run keeps its rows
                 print(f"{name:18s} {critic:5s} seed {seed}: ratio {row.get('ratio', float('nan')):.4f}  "
                       f"cert {r.certified_lower_bound:.4f}  est {r.estimate:.4f} "
                       f"[{r.ci[0]:.4f}, {r.ci[1]:.4f}]  L {r.lipschitz_bound:.5f}  steps {r.steps_run}  "
                       f"{row['seconds']:.1f}s", flush=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = dict(date=stamp, device=args.device, threads=args.threads, cpu=platform.processor() or platform.machine(),
-                torch=torch.__version__, preset="default", critics=CRITICS, dcgan_width=DCGAN_WIDTH)
-    name = f"estimation_quality_{args.critics.replace(',', '-')}_s{args.first_seed}-{args.first_seed + args.seeds - 1}_{stamp}"
-    (out / f"{name}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    partial.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     (out / f"{name}.md").write_text(report(rows, meta))
     print(report(rows, meta))
 

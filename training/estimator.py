@@ -72,7 +72,10 @@ def _candidates(given: EstimateOptions, opts: EstimateOptions, input_shape) -> l
     if opts.critic != "auto":
         return [Candidate(opts.critic, critic=opts.critic, conv=opts.conv, activation=opts.activation,
                           width=opts.width, options=dict(opts.critic_options))]
-    named = [k for k in ("conv", "activation", "width") if getattr(given, k) is not None]
+    # conv="bcop" is what auto's convolutional candidate uses: resolved options (as the service stores
+    # them) name it, and they must run as they are
+    named = ["conv"] if given.conv not in (None, "bcop") else []
+    named += [k for k in ("activation", "width") if getattr(given, k) is not None]
     named += ["critic_options"] if given.critic_options else []
     if named:
         raise ValueError(f"{', '.join(named)} apply to a named critic; with critic='auto' the candidates are "

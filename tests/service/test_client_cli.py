@@ -44,11 +44,11 @@ def samples(tmp_path_factory):
 def w1(live_service):
     """Run `w1 ...` in-process against the live server; returns the click Result."""
     runner = CliRunner()
-    # a wide terminal, so rich does not fold the table's labels across lines
-    env = {"W1_SERVER": live_service.url, "W1_TOKEN": live_service.token or "", "COLUMNS": "200"}
+    env = {"W1_SERVER": live_service.url, "W1_TOKEN": live_service.token or ""}
 
-    def run(*args: str, expect: int | None = 0):
-        result = runner.invoke(main, list(args), env=env, catch_exceptions=False)
+    def run(*args: str, expect: int | None = 0, columns: int = 200):
+        """`columns`: the terminal's width (wide by default, so rich does not fold the labels)."""
+        result = runner.invoke(main, list(args), env={**env, "COLUMNS": str(columns)}, catch_exceptions=False)
         if expect is not None:
             assert result.exit_code == expect, result.output
         return result
@@ -132,7 +132,7 @@ def test_batch_writes_csv_and_json(w1, samples, tmp_path):
         "fakes:\n"
         f"  - {{label: epoch1, source: {samples / 'fake.npz'}}}\n"
         f"  - {{label: epoch2, source: {samples / 'fake2.npy'}}}\n")
-    result = w1("batch", str(spec))
+    result = w1("batch", str(spec), columns=80)
     assert "epoch1" in result.stdout and "epoch2" in result.stdout
     with (tmp_path / "ckpts.csv").open() as fh:
         rows = list(csv.DictReader(fh))
@@ -313,6 +313,14 @@ def _onnx_generator(path):
     return path
 
 
+def test_submit_with_the_default_options(w1, samples):
+    """The README's `w1 submit real.npz fake.npz --wait` with nothing but a time budget: the server stores
+    the resolved options (critic auto, conv bcop) and its worker runs them as they are."""
+    result = w1("submit", str(samples / "real.npz"), str(samples / "fake.npz"), "-o", "time_budget_s=4", "--wait")
+    assert "critic choice (validation, certified)" in result.stdout, result.stdout
+    assert "succeeded" in result.stdout
+
+
 def test_submit_folder_reuses_the_server_copy(w1, samples, tmp_path):
     """README: `w1 submit real.npz fake_images/ --wait`; a second submit sends nothing."""
     fake = np.load(samples / "fake.npz")["images"][:64]
@@ -372,7 +380,7 @@ def test_batch_with_a_folder_and_an_onnx_spec(w1, samples, tmp_path):
                     f"options: {json.dumps({**FAST_OPTIONS, 'eval_samples': 200})}\n"
                     "fakes:\n  - source: epoch1/\n"
                     "  - {label: final, source: 'onnx:gen.onnx?latent=4'}\n")
-    result = w1("batch", str(spec))
+    result = w1("batch", str(spec), columns=80)
     rows = list(csv.DictReader((tmp_path / "spec.csv").open()))
     assert [r["label"] for r in rows] == ["epoch1", "final"]
     assert all(r["status"] == "succeeded" for r in rows)

@@ -78,6 +78,20 @@ def test_heldout_is_sealed_until_unsealed(scaled_digits):
 def test_auto_refuses_options_that_would_not_apply(scaled_digits):
     with pytest.raises(ValueError, match="apply to a named critic"):
         estimate_w1(*scaled_digits, width=16, **FAST)
+    with pytest.raises(ValueError, match="conv apply to a named critic"):
+        estimate_w1(*scaled_digits, conv="rko", **FAST)
+
+
+def test_resolved_default_options_run_as_they_are(scaled_digits):
+    """The service stores resolved options (conv="bcop" filled in) and its worker runs them: auto
+    must accept its own resolved form, and choose as it would from the bare defaults."""
+    from training.options import EstimateOptions
+
+    stored = EstimateOptions(**FAST).resolved()
+    assert stored.critic == "auto" and stored.conv == "bcop"
+    r = estimate_w1(*scaled_digits, stored)
+    assert r.selection is not None and len(r.selection.candidates) == 2
+    assert r.estimate == estimate_w1(*scaled_digits, **FAST).estimate
 
 
 def test_lower_confidence_bound_is_the_one_sided_bound(scaled_digits):
