@@ -137,6 +137,7 @@ def main():
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--critics", default=DEFAULT_CRITICS, help=f"any of {','.join(CRITICS)}")
     ap.add_argument("--cases", default=",".join(CASE_KINDS), help="translation, scaling, gan (any of them)")
+    ap.add_argument("--only", help="comma-separated substrings: run only cases whose name contains one")
     ap.add_argument("--pot", action="store_true", help="add POT's exact emd2 (and its floor) per case")
     ap.add_argument("--pot-n", type=int, default=2000)
     ap.add_argument("--out", default="bench/results")
@@ -154,13 +155,15 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(date=stamp, device=args.device, threads=args.threads, cpu=platform.processor() or platform.machine(),
                 torch=torch.__version__, preset="default", critics=CRITICS, dcgan_width=DCGAN_WIDTH)
-    name = f"estimation_quality_{args.critics.replace(',', '-')}_s{args.first_seed}-{args.first_seed + args.seeds - 1}_{stamp}"
-    partial = out / f"{name}.json"
+    stem = f"estimation_quality_{args.critics.replace(',', '-')}_s{args.first_seed}-{args.first_seed + args.seeds - 1}_{stamp}"
+    partial = out / f"{stem}.json"
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         kinds = args.cases.split(",")
         todo = [(*c, {}) for c in cases(seed)] if "translation" in kinds else []
         todo += list(scaling_cases(seed)) if "scaling" in kinds else []
         todo += list(gan_cases(seed)) if "gan" in kinds else []
+        if args.only:
+            todo = [c for c in todo if any(part in c[0] for part in args.only.split(","))]
         for name, real, fake, true_w1, case_opts in todo:
             ref = pot_reference(real, fake, case_opts, args.pot_n) if args.pot else {}
             for critic in args.critics.split(","):
@@ -190,7 +193,7 @@ def main():
                       f"[{r.ci[0]:.4f}, {r.ci[1]:.4f}]  L {r.lipschitz_bound:.5f}  steps {r.steps_run}  "
                       f"{row['seconds']:.1f}s", flush=True)
     partial.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-    (out / f"{name}.md").write_text(report(rows, meta))
+    (out / f"{stem}.md").write_text(report(rows, meta))
     print(report(rows, meta))
 
 

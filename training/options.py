@@ -61,8 +61,8 @@ class EstimateOptions(BaseModel):
     steps: int | None = Field(None, ge=1, description="Training steps of the chosen critic (early stopping or "
                               "the time budget may end sooner).")
     time_budget_s: float | None = Field(None, gt=0, description="Training time budget in seconds, beside `steps` "
-                                        "(whichever ends first): with critic='auto' half goes to the candidates' "
-                                        "trials, the rest to the winner. None = no time limit.")
+                                        "(whichever ends first): with critic='auto' half of what is left after loading goes to the "
+                                        "candidates' trials, the rest to the winner. None = no time limit.")
     batch_size: int | None = Field(None, ge=1, description="Samples per side per training step.")
     early_stopping: bool | None = Field(None, description="Stop when the validation estimate has not improved "
                                         "for `patience` evaluations (the best critic is kept).")
