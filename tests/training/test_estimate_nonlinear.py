@@ -5,10 +5,10 @@ small GAN trained here on digits. All with DEFAULT options (only the input space
 
 Targets (issue 7): certified / true >= 0.96 on every scaling case; mixture ratios within 0.05 of a;
 a translation keeps >= 0.99; the one-sided lower confidence bound never exceeds the true W1.
-The 32x32x3 case takes many minutes on a CPU with today's critics: it runs with W1_LONG_TESTS=1.
-Measured 2026-12-04 on the shared 2-core machine (load 12-15): gauss32 1.022, gauss256 0.986,
-photos16 1.008, translation >= 0.99, mixture 0.494 for a = 0.5; 16 min for the file under that load.
-photos32x3 (W1_LONG_TESTS): 0.985, auto chose the BCOP critic, 52 min under that load."""
+The 32x32x3 case takes minutes on a CPU: it runs with W1_LONG_TESTS=1.
+Measured 2026-12-06 with bench/estimation_quality.py (the same cases, 1 thread, 2-3 seeds):
+gauss32 0.964-1.023, gauss256 0.968-0.984, photos16 0.998-1.026, photos32x3 0.975-1.002 (auto chose
+the BCOP conv critic, about 5 min on one busy core); the LCB above the truth in 0 of 31 runs."""
 from __future__ import annotations
 
 import os
