@@ -13,8 +13,8 @@ GAN checkpoints (--cases gan; no closed form): samples of a small GAN after 30, 
 digits and on grey 16x16 photo patches; the critics' certified bounds are compared with each other.
 Critic families: the conv critic with BCOP, RKO or OSSN convolutions, the Björck GroupSort FC critic, and
 "auto" (the default: BCOP conv and FC compete on validation; training.selection); the paper's DCGAN-style
-critic as dcgan-bcop/-rko/-ossn. Each is trained with the "default" preset, on 1 CPU thread. With --pot, POT's exact emd2 between the first --pot-n samples
-of each side (and between two halves of the real side: its finite-sample floor) is reported beside.
+critic as dcgan-bcop/-rko/-ossn. Each is trained with the "default" preset, on 1 CPU thread.
+With --pot, POT's exact emd2 between the first --pot-n samples of each side (and between two halves of the real side: its finite-sample floor) is reported beside.
 
     python bench/estimation_quality.py [--seeds 3] [--first-seed 0] [--critics bcop,rko,ossn,fc,auto]
         [--cases translation,scaling,gan] [--pot] [--out bench/results]
@@ -77,11 +77,11 @@ def scaling_cases(seed: int):
         yield c.name, c.real, c.fake, c.true_w1, c.options
 
 
-def gan_cases(seed: int):
+def gan_cases():
     """(name, real, fake, None, options): samples of a small GAN at GAN_STEPS checkpoints against its
     training data (digits 8x8; grey photo patches 16x16). No closed form: the critics are compared with
     each other (a higher certified bound is closer to the truth) and with POT's emd2. The GANs are
-    trained once (seed 0); the seed varies the estimator only."""
+    trained once per run (seed 0); the seed varies the estimator only."""
     from sklearn.datasets import load_digits
 
     from training.known_cases import photo_patches, train_small_gan
@@ -89,13 +89,8 @@ def gan_cases(seed: int):
     digits = load_digits().images.astype(np.float32)[:, None] / 16.0
     patches = photo_patches(16, 3000, grey=True).astype(np.float32)
     for name, data in (("digits", digits), ("photos16", patches)):
-        if name not in _GAN_CACHE:
-            _GAN_CACHE[name] = train_small_gan(data, GAN_STEPS, samples=len(data))
-        for step, fake in _GAN_CACHE[name].items():
+        for step, fake in train_small_gan(data, GAN_STEPS, samples=len(data)).items():
             yield f"{name} GAN@{step}", data, fake, None, {}
-
-
-_GAN_CACHE: dict = {}
 
 
 def pot_reference(real: np.ndarray, fake: np.ndarray, options: dict, n: int) -> dict:
@@ -157,11 +152,12 @@ def main():
                 torch=torch.__version__, preset="default", critics=CRITICS, dcgan_width=DCGAN_WIDTH)
     stem = f"estimation_quality_{args.critics.replace(',', '-')}_s{args.first_seed}-{args.first_seed + args.seeds - 1}_{stamp}"
     partial = out / f"{stem}.json"
+    kinds = args.cases.split(",")
+    gans = list(gan_cases()) if "gan" in kinds else []  # the same samples for every seed
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        kinds = args.cases.split(",")
         todo = [(*c, {}) for c in cases(seed)] if "translation" in kinds else []
         todo += list(scaling_cases(seed)) if "scaling" in kinds else []
-        todo += list(gan_cases(seed)) if "gan" in kinds else []
+        todo += gans
         if args.only:
             todo = [c for c in todo if any(part in c[0] for part in args.only.split(","))]
         for name, real, fake, true_w1, case_opts in todo:

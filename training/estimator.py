@@ -29,7 +29,7 @@ import torch
 
 from training.data import HeldOutSealed, Side, open_for_space, pick_device
 from training.loop import dual_value, make_optimizer, train
-from training.options import EstimateOptions
+from training.options import PRESETS, EstimateOptions
 from training.report import Statistics, legend, same_heldout
 from training.result import CandidateRecord, ProgressEvent, SampleCounts, Selection, Timings, W1Result, CurvePoint
 from training.selection import TRIAL_SHARE, Candidate, auto_candidates, trial_steps
@@ -72,10 +72,10 @@ def _candidates(given: EstimateOptions, opts: EstimateOptions, input_shape) -> l
     if opts.critic != "auto":
         return [Candidate(opts.critic, critic=opts.critic, conv=opts.conv, activation=opts.activation,
                           width=opts.width, options=dict(opts.critic_options))]
-    # conv="bcop" is what auto's convolutional candidate uses: resolved options (as the service stores
-    # them) name it, and they must run as they are
-    named = ["conv"] if given.conv not in (None, "bcop") else []
-    named += [k for k in ("activation", "width") if getattr(given, k) is not None]
+    # a value equal to the preset's is not a choice: resolved options (as the service stores them) carry
+    # the preset's conv, and they must run as they are
+    preset = PRESETS[given.preset]
+    named = [k for k in ("conv", "activation", "width") if getattr(given, k) not in (None, preset.get(k))]
     named += ["critic_options"] if given.critic_options else []
     if named:
         raise ValueError(f"{', '.join(named)} apply to a named critic; with critic='auto' the candidates are "

@@ -89,8 +89,8 @@ def train(state: TrainState, real, fake, opts: EstimateOptions, *, until: int, d
     """Train `state` up to step `until` (<= opts.steps), early stopping, or time.perf_counter() >= deadline.
 
     The last two end the critic's training for good (`state.done`); reaching `until` < opts.steps or the
-    time `pause_at` only pauses it (a candidate waiting for the selection, after its share of the budget). should_stop() is polled before every step and a
-    true answer checkpoints and raises Cancelled."""
+    time `pause_at` only pauses it (a candidate waiting for the selection, after its share of the budget).
+    should_stop() is polled before every step and a true answer checkpoints and raises Cancelled."""
     t0 = time.perf_counter() - state.train_s  # so train_s keeps counting across pauses and resumes
     state.critic.train()
 

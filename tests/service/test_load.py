@@ -2,7 +2,8 @@
 (SQLite + filesystem:// and PostgreSQL + Redis):
 
 - 200 concurrent mixed requests while 100 event streams are open: no 5xx, the p95 latency of the
-  other requests under P95_BOUND_S (the target is 1 s; see the test), every accepted job stored once and sent to the broker exactly once;
+  other requests under P95_BOUND_S (the target is 1 s; see the test), every accepted job stored once
+  and sent to the broker exactly once;
 - 100 concurrent submissions against a quota of 10: exactly 10 accepted, the other 90 answered 429;
 - past ``max_requests_in_flight`` the API sheds load with an immediate 503 + Retry-After.
 
