@@ -268,16 +268,16 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
         real_src = open_for_space(real, options.space, allow_torchscript=allow_torchscript)
         fake_src = open_for_space(fake, options.space, allow_torchscript=allow_torchscript)
         bar.update(task, description="preparing the critic")
-        total = resolved.steps
+        after = "held-out estimate" + (" and FID" if resolved.fid else "")
 
         def progress(event):
             info = f"objective {event.objective:.4f}"
             if event.estimate is not None:
                 info += f"  validation {event.estimate:.4f}"
-            done = event.step >= event.total
-            after = "held-out estimate" + (" and FID" if resolved.fid else "")
-            bar.update(task, description=after if done else "training critic", total=total,
-                       completed=event.step, steps=f"{event.step}/{total}", info=info)
+            what = {"selection": f"choosing the critic: {event.candidate}", "training": f"training {event.candidate}",
+                    "evaluation": after}.get(event.phase, "training critic")
+            bar.update(task, description=what, total=event.total, completed=event.step,
+                       steps=f"{event.step}/{event.total}", info=info)
 
         result = estimate_w1(real_src, fake_src, options, progress=progress, checkpoint_dir=checkpoint_dir)
     out.print(result.summary_table())

@@ -7,7 +7,8 @@ on. Every random stream is seeded from (seed, side, purpose), so a run is reprod
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -195,3 +196,49 @@ class BatchStream:
         self.epoch, self.position, self._order = state["epoch"], state["position"], None
         if self._gen is not None:
             self._gen.set_state(state["train_gen"])
+
+
+@dataclass
+class Sides:
+    """Both sides of one estimate, split and mapped into one input space. `open_sides` with the same
+    real source and options always gives the real side the same split (it depends only on the seed,
+    the sample count and the split options), so a series of fakes against one real set never lets a
+    critic train on a real sample that another item holds out."""
+
+    real: Side
+    fake: Side
+    space: Any  # the resolved InputSpace
+    input_shape: tuple[int, int, int]
+    sources: dict[str, dict]
+
+    @property
+    def device(self) -> torch.device:
+        return self.real.device
+
+    def unseal(self) -> None:
+        self.real.unseal()
+        self.fake.unseal()
+
+
+def wants_validation(opts: EstimateOptions) -> bool:
+    """Whether the sides need a validation split: auto chooses on it, early stopping watches it."""
+    return opts.critic == "auto" or bool(opts.early_stopping) or opts.validation > 0
+
+
+def open_sides(real, fake, opts: EstimateOptions, *, latent=None, dist=None, output_range=None) -> Sides:
+    """Step 1: open both sources (anything open_source takes, a SampleSource, or a generator module or
+    callable described by latent/dist/output_range), resolve the input space, split each side."""
+    generator = dict(latent=latent, dist=dist, output_range=output_range)
+    real_src, fake_src = (open_for_space(side, opts.space, **(generator if callable(side) else {}))
+                          for side in (real, fake))
+    space = opts.space.resolve(real_src.shape, fake_src.shape)
+    device = pick_device(opts.device)
+    validation = wants_validation(opts)
+    real_side = Side(real_src, 0, space, opts, device, validation)
+    fake_side = Side(fake_src, 1, space, opts, device, validation)
+    input_shape = tuple(real_side.example().shape[1:])
+    if tuple(fake_side.example().shape[1:]) != input_shape:
+        raise ValueError(f"real and fake map to different shapes in the input space: {input_shape} vs "
+                         f"{tuple(fake_side.example().shape[1:])}")
+    return Sides(real_side, fake_side, space, input_shape,
+                 {"real": real_src.describe(), "fake": fake_src.describe()})

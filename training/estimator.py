@@ -9,10 +9,17 @@
               confidence bound, notes
 5. plot       (training.plot)      the training curve
 
-`estimate_w1` runs steps 1-4 in that order; the CLI and the job service draw step 5."""
+`estimate_w1` runs steps 1-4 in that order; the CLI and the job service draw step 5.
+
+The same steps train one critic from a given start (a checkpoint series, issue 13):
+
+    sides = open_sides(real_src, fake_k, opts)            # the real split is the same for every item
+    state = new_state(candidate, sides, opts, critic_state=prev.critic.state_dict(),
+                      optimizer_state=prev.optimizer.state_dict())
+    train(state, sides, schedule, until=schedule.steps, validation=True, run=Run(states=[state]))
+    result = finish(state, sides, opts, Clock())          # unseals, evaluates, certifies"""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -27,15 +34,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.data import HeldOutSealed, Side, open_for_space, pick_device
-from training.loop import dual_value, make_optimizer, train
-from training.options import PRESETS, EstimateOptions
+from training.data import HeldOutSealed, Sides, open_sides, pick_device, wants_validation
+from training.loop import Run, Schedule, best_critic, dual_value, new_state, train
+from training.options import EstimateOptions
 from training.report import Statistics, legend, same_heldout
-from training.result import CandidateRecord, ProgressEvent, SampleCounts, Selection, Timings, W1Result, CurvePoint
-from training.selection import TRIAL_SHARE, Candidate, auto_candidates, trial_steps
+from training.result import CurvePoint, ProgressEvent, SampleCounts, Selection, Timings, W1Result
+from training.selection import candidates, choose, selection_record
 from training.state import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
 
-__all__ = ["estimate_w1", "pick_device", "HeldOutSealed", "CHECKPOINT_NAME"]
+__all__ = ["estimate_w1", "finish", "pick_device", "HeldOutSealed", "CHECKPOINT_NAME"]
 
 
 def _versions() -> dict[str, str]:
@@ -66,38 +73,39 @@ def _fingerprint(opts: EstimateOptions, sources: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _candidates(given: EstimateOptions, opts: EstimateOptions, input_shape) -> list[Candidate]:
-    """The named critic, or auto's candidates (then conv/activation/width/critic_options must be unset:
-    they would silently not apply)."""
-    if opts.critic != "auto":
-        return [Candidate(opts.critic, critic=opts.critic, conv=opts.conv, activation=opts.activation,
-                          width=opts.width, options=dict(opts.critic_options))]
-    # a value equal to the preset's is not a choice: resolved options (as the service stores them) carry
-    # the preset's conv, and they must run as they are
-    preset = PRESETS[given.preset]
-    named = [k for k in ("conv", "activation", "width") if getattr(given, k) not in (None, preset.get(k))]
-    named += ["critic_options"] if given.critic_options else []
-    if named:
-        raise ValueError(f"{', '.join(named)} apply to a named critic; with critic='auto' the candidates are "
-                         "fixed (training.selection.auto_candidates): name a critic, e.g. critic='dcgan'")
-    return auto_candidates(input_shape)
+@dataclasses.dataclass
+class Clock:
+    """When the estimate started, and when setup and training ended (perf_counter seconds)."""
+
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+    setup_end: float | None = None
+    chosen: float | None = None  # when auto's choice was made (several candidates only)
+    train_end: float | None = None
+
+    def deadline(self, opts: EstimateOptions) -> float | None:
+        return self.start + opts.time_budget_s if opts.time_budget_s else None
 
 
-def _certified_choice_value(state: TrainState, opts: EstimateOptions, input_shape) -> tuple[float | None, float | None]:
-    """(validation value / L, L) of the critic this candidate would report with: the best one when
-    early stopping keeps the best, else the current one."""
-    from critics import lipschitz_bound
+def _check(opts: EstimateOptions) -> None:
+    if opts.early_stopping and opts.validation == 0:
+        raise ValueError("early stopping needs a validation split: set validation > 0 or early_stopping=False")
+    if opts.critic == "auto" and opts.validation == 0:
+        raise ValueError("critic='auto' chooses on a validation split: set validation > 0 or name a critic")
 
-    keep_best = opts.early_stopping and state.best_state is not None
-    value = state.best_value if keep_best else state.last_validation
-    if value is None or value == -float("inf"):
-        return None, None
-    critic = state.critic
-    if keep_best:
-        critic = copy.deepcopy(critic)
-        critic.load_state_dict(state.best_state)
-    bound = float(lipschitz_bound(critic, input_shape).bound)
-    return value / bound, bound
+
+def _checkpointing(checkpoint_dir, opts: EstimateOptions, sides: Sides, states: list[TrainState], run: Run):
+    """Resume `states` (and the selection's state, run.extra) from checkpoint_dir when a checkpoint of
+    this run is there; return the function that saves them."""
+    if checkpoint_dir is None:
+        return None
+    ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME
+    fingerprint = _fingerprint(opts, sides.sources)
+    if ckpt.exists():
+        blob = load_checkpoint(ckpt, fingerprint, sides.device)
+        for state, saved in zip(states, blob["states"]):
+            state.load_state_dict(saved)
+        run.extra.update(blob["extra"])
+    return lambda: save_checkpoint(ckpt, fingerprint, states, run.extra)
 
 
 def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
@@ -114,123 +122,70 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
     `checkpoint_every` steps and resumes from a checkpoint it finds there.
     A side may also be a torch nn.Module or a callable z -> images: `latent` (its latent shape),
     `dist` and `output_range` describe it."""
-    from critics import build_critic, lipschitz_bound, orthogonality_error
-
-    t_start = time.perf_counter()
+    clock = Clock()
     given = EstimateOptions.build(options, **overrides)
     opts = given.resolved()
-    deadline = t_start + opts.time_budget_s if opts.time_budget_s else None
-    auto = opts.critic == "auto"
-    if opts.early_stopping and opts.validation == 0:
-        raise ValueError("early stopping needs a validation split: set validation > 0 or early_stopping=False")
-    if auto and opts.validation == 0:
-        raise ValueError("critic='auto' chooses on a validation split: set validation > 0 or name a critic")
-    want_validation = auto or bool(opts.early_stopping) or opts.validation > 0
+    _check(opts)
+    sides = open_sides(real, fake, opts, latent=latent, dist=dist, output_range=output_range)  # 1. data
+    states = [new_state(c, sides, opts) for c in candidates(given, opts, sides.input_shape)]  # 2. critics
+    run = Run(progress, should_stop, states=states, planned=opts.steps)
+    run.checkpoint = _checkpointing(checkpoint_dir, opts, sides, states, run)
+    clock.setup_end = time.perf_counter()
+    deadline = clock.deadline(opts)
+    winner = choose(states, sides, opts, run, deadline=deadline)  # 3. selection (validation only)
+    clock.chosen = time.perf_counter() if len(states) > 1 else None
+    train(winner, sides, Schedule.of(opts), until=opts.steps, deadline=deadline,  # the winner trains on
+          validation=wants_validation(opts), run=run)
+    selection = selection_record(states, winner, sides, opts, run) if opts.critic == "auto" else None
+    clock.train_end = time.perf_counter()
+    return finish(winner, sides, opts, clock, selection=selection, run=run)  # 4. report (held-out)
 
-    # 1. data
-    generator = dict(latent=latent, dist=dist, output_range=output_range)
-    real_src, fake_src = (open_for_space(side, opts.space, **(generator if callable(side) else {}))
-                          for side in (real, fake))
-    space = opts.space.resolve(real_src.shape, fake_src.shape)
-    device = pick_device(opts.device)
-    real_side = Side(real_src, 0, space, opts, device, want_validation)
-    fake_side = Side(fake_src, 1, space, opts, device, want_validation)
-    input_shape = tuple(real_side.example().shape[1:])
-    if tuple(fake_side.example().shape[1:]) != input_shape:
-        raise ValueError(f"real and fake map to different shapes in the input space: {input_shape} vs "
-                         f"{tuple(fake_side.example().shape[1:])}")
-    sources = {"real": real_src.describe(), "fake": fake_src.describe()}
 
-    # 2. one training state per critic (all built before a checkpoint is loaded into them)
-    states = []
-    for cand in _candidates(given, opts, input_shape):
-        torch.manual_seed(opts.seed)  # every candidate starts as it would alone
-        critic = build_critic(cand.critic, input_shape, conv=cand.conv, activation=cand.activation,
-                              width=cand.width, **cand.options).to(device)
-        states.append(TrainState(cand.name, critic, make_optimizer(opts, critic.parameters()),
-                                 real_side.stream(), fake_side.stream()))
-    fingerprint = _fingerprint(opts, sources)
-    ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    if ckpt is not None and ckpt.exists():
-        blob = load_checkpoint(ckpt, fingerprint, device)
-        for state, saved in zip(states, blob["states"]):
-            state.load_state_dict(saved)
+def finish(state: TrainState, sides: Sides, opts: EstimateOptions, clock: Clock, *,
+           selection: Selection | None = None, run: Run | None = None) -> W1Result:
+    """Step 4: the critic `state` reports with (its best validated weights when early stopping keeps
+    the best) is final: unseal the held-out samples, evaluate, certify, and build the result."""
+    from critics import lipschitz_bound, orthogonality_error
 
-    def checkpoint():
-        if ckpt is not None:
-            save_checkpoint(ckpt, fingerprint, states, {})
-
-    run = dict(progress=progress, should_stop=should_stop, checkpoint=checkpoint)
-
-    # 3. selection (validation only; the held-out sides are still sealed)
-    t_select = time.perf_counter()
-    selection = None
-    if len(states) > 1:
-        trial = trial_steps(opts)
-        # of the budget left after setup, TRIAL_SHARE goes to the trials (equally), the rest to the winner
-        share = TRIAL_SHARE * max(deadline - t_select, 0.0) / len(states) if deadline is not None else None
-        for i, state in enumerate(states):
-            until_t = t_select + share * (i + 1) if share is not None else None  # unused time passes on
-            train(state, real_side, fake_side, opts, until=trial, pause_at=until_t, validation=True, **run)
-        records = []
-        for state in states:
-            value, bound = _certified_choice_value(state, opts, input_shape)
-            records.append(CandidateRecord(name=state.name, spec=state.critic.spec, validation=value,
-                                           lipschitz_bound=bound, steps=state.step, train_s=state.train_s,
-                                           stopped_early=state.stopped_early))
-        scored = [i for i, r in enumerate(records) if r.validation is not None]
-        winner = states[max(scored, key=lambda i: records[i].validation) if scored else 0]
-        selection = Selection(chosen=winner.name, candidates=records, trial_steps=trial)
-    else:
-        winner = states[0]
-    selection_s = time.perf_counter() - t_select if selection is not None else 0.0
-
-    # the winner continues to `steps` (with the rest of the time budget)
-    train(winner, real_side, fake_side, opts, until=opts.steps, deadline=deadline, validation=want_validation, **run)
-    if selection is not None:
-        for record, state in zip(selection.candidates, states):
-            record.steps, record.train_s = state.step, state.train_s
-    elif auto:  # one candidate for this input shape: recorded all the same
-        value, bound = _certified_choice_value(winner, opts, input_shape)
-        selection = Selection(chosen=winner.name, trial_steps=0, candidates=[CandidateRecord(
-            name=winner.name, spec=winner.critic.spec, validation=value, lipschitz_bound=bound, steps=winner.step,
-            train_s=winner.train_s, stopped_early=winner.stopped_early)])
-    train_s = time.perf_counter() - t_select
-
-    # 4. report, on the held-out samples, now unsealed
     t_eval = time.perf_counter()
-    critic = winner.critic
-    if opts.early_stopping and winner.best_state is not None:
-        critic.load_state_dict(winner.best_state)
+    if run is not None:
+        run.planned = run.position
+        objective = state.curve[-1]["objective"] if state.curve else 0.0
+        run.report(state, objective, state.last_validation, phase="evaluation")
+    critic = best_critic(state, bool(opts.early_stopping))
+    if critic is not state.critic:
+        state.critic.load_state_dict(critic.state_dict())
+        critic = state.critic
     critic.eval()
-    real_side.unseal()
-    fake_side.unseal()
-    _, fr, ff = dual_value(critic, real_side, fake_side, "heldout")
-    cert = lipschitz_bound(critic, input_shape)
-    stats = Statistics.of(fr, ff, same_heldout(real_side, fake_side), float(cert.bound), opts.confidence)
+    sides.unseal()
+    _, fr, ff = dual_value(critic, sides.real, sides.fake, "heldout")
+    cert = lipschitz_bound(critic, sides.input_shape)
+    stats = Statistics.of(fr, ff, same_heldout(sides.real, sides.fake), float(cert.bound), opts.confidence)
     fid = None
     if opts.fid:
         from training.fid import compute_fid
-        fid = compute_fid(real_side.heldout_batches(raw=True), fake_side.heldout_batches(raw=True),
-                          opts.fid_weights, device)
-    eval_s = time.perf_counter() - t_eval
-
+        fid = compute_fid(sides.real.heldout_batches(raw=True), sides.fake.heldout_batches(raw=True),
+                          opts.fid_weights, sides.device)
+    end = time.perf_counter()
+    setup_end = clock.setup_end if clock.setup_end is not None else clock.start
+    train_end = clock.train_end if clock.train_end is not None else t_eval
+    selection_s = clock.chosen - clock.setup_end if clock.chosen is not None else 0.0
     result = W1Result(
         estimate=stats.estimate, stderr=stats.stderr, ci=stats.ci, confidence=opts.confidence,
         lipschitz_bound=stats.lipschitz_bound, lipschitz_layers=[_layer_dict(layer) for layer in cert.layers],
         certified_lower_bound=stats.certified, certified_ci=stats.certified_ci,
         lower_confidence_bound=stats.lower_confidence_bound,
         orthogonality_error=float(orthogonality_error(critic)),
-        samples=SampleCounts(real_train=real_side.train_count(winner.step), real_heldout=len(fr),
-                             fake_train=fake_side.train_count(winner.step), fake_heldout=len(ff),
-                             real_validation=real_side.n_validation, fake_validation=fake_side.n_validation),
-        space=space.describe(), sources=sources, curve=[CurvePoint(**p) for p in winner.curve],
-        steps_run=winner.step, stopped_early=winner.stopped_early,
-        timings=Timings(train_s=train_s, eval_s=eval_s, total_s=time.perf_counter() - t_start,
-                        selection_s=selection_s, setup_s=t_select - t_start,
-                        steps_per_s=winner.step / winner.train_s if winner.train_s > 0 else None),
-        device=str(device), seed=opts.seed, options=opts.model_dump(mode="json"), versions=_versions(), fid=fid,
-        critic_spec=critic.spec, selection=selection, notes=stats.notes(), legend=legend(opts.confidence),
+        samples=SampleCounts(real_train=sides.real.train_count(state.step), real_heldout=len(fr),
+                             fake_train=sides.fake.train_count(state.step), fake_heldout=len(ff),
+                             real_validation=sides.real.n_validation, fake_validation=sides.fake.n_validation),
+        space=sides.space.describe(), sources=sides.sources, curve=[CurvePoint(**p) for p in state.curve],
+        steps_run=state.step, stopped_early=state.stopped_early,
+        timings=Timings(train_s=train_end - setup_end, eval_s=end - t_eval, total_s=end - clock.start,
+                        selection_s=selection_s, setup_s=setup_end - clock.start,
+                        steps_per_s=state.step / state.train_s if state.train_s > 0 else None),
+        device=str(sides.device), seed=opts.seed, options=opts.model_dump(mode="json"), versions=_versions(),
+        fid=fid, critic_spec=critic.spec, selection=selection, notes=stats.notes(), legend=legend(opts.confidence),
     )
     result._critic = critic
     return result

@@ -16,15 +16,21 @@ class Cancelled(Exception):
 
 
 class ProgressEvent(BaseModel):
-    """One progress report: `objective` is the training objective averaged since the last report,
-    `estimate` the latest validation estimate (None before the first validation)."""
+    """One progress report. `step` counts the training steps of every critic of the estimate so far
+    (with critic='auto' the candidates' trials too), so it never goes back; `total` is the number of
+    steps now expected (it shrinks when the choice or early stopping ends training sooner). `objective`
+    is the training objective averaged since the last report, `estimate` the latest validation
+    estimate (None before the first validation)."""
 
     step: int
     total: int
     objective: float
     estimate: float | None = None
     elapsed_s: float = 0.0
-    phase: str = Field("", description="The critic being trained (a candidate name with critic='auto').")
+    phase: str = Field("", description="'selection' (critic='auto' trying its candidates), 'training' "
+                       "(the chosen critic) or 'evaluation' (held-out estimate, FID).")
+    candidate: str = Field("", description="The critic being trained (a candidate name with critic='auto').")
+    candidate_step: int = Field(0, description="That critic's own training step.")
 
 
 class CurvePoint(BaseModel):

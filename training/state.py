@@ -1,7 +1,7 @@
 """Step 2a: everything a candidate critic's training has, as ONE object with state_dict() and
 load_state_dict(), and the checkpoint file that holds the states of all candidates of a run.
 
-The learning-rate schedule is a pure function of the step (training.loop.lr_at), so critic,
+The learning-rate schedule is a pure function of the step (training.loop.Schedule.lr_at), so critic,
 optimiser, batch streams, curve, objective accumulator and early-stopping state are all a resume
 needs to continue exactly the run that was never interrupted."""
 from __future__ import annotations
@@ -35,6 +35,7 @@ class TrainState:
         self.last_validation: float | None = None
         self.best_value, self.best_step, self.best_state = -float("inf"), 0, None
         self.bad_evals, self.stopped_early, self.done = 0, False, False
+        self.ended_by: str | None = None  # "steps", "early stopping" or "time budget" once done
         self.train_s = 0.0
 
     def state_dict(self) -> dict:
@@ -43,7 +44,8 @@ class TrainState:
             "obj": [self.obj_sum.detach().clone(), self.obj_count], "last_validation": self.last_validation,
             "best": {"value": self.best_value, "step": self.best_step, "state": self.best_state,
                      "bad": self.bad_evals},
-            "stopped_early": self.stopped_early, "done": self.done, "train_s": self.train_s,
+            "stopped_early": self.stopped_early, "done": self.done, "ended_by": self.ended_by,
+            "train_s": self.train_s,
             "critic": self.critic.state_dict(), "optimizer": self.optimizer.state_dict(),
             "real": self.real.state_dict(), "fake": self.fake.state_dict(), "torch_rng": torch.get_rng_state(),
         }
@@ -64,6 +66,7 @@ class TrainState:
         self.best_value, self.best_step, self.best_state, self.bad_evals = (
             best["value"], best["step"], best["state"], best["bad"])
         self.stopped_early, self.done, self.train_s = state["stopped_early"], state["done"], state["train_s"]
+        self.ended_by = state.get("ended_by")
 
 
 def save_checkpoint(path: Path, fingerprint: str, states: list[TrainState], extra: dict) -> None:
