@@ -14,10 +14,16 @@ import numpy as np
 import torch
 
 
+def same_indices(real, fake, part: str) -> bool:
+    """Whether both finite sides use the same indices for `part` ('heldout', 'validation'): the samples
+    may then be paired (fake = g(real)), and stderr must allow for it."""
+    a, b = getattr(real, part), getattr(fake, part)
+    return a is not None and b is not None and len(a) == len(b) and bool(torch.equal(a, b))
+
+
 def same_heldout(real, fake) -> bool:
     """Whether both finite sides were evaluated on the same indices (possibly paired samples)."""
-    return (real.heldout is not None and fake.heldout is not None and len(real.heldout) == len(fake.heldout)
-            and bool(torch.equal(real.heldout, fake.heldout)))
+    return same_indices(real, fake, "heldout")
 
 
 def stderr(fr: np.ndarray, ff: np.ndarray, paired: bool) -> float:
