@@ -84,7 +84,8 @@ def _field_options(func):
 def _preset_default(name: str) -> str:
     """'[default: 2000; paper preset: 25600]': the value each preset gives an unset option."""
     values = {preset: PRESETS[preset][name] for preset in PRESETS}
-    shown = {k: ("the critic's own" if v is None else str(v).lower() if isinstance(v, bool) else v)
+    shown = {k: ("the critic's own" if v is None else str(v).lower() if isinstance(v, bool)
+                 else "0 = none" if name == "time_budget_s" and v == 0 else f"{v:g}" if isinstance(v, float) else v)
              for k, v in values.items()}
     if len(set(map(str, shown.values()))) == 1:
         return f" [default: {shown['default']}]"

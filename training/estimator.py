@@ -37,7 +37,7 @@ import torch
 from training.data import HeldOutSealed, Sides, open_sides, pick_device, wants_validation
 from training.loop import Run, Schedule, best_critic, dual_value, new_state, train
 from training.options import EstimateOptions
-from training.report import Statistics, legend, same_heldout
+from training.report import Statistics, legend, same_heldout, training_notes
 from training.result import CurvePoint, ProgressEvent, SampleCounts, Selection, Timings, W1Result
 from training.selection import candidates, choose, selection_record
 from training.state import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
@@ -185,7 +185,8 @@ def finish(state: TrainState, sides: Sides, opts: EstimateOptions, clock: Clock,
                         selection_s=selection_s, setup_s=setup_end - clock.start,
                         steps_per_s=state.step / state.train_s if state.train_s > 0 else None),
         device=str(sides.device), seed=opts.seed, options=opts.model_dump(mode="json"), versions=_versions(),
-        fid=fid, critic_spec=critic.spec, selection=selection, notes=stats.notes(), legend=legend(opts.confidence),
+        fid=fid, critic_spec=critic.spec, selection=selection, legend=legend(opts.confidence),
+        notes=stats.notes() + training_notes(state.step, state.ended_by, opts, selection),
     )
     result._critic = critic
     return result

@@ -85,6 +85,30 @@ class Statistics:
         return notes
 
 
+# Fewer steps than this (without early stopping having ended training) and a critic has barely trained:
+# the default schedule needs about 100-200 steps to come within 1 % of its final value on the
+# known-answer cases (training.options).
+BARELY_TRAINED_STEPS = 200
+
+
+def training_notes(steps_run: int, ended_by: str | None, opts, selection=None) -> list[str]:
+    """Warnings about how training ended: the time budget bound it, or the critic barely trained."""
+    notes = []
+    few = steps_run < BARELY_TRAINED_STEPS and ended_by != "early stopping"
+    if ended_by == "time budget":
+        notes.append(f"The time budget ({opts.time_budget_s:g} s; --time, time_budget_s) ended training at step "
+                     f"{steps_run} of {opts.steps}" + (": the critic barely trained, so the bound is likely far "
+                                                      "below W1" if few else ": a longer run may give a tighter bound")
+                     + " (a valid lower bound all the same). Raise the budget for a tighter one.")
+    elif few:
+        notes.append(f"The critic trained only {steps_run} steps: it barely trained, so the bound is likely far "
+                     "below W1 (a valid lower bound all the same); more steps give a tighter one.")
+    if selection is not None and "time budget" in selection.reason:
+        notes.append(f"The time budget ended the candidates' trials at step {selection.decided_at_step}: "
+                     f"{selection.chosen} was chosen on what the validation split showed by then.")
+    return notes
+
+
 def legend(confidence: float) -> dict[str, str]:
     """What each reported number is, in words (stored in the JSON beside the numbers)."""
     pct = f"{confidence:.0%}"

@@ -228,3 +228,17 @@ def test_auto_resumes_after_the_choice_exactly(scaled_digits, tmp_path):
     assert resumed.selection == full.selection.model_copy(update={"candidates": resumed.selection.candidates})
     assert [c.validation for c in resumed.selection.candidates] == [c.validation for c in full.selection.candidates]
     assert resumed.estimate == full.estimate and resumed.steps_run == full.steps_run
+
+
+def test_the_result_says_when_the_budget_bound_it_and_when_the_critic_barely_trained(scaled_digits):
+    bound = estimate_w1(*scaled_digits, critic="fc", width=32, steps=10**6, eval_every=50, time_budget_s=1.0)
+    notes = " ".join(bound.notes)
+    assert f"The time budget (1 s; --time, time_budget_s) ended training at step {bound.steps_run} of 1000000" in notes
+    assert ("barely trained" in notes) == (bound.steps_run < 200)
+    short = estimate_w1(*scaled_digits, critic="fc", width=32, steps=30, eval_every=10)
+    assert any("trained only 30 steps" in n for n in short.notes)
+    assert not any("time budget" in n for n in short.notes)
+    done = estimate_w1(*scaled_digits, critic="fc", width=32, steps=250, eval_every=50)
+    assert not any("trained only" in n or "time budget" in n for n in done.notes)
+    assert EstimateOptions().resolved().time_budget_s == 600  # the default estimate is bounded
+    assert EstimateOptions(preset="paper").resolved().time_budget_s == 0  # the paper's protocol is not
