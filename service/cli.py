@@ -9,6 +9,7 @@ import click
 # command name -> "module:attribute" of a click command
 COMMANDS = {
     "estimate": "training.cli:estimate",
+    "series": "training.series_cli:series",
     "serve": "service.server_cli:serve",
     "worker": "service.server_cli:worker",
     "keys": "service.server_cli:keys",
@@ -23,6 +24,7 @@ COMMANDS = {
 # one line each for `w1 --help`, so listing the commands imports none of them
 SUMMARIES = {
     "estimate": "Estimate W1 between two sample sources, here (trains a critic).",
+    "series": "W1 of every checkpoint of a model against one real set, here (warm-started critics).",
     "serve": "Run the API, the reconciler and local workers.",
     "worker": "Run one worker taking jobs from the broker.",
     "keys": "Create, list and revoke API keys.",

@@ -8,6 +8,11 @@ import importlib
 
 _HOME = {
     "estimate_w1": "training.estimator",
+    "estimate_series": "training.series",
+    "WarmStart": "training.series",
+    "W1Monitor": "training.monitor",
+    "SeriesResult": "training.series_result",
+    "SeriesItem": "training.series_result",
     "EstimateOptions": "training.options",
     "W1Result": "training.result",
     "ProgressEvent": "training.result",

@@ -115,33 +115,46 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def estimate_options(func):
+    """The estimator's options as click options (shared by `w1 estimate` and `w1 series`)."""
+    decorators = [
+        click.option("--options", "options_file", type=click.Path(dir_okay=False),
+                     help="JSON file of EstimateOptions; command-line options override it."),
+        _field_options,
+        click.option("--holdout", type=str, default=None,
+                     help=EstimateOptions.model_fields["holdout"].description + _preset_default("holdout")),
+        click.option("--validation", type=str, default=None,
+                     help=EstimateOptions.model_fields["validation"].description + _preset_default("validation")),
+        click.option("--critic-option", "critic_option", multiple=True, metavar="KEY=VALUE",
+                     help="Extra critic option (repeatable); VALUE is parsed as JSON when it can be, e.g. depth=2."),
+        click.option("--range", "value_range", default=None, metavar="LOW,HIGH",
+                     help="Pixel range of the input space, or 'none' to keep values as they are [default: -1,1]."),
+        click.option("--size", default=None, metavar="H[,W]",
+                     help="Image size of the input space [default: the real side's]."),
+        click.option("--channels", type=click.Choice(["1", "3"]), default=None,
+                     help="Channels of the input space [default: the real side's]."),
+        click.option("--resize", type=click.Choice(["none", "nearest", "bilinear", "area"]), default=None,
+                     help="How a side whose size differs is resized [default: none = error]."),
+        click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+                     help="Checkpoint here every --checkpoint-every steps; resume from a checkpoint found here."),
+        click.option("--allow-torchscript", is_flag=True,
+                     help="Allow TorchScript generators (they run arbitrary code)."),
+        click.option("--fid", "fid_mode", type=click.Choice(["on", "off", "auto"]), default="off",
+                     metavar="[=on|auto|off]",
+                     help="Also compute FID (pytorch-fid's Inception; needs pip install 'w1-service[fid]' and the "
+                          "weights on disk, never downloaded). --fid fails (exit 2) when FID is unavailable; "
+                          "--fid=auto skips it silently. [default: off]"),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
 @click.command("estimate", cls=_Command, epilog=SOURCES_HELP,
                context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("real")
 @click.argument("fake")
-@click.option("--options", "options_file", type=click.Path(dir_okay=False),
-              help="JSON file of EstimateOptions; command-line options override it.")
-@_field_options
-@click.option("--holdout", type=str, default=None,
-              help=EstimateOptions.model_fields["holdout"].description + _preset_default("holdout"))
-@click.option("--validation", type=str, default=None,
-              help=EstimateOptions.model_fields["validation"].description + _preset_default("validation"))
-@click.option("--critic-option", "critic_option", multiple=True, metavar="KEY=VALUE",
-              help="Extra critic option (repeatable); VALUE is parsed as JSON when it can be, e.g. depth=2.")
-@click.option("--range", "value_range", default=None, metavar="LOW,HIGH",
-              help="Pixel range of the input space, or 'none' to keep values as they are [default: -1,1].")
-@click.option("--size", default=None, metavar="H[,W]", help="Image size of the input space [default: the real side's].")
-@click.option("--channels", type=click.Choice(["1", "3"]), default=None,
-              help="Channels of the input space [default: the real side's].")
-@click.option("--resize", type=click.Choice(["none", "nearest", "bilinear", "area"]), default=None,
-              help="How a side whose size differs is resized [default: none = error].")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
-              help="Checkpoint here every --checkpoint-every steps; resume from a checkpoint found here.")
-@click.option("--allow-torchscript", is_flag=True, help="Allow TorchScript generators (they run arbitrary code).")
-@click.option("--fid", "fid_mode", type=click.Choice(["on", "off", "auto"]), default="off", metavar="[=on|auto|off]",
-              help="Also compute FID (pytorch-fid's Inception; needs pip install 'w1-service[fid]' and the "
-                   "weights on disk, never downloaded). --fid fails (exit 2) when FID is unavailable; "
-                   "--fid=auto skips it silently. [default: off]")
+@estimate_options
 @click.option("--json", "json_out", default=None, metavar="[=FILE]",
               help="Write the result as JSON: --json alone to stdout, --json=FILE to FILE.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the training curve as a PNG.")
@@ -215,12 +228,10 @@ def _space(base: dict, value_range, size, channels, resize) -> dict:
     return space
 
 
-def _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
-         allow_torchscript, fid_mode, json_out, plot, quiet, fields):
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    err = Console(stderr=True)
+def build_options(options_file, critic_option, value_range, size, channels, resize, fid_mode, fields,
+                  ) -> tuple[EstimateOptions, str]:
+    """EstimateOptions from the command line (shared by `w1 estimate` and `w1 series`), and the FID mode
+    (an options file asking for FID turns it on; --fid=auto drops FID where it is unavailable)."""
     base: dict = {}
     if options_file:
         try:
@@ -256,6 +267,17 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
             options = options.model_copy(update={"fid": False})
         elif why:
             raise FIDUnavailable(f"{why}; or use --fid=auto to skip FID when it is unavailable")
+    return options, fid_mode
+
+
+def _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
+         allow_torchscript, fid_mode, json_out, plot, quiet, fields):
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    err = Console(stderr=True)
+    options, fid_mode = build_options(options_file, critic_option, value_range, size, channels, resize, fid_mode,
+                                      fields)
     resolved = options.resolved()
     json_to_stdout = json_out == "-"
     out = err if json_to_stdout else Console()

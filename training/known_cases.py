@@ -90,7 +90,20 @@ def train_small_gan(images01: np.ndarray, checkpoints: tuple[int, ...] = (200,),
     """Samples of a small GAN (MLP generator with an 8-d latent, non-saturating loss, Adam) trained on
     images in [0, 1], taken after each number of steps in `checkpoints`: models of different quality
     for the mixture identity (which holds for any Q) and for ranking checkpoints in the benchmark.
-    Seconds on a CPU at 8x8 to 16x16."""
+    Seconds on a CPU at 8x8 to 16x16. The same latents for every checkpoint."""
+    import torch
+
+    generators = small_gan_generators(images01, checkpoints, seed)
+    z = torch.randn(samples, 8, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        return {step: gen(z).numpy() for step, gen in generators.items()}
+
+
+def small_gan_generators(images01: np.ndarray, checkpoints: tuple[int, ...] = (200,), seed: int = 0) -> dict:
+    """The generator of train_small_gan (latent: 8 normal numbers -> images in [0, 1]) as it was after each
+    number of steps in `checkpoints`: {step: nn.Module in eval mode} (copies taken along one run)."""
+    import copy
+
     import torch
 
     torch.manual_seed(seed)
@@ -117,7 +130,5 @@ def train_small_gan(images01: np.ndarray, checkpoints: tuple[int, ...] = (200,),
         loss_g.backward()
         opt_g.step()
         if step in checkpoints:
-            with torch.no_grad():
-                z = torch.randn(samples, 8, generator=torch.Generator().manual_seed(seed + 1))
-                out[step] = gen(z).numpy()
+            out[step] = copy.deepcopy(gen).eval()
     return out

@@ -45,3 +45,46 @@ def plot_curve(result: Any, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_series(series: Any, path: str | Path) -> None:
+    """W1 over checkpoints: the lower confidence bound (the headline) and the certified interval as a
+    band around the certified value, against the checkpoint step (the item's position when steps are
+    not given); markers say how each item's critic started. `series`: a SeriesResult or its JSON dict."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from training.series_result import SeriesResult
+
+    data = series if isinstance(series, SeriesResult) else SeriesResult.model_validate(series)
+    items = data.items
+    by_step = bool(items) and all(it.step is not None for it in items)
+    x = [it.step if by_step else it.index for it in items]
+    pct = f"{data.confidence:.0%}"
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if items:
+        ax.fill_between(x, [it.certified_ci[0] for it in items], [it.certified_ci[1] for it in items],
+                        color="C0", alpha=0.18, label=f"certified {pct} interval")
+        ax.plot(x, [it.certified_lower_bound for it in items], color="C0", lw=1, ls="--",
+                label="certified lower bound (point estimate)")
+        ax.plot(x, [it.lower_confidence_bound for it in items], color="C1", lw=2,
+                label=f"W1 ≥ ({pct} lower confidence bound)")
+        for start, marker in (("cold", "s"), ("warm", "o"), ("fallback", "^")):
+            pts = [(xi, it.lower_confidence_bound) for xi, it in zip(x, items) if it.start == start]
+            if pts:
+                ax.plot(*zip(*pts), marker, color="C1", ms=5, ls="none", label=f"{start} start")
+    if not by_step:
+        ax.set_xticks(x, [it.label for it in items], rotation=30, ha="right", fontsize=8)
+    ax.set_xlabel("checkpoint step" if by_step else "checkpoint")
+    ax.set_ylabel("W1")
+    ax.set_ylim(bottom=0)
+    title = data.title()
+    if data.critic:
+        warm = sum(it.start == "warm" for it in items)
+        title += f"\ncritic: {data.critic}, {warm} of {len(items)} items warm-started"
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

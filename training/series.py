@@ -1,0 +1,343 @@
+"""Checkpoint series (issue 13): W1 of one real set against many checkpoints of one model, each item's
+critic warm-started from the previous item's.
+
+The estimator's steps (training.estimator) run per item:
+- the real source is opened once and split by `open_sides` the same way for every item (the split is a
+  function of the seed, the sample count and the split options), so no critic of the series ever trains
+  on a real held-out or validation sample; each fake gets its own split and the carried critic trains on
+  the new fake's training split only; held-out sides are sealed until the item's critic is final;
+- the first item is a cold estimate: critic="auto" races its candidates on the first item's validation
+  split and the family it chooses is kept for the series (`SeriesResult.critic_choice` says so);
+- a later item starts from the previous item's final critic and trains with `WarmStart`'s schedule; a
+  short cold trial of the same family trains beside it, and when the cold trial validates higher the
+  item falls back to a cold start (the trial's critic continues with the estimate's own schedule).
+
+With `checkpoint_dir` a series checkpoints during every item and after it (`series.pt`: the finished
+items and the carried critic), so a killed run resumes at its current item with the carried critic."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from training.data import open_for_space, open_sides, wants_validation
+from training.estimator import Clock, _check, finish
+from training.loop import Run, Schedule, new_state, train, validate
+from training.options import EstimateOptions
+from training.report import same_indices
+from training.selection import Candidate, candidates, choose, score, selection_record
+from training.series_result import SeriesEvent, SeriesItem, SeriesResult
+from training.state import TrainState, load_checkpoint, save_checkpoint
+
+SERIES_CHECKPOINT = "series.pt"
+SERIES_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """How a warm-started item trains. The carried critic is already near the optimum of a nearby fake,
+    so it gets a low constant rate, a short horizon and quick early stopping (the cold schedule's high
+    rate undoes what it carries: measured in bench/results/series_design_*.md). `carry_optimizer` keeps
+    Adam's moment estimates; `validate_carried` validates the carried critic before it trains (so it is
+    kept when training on the new fake does not improve it); `cold_trial_steps` is the cold trial the
+    warm critic must validate above (0: none, the warm critic is always kept)."""
+
+    lr: float = 3e-4
+    lr_schedule: str = "constant"
+    steps: int = 300
+    eval_every: int = 50
+    patience: int = 2
+    carry_optimizer: bool = True
+    validate_carried: bool = True
+    cold_trial_steps: int = 100
+
+    def schedule(self, opts: EstimateOptions, max_steps: int | None = None) -> Schedule:
+        steps = self.steps if max_steps is None else max(1, min(self.steps, max_steps))
+        return dataclasses.replace(Schedule.of(opts), lr=self.lr, lr_schedule=self.lr_schedule, steps=steps,
+                                   eval_every=min(self.eval_every, steps), patience=self.patience, early_stopping=True)
+
+
+@dataclasses.dataclass
+class Carry:
+    """What passes from one item to the next: the family and its final critic and optimiser state."""
+
+    candidate: Candidate
+    critic: dict
+    optimizer: dict
+
+
+def steps_from_names(names: Sequence[str]) -> list[int]:
+    """Checkpoint steps from file names: the last number in each name's stem (ckpt_012000.onnx -> 12000)."""
+    steps = []
+    for name in names:
+        stem = Path(str(name).split("?")[0].rstrip("/")).name.split(".")[0]
+        numbers = re.findall(r"\d+", stem)
+        if not numbers:
+            raise ValueError(f"{name}: no step number in the file name (expected e.g. ckpt_012000.onnx)")
+        steps.append(int(numbers[-1]))
+    return steps
+
+
+def default_label(fake, index: int) -> str:
+    if isinstance(fake, (str, Path)):
+        text = str(fake)
+        return Path(text.split("?")[0].split(":", 1)[-1].rstrip("/")).name or text
+    if hasattr(fake, "describe") and hasattr(fake, "label"):
+        return str(fake.label)
+    return f"item {index}"
+
+
+class SeriesRunner:
+    """Runs the items of a series in order against one real source, carrying the critic (estimate_series
+    and W1Monitor drive it). `items`, `carry` and `selection` are the series so far."""
+
+    def __init__(self, real, options: EstimateOptions | dict | None = None, *, warm: WarmStart | None = WarmStart(),
+                 progress: Callable[[SeriesEvent], None] | None = None, should_stop: Callable[[], bool] | None = None,
+                 checkpoint_dir=None, latent=None, dist=None, output_range=None, size: int = 0, **overrides):
+        self.given = EstimateOptions.build(options, **overrides)
+        self.opts = self.given.resolved()
+        _check(self.opts)
+        self.real = open_for_space(real, self.opts.space)
+        self.warm, self.progress, self.should_stop, self.size = warm, progress, should_stop, size
+        self.generator = dict(latent=latent, dist=dist, output_range=output_range)
+        self.dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.items: list[SeriesItem] = []
+        self.carry: Carry | None = None
+        self.selection = None
+        self.t0 = time.perf_counter()
+        if self.dir is not None and (self.dir / SERIES_CHECKPOINT).exists():
+            self._resume()
+
+    # ---- one item ----
+    def run_item(self, fake, label: str, step: int | None = None, *, max_steps: int | None = None,
+                 time_budget_s: float | None = None) -> SeriesItem:
+        """Estimate W1(real, fake) as the next item. `max_steps` / `time_budget_s` bound a warm item's
+        training (W1Monitor's cost per update); the first item is a full cold estimate."""
+        index = len(self.items)
+        self._emit(SeriesEvent(kind="started", index=index, label=label, items=self.size))
+        clock = Clock()
+        opts = self.opts
+        budget = time_budget_s if time_budget_s is not None else opts.time_budget_s
+        deadline = clock.start + budget if budget else None
+        sides = open_sides(self.real, fake, opts, **(self.generator if callable(fake) else {}))
+        run = Run(self._forward(index, label), self.should_stop, planned=opts.steps)
+        item_dir = self.dir / f"item-{index}" if self.dir is not None else None
+        clock.setup_end = time.perf_counter()
+        if self.carry is None:
+            state, trained, info = self._first(sides, run, deadline, item_dir)
+        elif self.warm is None:
+            state, trained, info = self._cold(sides, run, deadline, item_dir)
+        else:
+            state, trained, info = self._warm(sides, run, deadline, item_dir, max_steps)
+        clock.train_end = time.perf_counter()
+        result = finish(state, sides, opts, clock, selection=self.selection if index == 0 else None, run=run)
+        if index > 0:
+            result.notes = _item_notes(result.notes, state, opts, info)
+        self.carry = Carry(self.carry.candidate if self.carry else self._chosen, state.critic.state_dict(),
+                           state.optimizer.state_dict())
+        item = SeriesItem(
+            index=index, label=label, step=step, lower_confidence_bound=result.lower_confidence_bound,
+            certified_lower_bound=result.certified_lower_bound, certified_ci=result.certified_ci,
+            certified_stderr=result.stderr / result.lipschitz_bound, estimate=result.estimate, stderr=result.stderr,
+            lipschitz_bound=result.lipschitz_bound, steps_run=state.step, train_steps=trained,
+            train_s=result.timings.train_s, total_s=result.timings.total_s, result=result, **info)
+        self.items.append(item)
+        self._save(item_dir)
+        self._emit(SeriesEvent(kind="finished", index=index, label=label, items=self.size, item=item))
+        return item
+
+    def _first(self, sides, run: Run, deadline, item_dir):
+        """A cold estimate as estimate_w1 runs it; critic='auto' chooses the family here, once."""
+        opts = self.opts
+        cands = candidates(self.given, opts, sides.input_shape)
+        states = [new_state(c, sides, opts) for c in cands]
+        run.states = states
+        self._checkpointing(item_dir, sides, run)
+        winner = choose(states, sides, opts, run, deadline=deadline)
+        train(winner, sides, Schedule.of(opts), until=opts.steps, deadline=deadline,
+              validation=wants_validation(opts), run=run)
+        if opts.critic == "auto":
+            self.selection = selection_record(states, winner, sides, opts, run)
+        self._chosen = cands[states.index(winner)]
+        return winner, run.position, {"start": "cold", "decision": "first item: a cold estimate"}
+
+    def _cold(self, sides, run: Run, deadline, item_dir):
+        """warm_start=False: a cold estimate of the series' family (no new choice)."""
+        opts = self.opts
+        state = new_state(self.carry.candidate, sides, opts)
+        run.states = [state]
+        self._checkpointing(item_dir, sides, run)
+        train(state, sides, Schedule.of(opts), until=opts.steps, deadline=deadline,
+              validation=wants_validation(opts), run=run)
+        return state, run.position, {"start": "cold", "decision": "warm start off: a cold estimate"}
+
+    def _warm(self, sides, run: Run, deadline, item_dir, max_steps: int | None):
+        """The carried critic trains with the warm schedule, a cold trial of the family beside it; the
+        higher certified validation value decides (held-out sides stay sealed throughout)."""
+        opts, ws, carry = self.opts, self.warm, self.carry
+        warm = new_state(carry.candidate, sides, opts, critic_state=carry.critic,
+                         optimizer_state=carry.optimizer if ws.carry_optimizer else None)
+        cold = new_state(carry.candidate, sides, opts)
+        warm.name, cold.name = "warm", "cold"
+        run.states = [warm, cold]
+        run.planned = ws.steps + ws.cold_trial_steps
+        self._checkpointing(item_dir, sides, run)
+        schedule = ws.schedule(opts, max_steps)
+        trial = min(ws.cold_trial_steps, opts.steps, max_steps if max_steps is not None else opts.steps)
+        if ws.validate_carried and warm.step == 0 and warm.best_state is None:
+            validate(warm, sides, schedule)  # the carried critic as it is: the warm run keeps it unless it improves
+        train(warm, sides, schedule, until=schedule.steps, deadline=deadline, validation=True, run=run)
+        if trial == 0:  # no cold trial: the warm critic is kept
+            return warm, run.position, {"start": "warm", "decision": "warm start (no cold trial)"}
+        train(cold, sides, Schedule.of(opts), until=trial, deadline=deadline, validation=True, run=run)
+        w, c = score(warm, sides, opts), score(cold, sides, opts)
+        lead = w.lead(c, same_indices(sides.real, sides.fake, "validation"))
+        info = {"warm_validation": w.value, "cold_trial_validation": c.value, "lead_se": lead}
+        if c.value <= w.value:
+            return warm, run.position, {**info, "start": "warm", "decision": (
+                f"warm start kept: validation {w.value:.4g} vs the {cold.step}-step cold trial's {c.value:.4g} "
+                f"(lead {lead:+.1f} s.e.)")}
+        until = opts.steps if max_steps is None else min(opts.steps, max(max_steps, cold.step))
+        run.planned = run.position + until - cold.step
+        train(cold, sides, Schedule.of(opts), until=until, deadline=deadline, validation=wants_validation(opts), run=run)
+        return cold, run.position, {**info, "start": "fallback", "decision": (
+            f"fell back to a cold start: the warm critic validated {w.value:.4g}, below the {trial}-step cold "
+            f"trial's {c.value:.4g} ({lead:+.1f} s.e.)")}
+
+    # ---- progress and checkpoints ----
+    def _forward(self, index: int, label: str):
+        if self.progress is None:
+            return None
+        return lambda event: self._emit(SeriesEvent(kind="training", index=index, label=label, items=self.size,
+                                                    progress=event))
+
+    def _emit(self, event: SeriesEvent) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+    def _fingerprint(self, sides=None) -> str:
+        from training.estimator import _fingerprint
+        warm = dataclasses.asdict(self.warm) if self.warm is not None else None
+        return _fingerprint(self.opts, {"real": self.real.describe(), "warm": warm,
+                                        **({"fake": sides.sources["fake"]} if sides is not None else {})})
+
+    def _checkpointing(self, item_dir: Path | None, sides, run: Run) -> None:
+        """Resume this item's critics from its checkpoint when there is one; save them as they train."""
+        if item_dir is None:
+            return
+        path, fingerprint = item_dir / "checkpoint.pt", self._fingerprint(sides)
+        if path.exists():
+            blob = load_checkpoint(path, fingerprint, sides.device)
+            for state, saved in zip(run.states, blob["states"]):
+                state.load_state_dict(saved)
+            run.extra.update(blob["extra"])
+        run.checkpoint = lambda: save_checkpoint(path, fingerprint, list(run.states), run.extra)
+
+    def _save(self, item_dir: Path | None) -> None:
+        """After an item: the finished items and the carried critic, atomically; the item's own
+        checkpoint is no longer needed."""
+        if self.dir is None:
+            return
+        blob = {"version": SERIES_VERSION, "fingerprint": self._fingerprint(),
+                "items": [item.model_dump_json() for item in self.items],
+                "selection": self.selection.model_dump_json() if self.selection is not None else None,
+                "carry": {"candidate": self.carry.candidate.spec(), "critic": self.carry.critic,
+                          "optimizer": self.carry.optimizer}}
+        path = self.dir / SERIES_CHECKPOINT
+        tmp = path.with_name(f"{path.name}.{time.monotonic_ns()}.tmp")
+        torch.save(blob, tmp)
+        tmp.replace(path)
+        if item_dir is not None:
+            shutil.rmtree(item_dir, ignore_errors=True)
+
+    def _resume(self) -> None:
+        from training.result import Selection
+
+        path = self.dir / SERIES_CHECKPOINT
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+            raise ValueError(f"cannot read series checkpoint {path}: {exc}") from None
+        if blob.get("version") != SERIES_VERSION or blob.get("fingerprint") != self._fingerprint():
+            raise ValueError(f"series checkpoint {path} belongs to a series with other options or real samples; "
+                             "use another checkpoint directory or delete it")
+        self.items = [SeriesItem.model_validate_json(text) for text in blob["items"]]
+        self.selection = Selection.model_validate_json(blob["selection"]) if blob["selection"] else None
+        carry = blob["carry"]
+        self.carry = Carry(Candidate(**carry["candidate"]), carry["critic"], carry["optimizer"])
+
+    def result(self) -> SeriesResult:
+        first = self.items[0].result if self.items else None
+        family = self.carry.candidate.name if self.carry is not None else ""
+        if self.opts.critic == "auto" and self.selection is not None:
+            choice = (f"critic='auto' chose {family} on the first item's validation split "
+                      f"({self.selection.reason}); the family is kept for every item of the series")
+        else:
+            choice = f"{family}, as named in the options" if family else ""
+        return SeriesResult(
+            items=list(self.items), critic=family, critic_choice=choice, selection=self.selection,
+            warm_start=dataclasses.asdict(self.warm) if self.warm is not None else None,
+            space=first.space if first else {}, confidence=self.opts.confidence,
+            total_s=time.perf_counter() - self.t0, notes=_series_notes(self.items))
+
+
+def _item_notes(notes: list[str], state: TrainState, opts: EstimateOptions, info: dict) -> list[str]:
+    """A warm item (or a later cold one) trains fewer steps on purpose: the estimate's 'barely trained'
+    note does not apply to a critic that started warm; what started it is said instead."""
+    from training.report import training_notes
+
+    if info["start"] == "warm":
+        wrong = set(training_notes(state.step, state.ended_by, opts))
+        notes = [n for n in notes if n not in wrong]
+        if state.ended_by == "time budget":
+            notes.append(f"The time budget ended the warm critic's training at step {state.step}.")
+    return notes + [info["decision"]]
+
+
+def _series_notes(items: list[SeriesItem]) -> list[str]:
+    notes = []
+    fallbacks = [it.label for it in items if it.start == "fallback"]
+    if fallbacks:
+        notes.append(f"{len(fallbacks)} item(s) fell back to a cold start (their warm critic validated below a "
+                     f"short cold trial): {', '.join(fallbacks)}")
+    steps = [it.step for it in items if it.step is not None]
+    if steps and steps != sorted(steps):
+        notes.append("The checkpoint steps are not in increasing order; each item started from the one before "
+                     "it in the order given.")
+    return notes
+
+
+def estimate_series(real, fakes: Sequence, labels: Sequence[str] | None = None, steps: Sequence[int] | None = None,
+                    options: EstimateOptions | dict | None = None, warm_start: bool | WarmStart = True,
+                    progress: Callable[[SeriesEvent], None] | None = None, *,
+                    should_stop: Callable[[], bool] | None = None, checkpoint_dir=None, latent=None, dist=None,
+                    output_range=None, **overrides) -> SeriesResult:
+    """W1(real, fake) for every fake of a series (checkpoints of one model, in training order).
+
+    `fakes`: a list of anything estimate_w1 accepts (arrays, folders, archives, ONNX generators,
+    nn.Modules, callables); `labels` name them (default: file names); `steps` are the checkpoints'
+    training steps (the x axis of the curve; see steps_from_names). The critic's own training steps
+    are an option: options={"steps": 2000}. `warm_start`: True (WarmStart()), a WarmStart, or False
+    (every item cold, the family kept). `progress(SeriesEvent)` reports item starts, training progress
+    and finished items. With `checkpoint_dir` the series checkpoints and resumes."""
+    if isinstance(fakes, (str, Path)) or hasattr(fakes, "shape") or not isinstance(fakes, Sequence):
+        raise TypeError("fakes must be a list of sources (one per checkpoint), e.g. [arr1, arr2] or paths")
+    if isinstance(steps, int):
+        raise TypeError("steps= are the checkpoints' training steps, one per fake; the critic's training steps "
+                        "go in the options: options={'steps': N}")
+    labels = list(labels) if labels is not None else [default_label(f, i) for i, f in enumerate(fakes)]
+    for name, given in (("labels", labels), ("steps", steps)):
+        if given is not None and len(given) != len(fakes):
+            raise ValueError(f"{len(given)} {name} for {len(fakes)} fakes")
+    warm = WarmStart() if warm_start is True else (warm_start or None)
+    runner = SeriesRunner(real, options, warm=warm, progress=progress, should_stop=should_stop,
+                          checkpoint_dir=checkpoint_dir, latent=latent, dist=dist, output_range=output_range,
+                          size=len(fakes), **overrides)
+    for index in range(len(runner.items), len(fakes)):  # resumed: the finished items are there already
+        runner.run_item(fakes[index], labels[index], None if steps is None else int(steps[index]))
+    return runner.result()

@@ -1,0 +1,145 @@
+"""What a checkpoint series returns: one W1Result per item and the series view (the curve a researcher
+tracks over a run). Plain pydantic models, torch-free, so the service and its clients read them too."""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.result import ProgressEvent, Selection, W1Result, describe_space
+
+START = {
+    "cold": "cold start (a fresh critic, the estimate's own schedule)",
+    "warm": "warm start (the previous item's critic, trained on with the warm schedule)",
+    "fallback": "cold start after the warm start validated worse than a short cold trial",
+}
+
+CSV_COLUMNS = ("index", "label", "step", "start", "lower_confidence_bound", "certified_lower_bound",
+               "certified_ci_low", "certified_ci_high", "certified_stderr", "estimate", "stderr", "lipschitz_bound",
+               "steps_run", "train_steps", "train_s", "total_s")
+
+
+class SeriesItem(BaseModel):
+    """One checkpoint of a series: its numbers (the same as its W1Result's), how its critic started, and
+    the evidence for that (the warm and the cold trial's certified validation values)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    label: str
+    step: int | None = Field(None, description="The checkpoint's training step, when given.")
+    start: Literal["cold", "warm", "fallback"] = Field(description=" / ".join(f"{k}: {v}" for k, v in START.items()))
+    lower_confidence_bound: float = Field(description="W1 >= this with the series' confidence (one-sided).")
+    certified_lower_bound: float
+    certified_ci: tuple[float, float]
+    certified_stderr: float = Field(description="Standard error of certified_lower_bound (stderr / L).")
+    estimate: float
+    stderr: float
+    lipschitz_bound: float
+    steps_run: int = Field(description="Training steps of the critic this item reports with, on this item.")
+    train_steps: int = Field(description="Every training step this item ran: auto's trials, the cold trial.")
+    train_s: float
+    total_s: float
+    warm_validation: float | None = Field(None, description="Certified validation value of the warm-started "
+                                          "critic (best of its evaluations, the carried critic's included).")
+    cold_trial_validation: float | None = Field(None, description="Certified validation value of the short cold "
+                                                "trial it was compared with.")
+    lead_se: float | None = Field(None, description="The warm critic's lead over the cold trial in standard "
+                                  "errors of their paired validation difference (negative: behind).")
+    decision: str = ""
+    result: W1Result
+
+    @property
+    def warm_started(self) -> bool:
+        return self.start == "warm"
+
+    def csv_row(self) -> dict[str, Any]:
+        lo, hi = self.certified_ci
+        row = self.model_dump(include=set(CSV_COLUMNS))
+        return {**row, "certified_ci_low": lo, "certified_ci_high": hi, "step": self.step if self.step is not None else ""}
+
+
+class SeriesResult(BaseModel):
+    """W1 over the checkpoints of one model against one real set. `items` in the order they ran (a warm
+    start carries each critic to the next item); `critic_choice` says which critic family ran the series
+    and why (critic='auto' chooses once, on the first item's validation split)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[SeriesItem] = Field(default_factory=list)
+    critic: str = Field(description="The critic family every item used.")
+    critic_choice: str = ""
+    selection: Selection | None = Field(None, description="How critic='auto' chose on the first item.")
+    warm_start: dict[str, Any] | None = Field(None, description="The warm schedule (None: every item cold).")
+    space: dict[str, Any] = Field(default_factory=dict)
+    confidence: float = 0.95
+    total_s: float = 0.0
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def results(self) -> list[W1Result]:
+        return [item.result for item in self.items]
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return self.model_dump_json(indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "SeriesResult":
+        return cls.model_validate_json(text)
+
+    def csv_text(self) -> str:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for item in self.items:
+            writer.writerow(item.csv_row())
+        return out.getvalue()
+
+    def title(self) -> str:
+        return f"W1 over checkpoints — space: {describe_space(self.space)}" if self.space else "W1 over checkpoints"
+
+
+class SeriesEvent(BaseModel):
+    """A report while a series runs: an item started, trained (`progress`: its estimate's ProgressEvent)
+    or finished (`item`)."""
+
+    kind: Literal["started", "training", "finished"]
+    index: int
+    label: str
+    items: int = Field(description="How many items the series has (0 when open-ended, as for W1Monitor).")
+    progress: ProgressEvent | None = None
+    item: SeriesItem | None = None
+
+
+def series_rows(items: list[SeriesItem] | list[dict], confidence: float = 0.95) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the series table (the CLI, the client and the service print the same)."""
+    pct = f"{confidence:.0%}"
+    header = ["#", "label", "step", f"W1 >= ({pct} LCB)", "certified", f"certified {pct} interval", "start",
+              "steps", "train s"]
+    rows = []
+    for item in items:
+        it = item if isinstance(item, SeriesItem) else SeriesItem.model_validate(item)
+        lo, hi = it.certified_ci
+        rows.append([str(it.index), it.label, "-" if it.step is None else str(it.step),
+                     f"{it.lower_confidence_bound:.4f}", f"{it.certified_lower_bound:.4f}", f"[{lo:.4f}, {hi:.4f}]",
+                     it.start, f"{it.steps_run}/{it.train_steps}", f"{it.train_s:.1f}"])
+    return header, rows
+
+
+def series_table(items: list, confidence: float = 0.95, series: "SeriesResult | dict | None" = None):
+    """A rich Table of the series (items so far); with the SeriesResult, its space and critic below."""
+    from rich.table import Table
+
+    header, rows = series_rows(items, confidence)
+    table = Table(title="W1 over checkpoints")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="right" if i in (0, 2, 3, 4, 7, 8) else "left")
+    for row in rows:
+        table.add_row(*row)
+    if series is not None:
+        data = series if isinstance(series, dict) else series.model_dump(mode="json")
+        space = describe_space(data["space"]) if data.get("space") else ""
+        table.caption = "; ".join(filter(None, [f"space: {space}" if space else "", data.get("critic_choice", "")]))
+    return table
