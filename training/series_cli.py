@@ -85,15 +85,28 @@ def series(real, fakes, labels, steps_from_names, checkpoint_steps, warm_start, 
         sys.exit(1)
 
 
+def _console(stderr: bool):
+    """The terminal's width; piped or logged, as wide as the table needs (rich would fit it to 80 columns)."""
+    import os
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    console = Console(file=stream, stderr=stderr)
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console
+    return Console(file=stream, stderr=stderr, width=10_000)
+
+
 def _run(real, fakes, labels, steps, warm_start, options, checkpoint_dir, allow_torchscript, json_out, csv_out,
          plot, quiet):
-    from rich.console import Console, Group
+    from rich.console import Group
     from rich.live import Live
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from training.series_result import series_table
 
-    out = Console(stderr=json_out == "-")
+    out = _console(stderr=json_out == "-")
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[steps]}"),
                    TimeElapsedColumn(), console=out)
     task = bar.add_task("opening sources", total=None, steps="")
