@@ -35,11 +35,19 @@ VARIANTS = {
     # the cold schedule unchanged, from the carried critic
     "cold-schedule": WarmStart(lr=3e-3, lr_schedule="cosine", steps=2000, eval_every=100, patience=4,
                                carry_optimizer=True, cold_trial_steps=0),
+    "lr3e-3": WarmStart(lr=3e-3, steps=400, cold_trial_steps=0),
+    "lr3e-3-cos": WarmStart(lr=3e-3, lr_schedule="cosine", steps=400, cold_trial_steps=0),
+    "lr1e-3-cos": WarmStart(lr=1e-3, lr_schedule="cosine", steps=400, cold_trial_steps=0),
+    "lr3e-3-cos-fresh": WarmStart(lr=3e-3, lr_schedule="cosine", steps=400, carry_optimizer=False, cold_trial_steps=0),
+    "lr3e-3-cos300-fresh": WarmStart(lr=3e-3, lr_schedule="cosine", steps=300, carry_optimizer=False,
+                                     cold_trial_steps=0),
+    "lr3e-3-cos300": WarmStart(lr=3e-3, lr_schedule="cosine", steps=300, cold_trial_steps=0),
     "final": WarmStart(),  # the shipped default: issue+adam with a 100-step cold trial (fallback rule)
     "final-trial50": WarmStart(cold_trial_steps=50),
 }
 CASES = {
-    "digits-gan": lambda: gan_series(digits01(), "digits"),
+    "digits-gan": lambda: gan_series(digits01(), "digits"),  # Adam 2e-4, checkpoints 2000..3750
+    "digits-gan-fast": lambda: gan_series(digits01(), "digits-fast", checkpoints=tuple(range(250, 2001, 250)), lr=2e-3),
     "digits": lambda: digits_contraction(),
     "photos900": lambda: photos_contraction(16, 900, grey=True),
 }
@@ -57,7 +65,7 @@ def record(item_or_result, true_w1, **extra) -> dict:
             "total_s": r.timings.total_s, **extra}
 
 
-def run_case(name: str, seed: int, variants: list[str], rows: list, out: Path) -> None:
+def run_case(name: str, seed: int, variants: list[str], rows: list, out: Path, cold: bool = True) -> None:
     case = CASES[name]()
     opts = {**case.options, "seed": seed}
     truth = case.true_w1 or [None] * len(case.fakes)
@@ -77,7 +85,7 @@ def run_case(name: str, seed: int, variants: list[str], rows: list, out: Path) -
             item = runner.run_item(case.fakes[k], case.labels[k], case.steps[k])
             emit({"case": case.name, "seed": seed, "variant": variant, "item": k, "start": item.start,
                   **record(item, truth[k])})
-    for k in range(1, len(case.fakes)):
+    for k in range(1, len(case.fakes) if cold else 1):
         r = estimate_w1(case.real, case.fakes[k], opts)
         emit({"case": case.name, "seed": seed, "variant": "cold", "item": k, **record(r, truth[k])})
 
@@ -90,15 +98,17 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--no-cold", action="store_true", help="Skip the cold estimates of every item.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     stamp = datetime.date.today().isoformat()
-    out = Path(args.out) / f"series_design_{args.cases.replace(',', '-')}_s{args.first_seed}_{stamp}_cpu.json"
+    tag = f"{args.cases}_{args.variants}".replace(",", "-") if args.no_cold else args.cases.replace(",", "-")
+    out = Path(args.out) / f"series_design_{tag}_s{args.first_seed}_{stamp}_cpu.json"
     rows: list = [{"meta": {"date": stamp, "machine": platform.machine(), "torch": torch.__version__,
                             "threads": args.threads, "started": time.time()}}]
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in args.cases.split(","):
-            run_case(name, seed, args.variants.split(","), rows, out)
+            run_case(name, seed, args.variants.split(","), rows, out, cold=not args.no_cold)
 
 
 if __name__ == "__main__":

@@ -86,22 +86,24 @@ def mixture(p_real: np.ndarray, p_fake: np.ndarray, q: np.ndarray, a: float, see
 
 
 def train_small_gan(images01: np.ndarray, checkpoints: tuple[int, ...] = (200,), samples: int = 4000,
-                    seed: int = 0) -> dict[int, np.ndarray]:
+                    seed: int = 0, lr: float = 2e-3) -> dict[int, np.ndarray]:
     """Samples of a small GAN (MLP generator with an 8-d latent, non-saturating loss, Adam) trained on
     images in [0, 1], taken after each number of steps in `checkpoints`: models of different quality
     for the mixture identity (which holds for any Q) and for ranking checkpoints in the benchmark.
     Seconds on a CPU at 8x8 to 16x16. The same latents for every checkpoint."""
     import torch
 
-    generators = small_gan_generators(images01, checkpoints, seed)
+    generators = small_gan_generators(images01, checkpoints, seed, lr)
     z = torch.randn(samples, 8, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
         return {step: gen(z).numpy() for step, gen in generators.items()}
 
 
-def small_gan_generators(images01: np.ndarray, checkpoints: tuple[int, ...] = (200,), seed: int = 0) -> dict:
+def small_gan_generators(images01: np.ndarray, checkpoints: tuple[int, ...] = (200,), seed: int = 0,
+                         lr: float = 2e-3) -> dict:
     """The generator of train_small_gan (latent: 8 normal numbers -> images in [0, 1]) as it was after each
-    number of steps in `checkpoints`: {step: nn.Module in eval mode} (copies taken along one run)."""
+    number of steps in `checkpoints`: {step: nn.Module in eval mode} (copies taken along one run). `lr`:
+    both networks' Adam rate (2e-4, DCGAN's, moves the generator less per step)."""
     import copy
 
     import torch
@@ -113,8 +115,8 @@ def small_gan_generators(images01: np.ndarray, checkpoints: tuple[int, ...] = (2
                               torch.nn.Sigmoid(), torch.nn.Unflatten(1, tuple(shape)))
     disc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(dim, 128), torch.nn.LeakyReLU(0.2),
                                torch.nn.Linear(128, 1))
-    opt_g = torch.optim.Adam(gen.parameters(), 2e-3, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), 2e-3, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(gen.parameters(), lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr, betas=(0.5, 0.999))
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     ones, zeros = torch.ones(64, 1), torch.zeros(64, 1)
     out = {}

@@ -3,7 +3,8 @@
 - contraction toward the mean, Q_s = c + s (P - c), for a list of s (a generator converging as s -> 1):
   W1 = |1 - s| E|X - c| for every item (training.known_cases), on Gaussians (one latent draw scaled
   by every s, like a generator's fixed latents), photo patches and digits;
-- a small GAN trained here, its samples saved at checkpoints along its run (no closed form).
+- a small GAN trained here, its samples saved at checkpoints along its run (no closed form); at DCGAN's
+  rate (2e-4) by default, or faster (lr=2e-3: a generator that moves far between checkpoints).
 
 Arrays come in the estimator's units (known_cases): vectors with value_range="none", images in [0, 1]
 measured in the default [-1, 1] space."""
@@ -63,10 +64,13 @@ def photos_contraction(size: int = 16, count: int = 2000, grey: bool = True, s_v
     return image_contraction(photo_patches(size, count, grey=grey), name, s_values)
 
 
-def gan_series(images01: np.ndarray, name: str, checkpoints=(250, 500, 750, 1000, 1250, 1500, 1750, 2000),
-               samples: int = 2000, seed: int = 0) -> SeriesCase:
-    """A small GAN (known_cases.train_small_gan) trained on the images, sampled with the same latents
-    after each checkpoint step: a series of related generators, W1 unknown."""
-    out = train_small_gan(images01, checkpoints=tuple(checkpoints), samples=samples, seed=seed)
+GAN_CHECKPOINTS = tuple(range(2000, 4000, 250))  # 8 checkpoints, 250 generator steps apart
+
+
+def gan_series(images01: np.ndarray, name: str, checkpoints=GAN_CHECKPOINTS, samples: int = 2000, seed: int = 0,
+               lr: float = 2e-4) -> SeriesCase:
+    """A small GAN (known_cases.small_gan_generators, Adam at DCGAN's 2e-4 by default) trained on the
+    images, sampled with the same latents after each checkpoint step: related generators, W1 unknown."""
+    out = train_small_gan(images01, checkpoints=tuple(checkpoints), samples=samples, seed=seed, lr=lr)
     return SeriesCase(f"{name} GAN", images01.astype(np.float32), [out[c] for c in checkpoints],
                       [f"ckpt_{c:06d}" for c in checkpoints], list(checkpoints), None)

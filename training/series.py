@@ -191,13 +191,16 @@ class SeriesRunner:
         trial = min(ws.cold_trial_steps, opts.steps, max_steps if max_steps is not None else opts.steps)
         if ws.validate_carried and warm.step == 0 and warm.best_state is None:
             validate(warm, sides, schedule)  # the carried critic as it is: the warm run keeps it unless it improves
+            run.extra["carried"] = score(warm, sides, opts).value
         train(warm, sides, schedule, until=schedule.steps, deadline=deadline, validation=True, run=run)
         if trial == 0:  # no cold trial: the warm critic is kept
-            return warm, run.position, {"start": "warm", "decision": "warm start (no cold trial)"}
+            return warm, run.position, {"start": "warm", "decision": "warm start (no cold trial)",
+                                        "carried_validation": run.extra.get("carried")}
         train(cold, sides, Schedule.of(opts), until=trial, deadline=deadline, validation=True, run=run)
         w, c = score(warm, sides, opts), score(cold, sides, opts)
         lead = w.lead(c, same_indices(sides.real, sides.fake, "validation"))
-        info = {"warm_validation": w.value, "cold_trial_validation": c.value, "lead_se": lead}
+        info = {"warm_validation": w.value, "cold_trial_validation": c.value, "lead_se": lead,
+                "carried_validation": run.extra.get("carried")}
         if c.value <= w.value:
             return warm, run.position, {**info, "start": "warm", "decision": (
                 f"warm start kept: validation {w.value:.4g} vs the {cold.step}-step cold trial's {c.value:.4g} "

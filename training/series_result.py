@@ -42,6 +42,8 @@ class SeriesItem(BaseModel):
     train_steps: int = Field(description="Every training step this item ran: auto's trials, the cold trial.")
     train_s: float
     total_s: float
+    carried_validation: float | None = Field(None, description="Certified validation value of the carried critic "
+                                             "on this item before it trained here.")
     warm_validation: float | None = Field(None, description="Certified validation value of the warm-started "
                                           "critic (best of its evaluations, the carried critic's included).")
     cold_trial_validation: float | None = Field(None, description="Certified validation value of the short cold "
