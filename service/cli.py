@@ -9,14 +9,14 @@ import click
 # command name -> "module:attribute" of a click command
 COMMANDS = {
     "estimate": "training.cli:estimate",
-    "serve": "service.server_cli:serve",
-    "worker": "service.server_cli:worker",
-    "keys": "service.server_cli:keys",
-    "submit": "service.client_cli:submit",
-    "jobs": "service.client_cli:jobs",
-    "batch": "service.client_cli:batch",
-    "datasets": "service.client_cli:datasets",
-    "generators": "service.client_cli:generators",
+    "serve": "service.server.cli:serve",
+    "worker": "service.server.cli:worker",
+    "keys": "service.server.cli:keys",
+    "submit": "service.client.cli:submit",
+    "jobs": "service.client.cli:jobs",
+    "batch": "service.client.cli:batch",
+    "datasets": "service.client.cli:datasets",
+    "generators": "service.client.cli:generators",
 }
 
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from service.cli import main
 from service.client import W1Client, W1Error, parse_source
-from service.client_sources import LocalDataset
+from service.client.sources import LocalDataset
 
 pytestmark = pytest.mark.slow
 
@@ -221,7 +221,7 @@ def test_parse_source(tmp_path):
     np.savez(two, a=np.zeros((3, 4, 4), np.uint8), b=np.ones((5, 4, 4), np.float32))
     local = parse_source(f"{two}#b")
     assert local.key == "b" and local.name == "two.npz#b"
-    from service.client_sources import prepare
+    from service.client.sources import prepare
 
     with np.load(prepare(local, tmp_path)) as only:
         assert only.files == ["images"] and only["images"].shape == (5, 4, 4)
@@ -242,7 +242,7 @@ def test_folder_archives_are_deterministic(tmp_path):
     """The same folder gives the same bytes (so the server's copy is found by sha256); only images."""
     import os
 
-    from service.client_sources import archive_folder, sha256_of
+    from service.client.sources import archive_folder, sha256_of
 
     folder = _png_folder(tmp_path / "imgs", np.zeros((3, 1, 4, 4), np.uint8))
     (folder / "notes.txt").write_text("not an image")

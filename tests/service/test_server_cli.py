@@ -117,7 +117,7 @@ def test_serve_embedded_default_runs_a_job(tmp_path):
 
 
 def test_settings_env_file_and_defaults(tmp_path, monkeypatch):
-    from service.settings import get_settings
+    from service.server.settings import get_settings
 
     for k in list(os.environ):
         if k.startswith("W1_"):
@@ -150,14 +150,14 @@ def test_settings_env_file_and_defaults(tmp_path, monkeypatch):
 
 
 def test_gpu_count_without_cuda(monkeypatch):
-    from service.server_cli import count_gpus
+    from service.server.cli import count_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
     assert count_gpus() == ["0", "2"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert count_gpus() == []
     # the server side never initialises CUDA in the parent process
-    out = subprocess.run([sys.executable, "-c", "import service.server_cli, service.api, torch; "
+    out = subprocess.run([sys.executable, "-c", "import service.server.cli, service.server.app, torch; "
                           "print(torch.cuda.is_initialized())"], capture_output=True, text=True, cwd=ROOT,
                          env=env_for(ROOT / "none"))
     assert out.stdout.strip() == "False", out.stderr

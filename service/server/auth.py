@@ -13,7 +13,7 @@ from fastapi import HTTPException, Request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.db import ApiKey, new_token, now
+from service.server.db import ApiKey, new_token, now
 
 LOCAL_OWNER = "local"
 

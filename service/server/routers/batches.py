@@ -4,12 +4,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from service import ops
-from service.db import Batch, Job
-from service.deps import CtxDep, OwnerDep
-from service.ops import owned
-from service.schemas import BatchCreate, BatchCreated, BatchOut, errors, links
-from service.views import batch_status, job_out, respond, summary_row
+from service.server import domain
+from service.server.db import Batch, Job
+from service.server.deps import CtxDep, OwnerDep
+from service.server.domain import owned
+from service.contracts import BatchCreate, BatchCreated, BatchOut
+from service.server.openapi import errors, links
+from service.server.views import batch_status, job_out, respond, summary_row
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=errors(401, 422, 503))
 
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=errors(401,
              responses={202: {"links": links("batch_id", "batches_get")}, **errors(422, 429)})
 def submit_batch(body: BatchCreate, ctx: CtxDep, who: OwnerDep) -> Response:
     """Many fakes against one real set: one job each, all accepted or none (quota)."""
-    batch, jobs = ops.submit_batch(ctx, who, body)
+    batch, jobs = domain.submit_batch(ctx, who, body)
     return respond(BatchCreated(id=batch.id, jobs=[job_out(j) for j in jobs]), 202,
                    {"Location": f"/v1/batches/{batch.id}"})
 

@@ -1,6 +1,6 @@
 """The app factory (docs/api.md). The API stores requests and answers questions; it never trains.
 
-``create_app(settings)`` migrates the database, builds the :class:`~service.ops.Context` (engine,
+``create_app(settings)`` migrates the database, builds the :class:`~service.server.domain.Context` (engine,
 sessions, Celery, catalog, metrics), mounts one router per resource (service/routers) and, unless
 disabled, runs the reconciler in a background thread. Routes are thin: domain operations live in
 service/ops.py, dependencies in service/deps.py.
@@ -26,16 +26,16 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import metrics
-from service.db import make_engine, make_sessionmaker, migrate
-from service.deps import OwnerCache
-from service.limits import RequestGuard
-from service.ops import Context, Problem
-from service.queue import make_celery
-from service.routers import batches, datasets, generators, jobs, operations
-from service.settings import Settings, get_settings
-from service.sources import Catalog
-from service.watch import JobWatch
+from service.server import metrics
+from service.server.db import make_engine, make_sessionmaker, migrate
+from service.server.deps import OwnerCache
+from service.server.limits import RequestGuard
+from service.server.domain import Context, Problem
+from service.server.queue import make_celery
+from service.server.routers import batches, datasets, generators, jobs, operations
+from service.server.settings import Settings, get_settings
+from service.server.sources import Catalog
+from service.server.watch import JobWatch
 
 log = logging.getLogger("w1.api")
 POOL_MARGIN = 4  # connections beyond the thread pool: the reconciler thread and slack
@@ -121,7 +121,7 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
         stop = threading.Event()
         thread = None
         if settings.run_reconciler:
-            from service.reconciler import run_forever
+            from service.server.reconciler import run_forever
 
             thread = threading.Thread(target=run_forever, args=(settings, sessions, ctx.celery, stop),
                                       name="w1-reconciler", daemon=True)

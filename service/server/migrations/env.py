@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations on the URL given by service.db.migrate().
+"""Alembic environment: runs migrations on the URL given by service.server.db.migrate().
 
 On PostgreSQL an advisory lock serialises concurrent upgrades (API and workers may start
 together); SQLite serialises writers by itself.
@@ -6,7 +6,7 @@ together); SQLite serialises writers by itself.
 from alembic import context
 from sqlalchemy import text
 
-from service.db import Base, make_engine
+from service.server.db import Base, make_engine
 
 config = context.config
 url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")

@@ -17,13 +17,13 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import ACTIVE, CANCELLED, FINISHED, QUEUED, RUNNING, Batch, Job, now
-from service.limits import check_options
-from service.queue import dispatch
-from service.settings import Settings
-from service.sources import Catalog, UnknownSource, resolve
+from service.server.db import ACTIVE, CANCELLED, FINISHED, QUEUED, RUNNING, Batch, Job, now
+from service.server.limits import check_options
+from service.server.queue import dispatch
+from service.server.settings import Settings
+from service.server.sources import Catalog, UnknownSource, resolve
 
-log = logging.getLogger("w1.ops")
+log = logging.getLogger("w1.domain")
 
 
 class Problem(Exception):

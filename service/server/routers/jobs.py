@@ -9,13 +9,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
-from service import ops
-from service.db import ACTIVE, FINISHED, Job
-from service.deps import CtxDep, OwnerDep
-from service.limits import parse_cursor
-from service.ops import Problem, owned
-from service.schemas import ArtifactList, JobCreate, JobList, JobOut, errors, links
-from service.views import job_out, respond
+from service.server import domain
+from service.server.db import ACTIVE, FINISHED, Job
+from service.server.deps import CtxDep, OwnerDep
+from service.server.limits import parse_cursor
+from service.server.domain import Problem, owned
+from service.contracts import ArtifactList, JobCreate, JobList, JobOut
+from service.server.openapi import errors, links
+from service.server.views import job_out, respond
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(401, 422, 503))
 
@@ -35,7 +36,7 @@ class EventStream(StreamingResponse):
 def submit_job(body: JobCreate, ctx: CtxDep, who: OwnerDep,
                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     """Submit a job: 202 + Location. Same Idempotency-Key and body: the same job (200)."""
-    job, created = ops.submit_job(ctx, who, body, idempotency_key)
+    job, created = domain.submit_job(ctx, who, body, idempotency_key)
     return respond(job_out(job), 202 if created else 200, {"Location": f"/v1/jobs/{job.id}"})
 
 
@@ -73,7 +74,7 @@ def read_job(job_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, name="cancel", responses=errors(404, 409))
 def cancel_job(job_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     """Best effort: a queued job is cancelled at once, a running one within a few steps."""
-    return respond(job_out(ops.cancel_job(ctx, who, job_id)), 202)
+    return respond(job_out(domain.cancel_job(ctx, who, job_id)), 202)
 
 
 @router.get("/{job_id}/events", response_class=EventStream, name="events", responses={

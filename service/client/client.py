@@ -24,14 +24,12 @@ from typing import Any
 
 import httpx
 
-from service import client_sources
-from service.client_sources import LocalDataset, LocalGenerator
-from service.schemas import FINAL_STATUSES, JobStatus
-
-__all__ = ["W1Client", "W1Error", "JobStatus", "FINAL_STATUSES", "parse_source", "DEFAULT_SERVER"]
+from service.client import sources
+from service.client.sources import LocalDataset, LocalGenerator
+from service.contracts import FINAL_STATUSES, JobStatus
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-UPLOAD_SUFFIXES = client_sources.UPLOAD_SUFFIXES
+UPLOAD_SUFFIXES = sources.UPLOAD_SUFFIXES
 # Samples drawn from a generator when neither `generator:ID:N` nor options.eval_samples say.
 DEFAULT_GENERATOR_SAMPLES = 6400
 
@@ -50,10 +48,10 @@ class W1Error(Exception):
 def parse_source(text: str) -> Source | LocalDataset | LocalGenerator:
     """A SOURCE object (`catalog:NAME`, `dataset:ID`, `generator:ID[:samples]`, `torchvision:NAME`),
     or a LocalDataset / LocalGenerator to upload first: every form `w1 estimate` accepts
-    (service.client_sources)."""
+    (service.client.sources)."""
     try:
-        return client_sources.parse(str(text))
-    except client_sources.SourceProblem as exc:
+        return sources.parse(str(text))
+    except sources.SourceProblem as exc:
         raise W1Error(str(exc)) from None
 
 
@@ -147,7 +145,7 @@ class W1Client:
 
     def _sha256(self, path: Path) -> str:
         try:
-            return client_sources.sha256_of(path)
+            return sources.sha256_of(path)
         except OSError as exc:
             raise W1Error(f"{path}: cannot read ({exc.strerror})") from None
 
@@ -218,15 +216,15 @@ class W1Client:
             return parsed
         if isinstance(parsed, LocalGenerator):
             try:
-                latent = parsed.latent or client_sources.onnx_latent(parsed.path)
-            except client_sources.SourceProblem as exc:
+                latent = parsed.latent or sources.onnx_latent(parsed.path)
+            except sources.SourceProblem as exc:
                 raise W1Error(str(exc)) from None
             gen = self.upload_generator(parsed.path, latent, parsed.dist, parsed.output_range)
             return {"generator": gen["id"], "samples": samples or DEFAULT_GENERATOR_SAMPLES}
         with tempfile.TemporaryDirectory(prefix="w1-upload-") as tmp:
             try:
-                path = client_sources.prepare(parsed, Path(tmp))
-            except client_sources.SourceProblem as exc:
+                path = sources.prepare(parsed, Path(tmp))
+            except sources.SourceProblem as exc:
                 raise W1Error(str(exc)) from None
             except OSError as exc:
                 raise W1Error(f"{parsed.text}: cannot read ({exc.strerror or exc})") from None

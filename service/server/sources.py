@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db import Dataset, Generator
-from service.settings import Settings
+from service.server.db import Dataset, Generator
+from service.server.settings import Settings
 
 
 class UnknownSource(ValueError):

@@ -17,7 +17,7 @@ import time
 
 import click
 
-from service.settings import get_settings
+from service.server.settings import get_settings
 
 
 def count_gpus() -> list[str]:
@@ -37,7 +37,7 @@ def count_gpus() -> list[str]:
 def _die_with_parent() -> None:
     """Linux: a worker gets SIGTERM when `w1 serve` dies, even by SIGKILL (no orphans). SIGTERM is
     Celery's warm shutdown, which waits for the running job: that job notices the server is gone
-    (W1_SERVE_PID, see service.worker.server_gone), checkpoints and requeues itself."""
+    (W1_SERVE_PID, see service.server.worker.server_gone), checkpoints and requeues itself."""
     try:
         import ctypes
 
@@ -121,9 +121,9 @@ def serve(host, port, workers, data_dir):
     """Run the API, the reconciler and local workers (SQLite + filesystem queue by default)."""
     import uvicorn
 
-    from service import auth
-    from service.api import create_app
-    from service.db import make_engine, make_sessionmaker, migrate
+    from service.server import auth
+    from service.server.app import create_app
+    from service.server.db import make_engine, make_sessionmaker, migrate
 
     settings = get_settings(**_overrides(host=host, port=port, workers=workers, data_dir=data_dir))
     settings.ensure_dirs()
@@ -171,12 +171,12 @@ def worker(name, loglevel):
     to the broker (so `celery inspect ping` health checks answer during long jobs)."""
     if name:
         os.environ["W1_WORKER_NAME"] = name
-    from service.db import migrate
+    from service.server.db import migrate
 
     settings = get_settings()
     settings.ensure_dirs()
     migrate(settings.db_url)
-    from service.worker import app, worker_name
+    from service.server.worker import app, worker_name
 
     # no banner; job lines from the `w1` loggers only (see job_log_lines)
     app.conf.worker_hijack_root_logger = False
@@ -197,7 +197,7 @@ def keys():
 
 
 def _sessions():
-    from service.db import make_engine, make_sessionmaker, migrate
+    from service.server.db import make_engine, make_sessionmaker, migrate
 
     settings = get_settings()
     migrate(settings.db_url)
@@ -208,7 +208,7 @@ def _sessions():
 @click.option("--owner", required=True, help="Owner name: every object created with this key belongs to it.")
 def keys_create(owner):
     """Create a key and print its token (only now; it is stored hashed)."""
-    from service.auth import create_key
+    from service.server.auth import create_key
 
     with _sessions()() as s:
         try:
@@ -224,7 +224,7 @@ def keys_list():
     """List keys (id, owner, created, revoked)."""
     from sqlalchemy import select
 
-    from service.db import ApiKey
+    from service.server.db import ApiKey
 
     with _sessions()() as s:
         rows = list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
@@ -239,7 +239,7 @@ def keys_list():
 @click.argument("key_id")
 def keys_revoke(key_id):
     """Revoke a key by id (see `w1 keys list`)."""
-    from service.auth import revoke_key
+    from service.server.auth import revoke_key
 
     with _sessions()() as s:
         key = revoke_key(s, key_id)

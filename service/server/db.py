@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from service.schemas import JobStatus
+from service.contracts import JobStatus
 
 # Plain strings for SQL (the column holds the enum's values).
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value,

@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from service.client import DEFAULT_SERVER, W1Client, W1Error
-from service.schemas import JobStatus
+from service.contracts import JobStatus
 from training.table import result_table
 
 STATUSES = tuple(s.value for s in JobStatus)
@@ -596,14 +596,14 @@ def add_generator(client: W1Client, model: str, latent: str | None, dist: str, o
       w1 generators add gen.onnx --latent 62 --dist uniform
       w1 submit real.npz generator:gen_1234:10000 --wait
     """
-    from service import client_sources
+    from service.client import sources
 
     path = Path(model)
     if not path.is_file():
         raise W1Error(f"{path}: no such file")
     try:
-        shape = latent or client_sources.onnx_latent(path)
-    except client_sources.SourceProblem as exc:
+        shape = latent or sources.onnx_latent(path)
+    except sources.SourceProblem as exc:
         raise W1Error(str(exc)) from None
     click.echo(client.upload_generator(path, shape, dist, output_range, name=name)["id"])
 

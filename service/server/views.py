@@ -6,8 +6,8 @@ import logging
 from fastapi import Response
 from pydantic import ValidationError
 
-from service.db import ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Dataset, Generator, Job, as_utc
-from service.schemas import DatasetOut, GeneratorOut, JobOut, SummaryRow
+from service.server.db import ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Dataset, Generator, Job, as_utc
+from service.contracts import DatasetOut, GeneratorOut, JobOut, SummaryRow
 from training.result import W1Result
 
 log = logging.getLogger("w1.api")

@@ -5,10 +5,11 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
-from service.deps import CtxDep, OwnerDep
-from service.queue import broker_reachable
-from service.schemas import CatalogItem, Health, Readiness, errors
-from service.views import respond
+from service.server.deps import CtxDep, OwnerDep
+from service.server.queue import broker_reachable
+from service.contracts import CatalogItem, Health, Readiness
+from service.server.openapi import errors
+from service.server.views import respond
 
 router = APIRouter()
 

@@ -22,10 +22,10 @@ from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
 
-from service.db import CANCELLED, FAILED, QUEUED, RUNNING, Job, now
-from service.ops import Context, send
-from service.queue import messages_in_broker
-from service.settings import Settings
+from service.server.db import CANCELLED, FAILED, QUEUED, RUNNING, Job, now
+from service.server.domain import Context, send
+from service.server.queue import messages_in_broker
+from service.server.settings import Settings
 
 log = logging.getLogger("w1.reconciler")
 
@@ -73,7 +73,7 @@ def reconcile(settings: Settings, sessions, celery) -> dict[str, int]:
         present = messages_in_broker(celery, settings)
         if present is not None:
             unclaimed = [j for j in unclaimed if j not in present]
-    # ops.send marks dispatched_at only after a send succeeded: a failed one is retried next pass
+    # domain.send marks dispatched_at only after a send succeeded: a failed one is retried next pass
     counts["dispatched"] = len(send(Context(settings, sessions, celery), [*unsent, *unclaimed]))
     if any(counts.values()):
         log.warning("reconciler: %s", counts)

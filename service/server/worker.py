@@ -30,10 +30,10 @@ from pathlib import Path
 from celery.signals import worker_process_init
 from sqlalchemy import func, select, update
 
-from service.db import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, make_engine, make_sessionmaker, now
-from service.queue import TASK_NAME, make_celery
-from service.settings import Settings, get_settings
-from service.sources import open_resolved, public_description, resolve
+from service.server.db import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, make_engine, make_sessionmaker, now
+from service.server.queue import TASK_NAME, make_celery
+from service.server.settings import Settings, get_settings
+from service.server.sources import open_resolved, public_description, resolve
 
 log = logging.getLogger("w1.worker")
 
@@ -137,7 +137,7 @@ class Attempt:
                        "objective": event.objective}
 
     def should_stop(self) -> bool:
-        from service.db import as_utc
+        from service.server.db import as_utc
 
         if (now() - as_utc(self.started_at)).total_seconds() > self.settings.job_time_limit_s:
             self.timed_out = True

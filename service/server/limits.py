@@ -2,7 +2,7 @@
 could see: option bounds (settings ``max_*``), the critic and its options, the device, the splits
 of each finite side; and the guard every request passes (body size, NUL bytes, cursors).
 
-Upload sizes (arrays, images, archives, generators) are checked in ``service.storage``.
+Upload sizes (arrays, images, archives, generators) are checked in ``service.server.storage``.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def available_devices(settings) -> list[str] | None:
 
 @functools.cache
 def _local_gpus() -> int:
-    from service.server_cli import count_gpus
+    from service.server.cli import count_gpus
 
     return len(count_gpus())
 

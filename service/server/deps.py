@@ -1,4 +1,4 @@
-"""Request dependencies, as annotated types: the app's :class:`~service.ops.Context`, the settings,
+"""Request dependencies, as annotated types: the app's :class:`~service.server.domain.Context`, the settings,
 the session factory and the caller's owner.
 
 Why a session *factory* and not a request-long session: a request hops between the event loop and
@@ -18,9 +18,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import sessionmaker
 
-from service import auth
-from service.ops import Context
-from service.settings import Settings
+from service.server import auth
+from service.server.domain import Context
+from service.server.settings import Settings
 
 # Declares the bearer scheme in the OpenAPI document (Swagger's Authorize button); the token itself
 # is checked by auth.authenticate, which also serves keyless loopback mode.

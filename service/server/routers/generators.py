@@ -5,12 +5,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from service import storage
-from service.db import Generator
-from service.deps import CtxDep, OwnerDep
-from service.ops import Context, Problem, owned
-from service.schemas import GeneratorOut, errors, links
-from service.views import generator_out, respond
+from service.server import storage
+from service.server.db import Generator
+from service.server.deps import CtxDep, OwnerDep
+from service.server.domain import Context, Problem, owned
+from service.contracts import GeneratorOut
+from service.server.openapi import errors, links
+from service.server.views import generator_out, respond
 
 router = APIRouter(prefix="/v1/generators", tags=["generators"], responses=errors(401, 422, 503))
 

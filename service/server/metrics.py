@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from sqlalchemy import func, select
 
-from service.db import ACTIVE, FINISHED, RUNNING, Job, as_utc, now
+from service.server.db import ACTIVE, FINISHED, RUNNING, Job, as_utc, now
 
 
 class Metrics:

@@ -18,7 +18,7 @@ from kombu.transport import TRANSPORT_ALIASES, filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
-from service.settings import Settings
+from service.server.settings import Settings
 
 TASK_NAME = "w1.run_job"
 QUEUE = "w1"

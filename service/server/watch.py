@@ -13,8 +13,8 @@ import logging
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from service.db import Job
-from service.views import job_out
+from service.server.db import Job
+from service.server.views import job_out
 
 log = logging.getLogger("w1.watch")
 

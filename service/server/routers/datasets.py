@@ -8,12 +8,13 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from service import storage
-from service.db import ACTIVE, Dataset, Job
-from service.deps import CtxDep, OwnerDep
-from service.ops import Context, Problem, owned
-from service.schemas import DatasetOut, errors, links
-from service.views import dataset_out, respond
+from service.server import storage
+from service.server.db import ACTIVE, Dataset, Job
+from service.server.deps import CtxDep, OwnerDep
+from service.server.domain import Context, Problem, owned
+from service.contracts import DatasetOut
+from service.server.openapi import errors, links
+from service.server.views import dataset_out, respond
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=errors(401, 422, 503))
 
