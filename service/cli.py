@@ -14,7 +14,7 @@ COMMANDS = {
     "keys": "service.server.cli:keys",
     "submit": "service.client.cli:submit",
     "jobs": "service.client.cli:jobs",
-    "batch": "service.client.cli:batch",
+    "batch": "service.client.batch:batch",
     "datasets": "service.client.cli:datasets",
     "generators": "service.client.cli:generators",
 }

@@ -14,6 +14,7 @@ import click
 from pydantic import ValidationError
 
 from training.options import PRESETS, EstimateOptions
+from training.table import result_table
 
 # Fields that get hand-made options below instead of generated ones.
 _SPECIAL = {"space", "critic_options", "holdout", "validation", "fid"}
@@ -280,7 +281,7 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
                        completed=event.step, steps=f"{event.step}/{total}", info=info)
 
         result = estimate_w1(real_src, fake_src, options, progress=progress, checkpoint_dir=checkpoint_dir)
-    out.print(result.summary_table())
+    out.print(result_table(result))
     if result.fid is not None and result.fid.note:
         err.print(result.fid.note, markup=False, highlight=False)
     if options.fid and result.fid is not None and result.fid.value is None and fid_mode == "on":

@@ -26,10 +26,9 @@ import httpx
 
 from service.client import sources
 from service.client.sources import LocalDataset, LocalGenerator
-from service.contracts import FINAL_STATUSES, JobStatus
+from service.contracts import FINAL_STATUSES
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-UPLOAD_SUFFIXES = sources.UPLOAD_SUFFIXES
 # Samples drawn from a generator when neither `generator:ID:N` nor options.eval_samples say.
 DEFAULT_GENERATOR_SAMPLES = 6400
 

@@ -1,8 +1,8 @@
 """Pydantic models of the REST API (docs/api.md). Request models forbid unknown fields so a typo
 answers 422 instead of being silently ignored.
 
-These are the contracts the API, the worker, the client and the CLI share; this module (and
-training.options / training.result, which it uses) imports no torch, so a client starts fast."""
+The API, the worker, the client and the CLI share them; they import pydantic and the torch-free
+training.options / training.result only (checked by import-linter, pyproject.toml)."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from training.options import EstimateOptions
 from training.result import W1Result
-
 
 
 class JobStatus(StrEnum):
@@ -31,8 +30,6 @@ class JobStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
-Status = JobStatus
 
 
 class Source(BaseModel):
@@ -107,7 +104,7 @@ class JobSpec(BaseModel):
 
 class JobOut(BaseModel):
     id: str
-    status: Status
+    status: JobStatus
     label: str | None
     batch_id: str | None
     spec: JobSpec
@@ -158,7 +155,7 @@ class CatalogItem(BaseModel):
 
 class SummaryRow(BaseModel):
     label: str | None
-    status: Status
+    status: JobStatus
     estimate: float | None
     ci_low: float | None
     ci_high: float | None
@@ -168,7 +165,7 @@ class SummaryRow(BaseModel):
 
 class BatchOut(BaseModel):
     id: str
-    status: Status
+    status: JobStatus
     jobs: list[JobOut]
     summary: list[SummaryRow]
 

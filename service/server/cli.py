@@ -7,8 +7,8 @@ separate processes started with `w1 worker`.
 """
 from __future__ import annotations
 
+import functools
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,33 +17,8 @@ import time
 
 import click
 
+from service.server.processes import count_gpus, die_with_parent
 from service.server.settings import get_settings
-
-
-def count_gpus() -> list[str]:
-    """Visible GPU ids, without touching CUDA: CUDA_VISIBLE_DEVICES, else nvidia-smi -L."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
-
-
-def _die_with_parent() -> None:
-    """Linux: a worker gets SIGTERM when `w1 serve` dies, even by SIGKILL (no orphans). SIGTERM is
-    Celery's warm shutdown, which waits for the running job: that job notices the server is gone
-    (W1_SERVE_PID, see service.server.worker.server_gone), checkpoints and requeues itself."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 LOG_FORMAT = "%(asctime)s %(name)s: %(message)s"
@@ -82,8 +57,11 @@ class WorkerPool:
         env = dict(self.env, W1_WORKER_NAME=f"local-{i}", W1_SERVE_PID=str(os.getpid()))
         if self.devices[i] is not None:  # one GPU each; the job row's worker name says which
             env.update(CUDA_VISIBLE_DEVICES=self.devices[i], W1_WORKER_NAME=f"local-{i}-gpu{self.devices[i]}")
+        # A worker gets SIGTERM when `w1 serve` dies, even by SIGKILL. SIGTERM is Celery's warm
+        # shutdown, which waits for the running job: that job notices the server is gone
+        # (W1_SERVE_PID, see service.server.worker.server_gone), checkpoints and requeues itself.
         self.procs[i] = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()))
 
     def start(self) -> None:
         for i in range(len(self.devices)):

@@ -1,5 +1,5 @@
-"""Request dependencies, as annotated types: the app's :class:`~service.server.domain.Context`, the settings,
-the session factory and the caller's owner.
+"""Request dependencies, as annotated types: the app's :class:`~service.server.domain.Context`
+(settings, session factory, Celery, catalog, metrics) and the caller's owner.
 
 Why a session *factory* and not a request-long session: a request hops between the event loop and
 worker threads (dependencies, handler, serialisation). A session held across those hops keeps a
@@ -16,11 +16,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import sessionmaker
 
 from service.server import auth
 from service.server.domain import Context
-from service.server.settings import Settings
 
 # Declares the bearer scheme in the OpenAPI document (Swagger's Authorize button); the token itself
 # is checked by auth.authenticate, which also serves keyless loopback mode.
@@ -32,18 +30,6 @@ async def get_ctx(request: Request) -> Context:
 
 
 CtxDep = Annotated[Context, Depends(get_ctx)]
-
-
-async def get_settings(ctx: CtxDep) -> Settings:
-    return ctx.settings
-
-
-async def get_sessions(ctx: CtxDep) -> sessionmaker:
-    return ctx.sessions
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionsDep = Annotated[sessionmaker, Depends(get_sessions)]
 
 
 class OwnerCache:

@@ -13,6 +13,8 @@ import re
 from fastapi import HTTPException
 from starlette.responses import JSONResponse
 
+from service.server.processes import count_gpus
+
 # A JSON string escape \u0000 (after an even number of backslashes, so not the text "\\u0000").
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
@@ -28,11 +30,6 @@ def parse_cursor(cursor: str) -> int:
     if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 10 or int(cursor) > MAX_CURSOR:
         _refuse(f"invalid cursor {cursor[:40]!r}: pass back a next_cursor value")
     return int(cursor)
-
-
-def check_text(value: str | None, what: str) -> None:
-    if value is not None and "\x00" in value:
-        _refuse(f"{what} contains a NUL byte")
 
 
 # -- options ---------------------------------------------------------------------------------
@@ -68,8 +65,6 @@ def available_devices(settings) -> list[str] | None:
 
 @functools.cache
 def _local_gpus() -> int:
-    from service.server.cli import count_gpus
-
     return len(count_gpus())
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -31,6 +32,7 @@ from celery.signals import worker_process_init
 from sqlalchemy import func, select, update
 
 from service.server.db import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, make_engine, make_sessionmaker, now
+from service.server.processes import die_with_parent
 from service.server.queue import TASK_NAME, make_celery
 from service.server.settings import Settings, get_settings
 from service.server.sources import open_resolved, public_description, resolve
@@ -276,6 +278,7 @@ def export_onnx(result, path: Path) -> None:
 
 settings = get_settings()
 app = make_celery(settings)
+WORKER_PID = os.getpid()  # imported by `w1 worker` before its pool forks: the training child's parent
 _sessions = None
 
 
@@ -292,17 +295,9 @@ def worker_name() -> str:
 
 @worker_process_init.connect
 def _die_with_parent(**_) -> None:
-    """The training child dies with its worker parent (Linux), so a killed worker leaves no
-    orphan holding a GPU; its heartbeat stops and the reconciler takes over."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before we set it
-            os._exit(1)
-    except OSError:
-        pass
+    """The training child dies with its worker parent, so a killed worker leaves no orphan holding
+    a GPU; its heartbeat stops and the reconciler takes over."""
+    die_with_parent(signal.SIGKILL, WORKER_PID)
 
 
 @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)

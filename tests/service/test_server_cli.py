@@ -150,7 +150,7 @@ def test_settings_env_file_and_defaults(tmp_path, monkeypatch):
 
 
 def test_gpu_count_without_cuda(monkeypatch):
-    from service.server.cli import count_gpus
+    from service.server.processes import count_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
     assert count_gpus() == ["0", "2"]
