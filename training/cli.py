@@ -166,10 +166,16 @@ def estimate(real, fake, options_file, critic_option, value_range, size, channel
         click.echo("error: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
-        if debug:
+        if debug or _missing_library(exc):
             raise
         click.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(1)
+
+
+def _missing_library(exc: Exception) -> bool:
+    """A library of the estimator's extra is not installed (a client-only install): the `w1`
+    group turns that into the `pip install 'w1-service[estimator]'` line (service/cli.py)."""
+    return isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] not in ("critics", "training")
 
 
 class FIDUnavailable(RuntimeError):

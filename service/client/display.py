@@ -5,6 +5,7 @@ one `w1 estimate` prints."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -24,9 +25,17 @@ def stderr() -> Console:
     return Console(file=sys.stderr, stderr=True)
 
 
+# wide enough for any table: piped or logged, a table is as wide as its columns need
+UNLIMITED = 10_000
+
+
 def stdout() -> Console:
-    """Tables fit the terminal (COLUMNS when not a terminal; rich's default 80 otherwise)."""
-    return Console(file=sys.stdout)
+    """Tables fit the terminal (or COLUMNS when set); in a pipe or a log they keep every column
+    whole, where rich would otherwise fit them to 80 columns and fold or drop some."""
+    console = Console(file=sys.stdout)
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console
+    return Console(file=sys.stdout, width=UNLIMITED)
 
 
 class UploadBar:

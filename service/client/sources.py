@@ -171,6 +171,9 @@ def save_builtin(spec, dest: Path) -> Path:
         data, (lo, hi), _ = builtin.load_builtin(spec.name, **opts)
     except ValueError as exc:
         raise SourceProblem(str(exc)) from None
+    except ModuleNotFoundError as exc:  # a client-only install: the sets come from the estimator's libraries
+        raise SourceProblem(f"{spec}: built-in sets are made here with {exc.name}, which this install lacks: "
+                            "pip install 'w1-service[estimator]', or send the samples as an .npz") from None
     if (lo, hi) != (0.0, 255.0) or data.dtype != np.uint8:
         data = ((data.astype(np.float32) - lo) / (hi - lo)).astype(np.float32)
     return _write_npz(data, dest)
