@@ -13,7 +13,7 @@ from rich.table import Table
 from service.client.cli import SOURCES_HELP, server_options
 from service.client.client import W1Client, W1Error
 from service.client.display import JobProgress, stdout
-from service.contracts import JobStatus
+from service.contracts import SERVER_KINDS, JobStatus
 from training.table import fmt
 
 SUMMARY_FIELDS = ("label", "job_id", "status", "estimate", "ci_low", "ci_high",
@@ -71,7 +71,7 @@ def _spec_source(spec_path: Path, text: str) -> str:
     from training.sources.errors import SourceError
     from training.sources.spec import SourceSpec
 
-    if text.partition(":")[0] in ("catalog", "dataset", "generator"):
+    if text.partition(":")[0] in SERVER_KINDS:
         return text
     try:
         spec = SourceSpec.parse(text)

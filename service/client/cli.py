@@ -18,11 +18,13 @@ import yaml
 from service.client import sources
 from service.client.client import DEFAULT_SERVER, W1Client, W1Error
 from service.client.display import (
-    UploadBar, finish, items_table, jobs_table, print_job, show_item, stdout, wait_with_progress,
+    UploadBar, finish, jobs_table, print_items, print_job, show_item, stdout, wait_with_progress,
 )
 from service.contracts import JobStatus
 
 STATUSES = tuple(s.value for s in JobStatus)
+DATASET_COLUMNS = ("id", "name", "format", "count", "shape", "size_bytes", "created_at")
+GENERATOR_COLUMNS = ("id", "name", "latent_shape", "latent_distribution", "output_range", "output_shape", "created_at")
 
 SOURCES_HELP = """\b
 Sources (the same forms as `w1 estimate`):
@@ -203,12 +205,7 @@ def add_dataset(client: W1Client, source: str) -> None:
 @server_options
 def list_datasets(client: W1Client, as_json: bool) -> None:
     """The datasets on the server, newest first."""
-    items = client.list_datasets()
-    if as_json:
-        click.echo(json.dumps(items, indent=2))
-        return
-    stdout().print(items_table("datasets", items, ("id", "name", "format", "count", "shape", "size_bytes",
-                                                    "created_at")))
+    print_items("datasets", client.list_datasets(), DATASET_COLUMNS, as_json)
 
 
 @datasets.command("show")
@@ -267,12 +264,7 @@ def add_generator(client: W1Client, model: str, latent: str | None, dist: str, o
 @server_options
 def list_generators(client: W1Client, as_json: bool) -> None:
     """The generators on the server, newest first."""
-    items = client.list_generators()
-    if as_json:
-        click.echo(json.dumps(items, indent=2))
-        return
-    stdout().print(items_table("generators", items, ("id", "name", "latent_shape", "latent_distribution",
-                                                      "output_range", "output_shape", "created_at")))
+    print_items("generators", client.list_generators(), GENERATOR_COLUMNS, as_json)
 
 
 @generators.command("show")

@@ -26,7 +26,7 @@ import httpx
 
 from service.client import sources
 from service.client.sources import LocalDataset, LocalGenerator
-from service.contracts import FINAL_STATUSES
+from service.contracts import FINAL_STATUSES, GeneratorForm
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 # Samples drawn from a generator when neither `generator:ID:N` nor options.eval_samples say.
@@ -186,18 +186,20 @@ class W1Client:
         """Upload an ONNX generator with its latent specification; with `reuse`, the server's
         generator of the same sha256 and specification is returned without sending the file."""
         path = Path(path)
-        latent = [int(d) for d in (latent_shape.split(",") if isinstance(latent_shape, str) else latent_shape)]
-        out_range = [float(v) for v in (output_range.split(",") if isinstance(output_range, str)
-                                        else output_range)]
+        text = lambda v: v if isinstance(v, str) else ",".join(map(str, v))  # noqa: E731
+        try:
+            spec = GeneratorForm.parse({"latent_shape": text(latent_shape), "latent_distribution": latent_distribution,
+                                        "output_range": text(output_range)})
+        except ValueError as exc:
+            raise W1Error(f"{path}: {exc}") from None
         if reuse:
             digest = self._sha256(path)
             for item in self.list_generators():
-                if (item.get("sha256") == digest and list(item.get("latent_shape", ())) == latent
-                        and item.get("latent_distribution") == latent_distribution
-                        and [float(v) for v in item.get("output_range", ())] == out_range):
+                if (item.get("sha256") == digest and tuple(item.get("latent_shape", ())) == spec.latent_shape
+                        and item.get("latent_distribution") == spec.latent_distribution
+                        and tuple(map(float, item.get("output_range", ()))) == spec.output_range):
                     return item
-        form = {"latent_shape": ",".join(map(str, latent)), "latent_distribution": latent_distribution,
-                "output_range": ",".join(map(str, out_range))}
+        form = spec.form()
         if name:
             form["name"] = name
         return self._upload("/v1/generators", path, form)

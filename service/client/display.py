@@ -170,6 +170,14 @@ def items_table(title: str, items: list[dict], columns: tuple[str, ...]) -> Tabl
     return table
 
 
+def print_items(title: str, items: list[dict], columns: tuple[str, ...], as_json: bool) -> None:
+    """`w1 datasets list`, `w1 generators list`: the items as JSON, or as a table of ``columns``."""
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    stdout().print(items_table(title, items, columns))
+
+
 def show_item(item: dict, title: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(item, indent=2))

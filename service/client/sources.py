@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-UPLOAD_SUFFIXES = (".npz", ".npy", ".zip", ".tar", ".tar.gz", ".tgz")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-SERVER_KINDS = ("catalog", "dataset", "generator")
+from service.contracts import SERVER_KINDS, Source
+from training.sources.formats import UPLOAD_SUFFIXES, is_image, skipped
+
 
 
 class SourceProblem(ValueError):
@@ -69,9 +69,11 @@ def parse(text: str) -> dict | LocalDataset | LocalGenerator:
     from training.sources.errors import SourceError
     from training.sources.spec import SourceSpec
 
-    kind, sep, rest = text.partition(":")
-    if sep and kind in SERVER_KINDS:
-        return _server_ref(text, kind, rest)
+    if text.partition(":")[0] in SERVER_KINDS:
+        try:
+            return Source.parse(text).model_dump()
+        except ValueError as exc:
+            raise SourceProblem(str(exc)) from None
     try:
         spec = SourceSpec.parse(text)
     except SourceError as exc:
@@ -110,23 +112,6 @@ def parse(text: str) -> dict | LocalDataset | LocalGenerator:
                         "generator to ONNX (torch.onnx.export) and use onnx:PATH?latent=...")
 
 
-def _server_ref(text: str, kind: str, rest: str) -> dict:
-    if not rest:
-        raise SourceProblem(f"{text!r}: missing the name or id after '{kind}:'")
-    if kind != "generator":
-        return {kind: rest}
-    gen_id, sep, samples = rest.partition(":")
-    if not sep:
-        return {"generator": gen_id}
-    try:
-        count = int(samples)
-    except ValueError:
-        raise SourceProblem(f"{text!r}: the sample count after the generator id must be an integer") from None
-    if count <= 0:
-        raise SourceProblem(f"{text!r}: the sample count must be positive")
-    return {"generator": gen_id, "samples": count}
-
-
 # -- preparing uploads ---------------------------------------------------------------------------
 
 def prepare(local: LocalDataset, folder: Path) -> Path:
@@ -145,9 +130,9 @@ def archive_folder(root: Path, dest: Path) -> Path:
     owners and times, so the same folder always gives the same bytes (and sha256)."""
     names = []
     for d, dirs, files in os.walk(root):
-        dirs[:] = sorted(x for x in dirs if not x.startswith(".") and x != "__MACOSX")
+        dirs[:] = sorted(x for x in dirs if not skipped(x))
         rel = Path(d).relative_to(root)
-        names += [(rel / f).as_posix() for f in files if f.lower().endswith(IMAGE_SUFFIXES)]
+        names += [(rel / f).as_posix() for f in files if is_image((rel / f).as_posix())]
     if not names:
         raise SourceProblem(f"{root}: no PNG or JPEG images in this folder")
     with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:

@@ -14,6 +14,7 @@ from service.contracts.schemas import (
     CatalogItem,
     DatasetOut,
     ErrorOut,
+    GeneratorForm,
     GeneratorOut,
     Health,
     JobCreate,
@@ -23,12 +24,13 @@ from service.contracts.schemas import (
     JobStatus,
     Progress,
     Readiness,
+    SERVER_KINDS,
     Source,
     SummaryRow,
 )
 
 __all__ = [
     "FINAL_STATUSES", "ArtifactList", "BatchCreate", "BatchCreated", "BatchFake", "BatchOut", "CatalogItem",
-    "DatasetOut", "ErrorOut", "GeneratorOut", "Health", "JobCreate", "JobList", "JobOut", "JobSpec", "JobStatus",
-    "Progress", "Readiness", "Source", "SummaryRow",
+    "DatasetOut", "ErrorOut", "GeneratorForm", "GeneratorOut", "Health", "JobCreate", "JobList", "JobOut", "JobSpec", "JobStatus",
+    "Progress", "Readiness", "SERVER_KINDS", "Source", "SummaryRow",
 ]

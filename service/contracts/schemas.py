@@ -5,11 +5,12 @@ The API, the worker, the client and the CLI share them; they import pydantic and
 training.options / training.result only (checked by import-linter, pyproject.toml)."""
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from training.options import EstimateOptions
 from training.result import W1Result
@@ -51,6 +52,35 @@ class Source(BaseModel):
         if self.generator is None and self.samples is not None:
             raise ValueError("'samples' only applies to a generator source")
         return self
+
+    @classmethod
+    def parse(cls, text: str) -> Source:
+        """The command line's names for what the server has: ``catalog:NAME``, ``dataset:ID``,
+        ``generator:ID`` or ``generator:ID:SAMPLES``. ValueError, naming ``text``, otherwise."""
+        kind, sep, rest = text.partition(":")
+        if not sep or kind not in SERVER_KINDS:
+            raise ValueError(f"{text!r}: not catalog:NAME, dataset:ID or generator:ID[:SAMPLES]")
+        if not rest:
+            raise ValueError(f"{text!r}: missing the name or id after '{kind}:'")
+        fields: dict[str, Any] = {kind: rest}
+        if kind == "generator":
+            gen_id, sep, samples = rest.partition(":")
+            if not gen_id:
+                raise ValueError(f"{text!r}: missing the id after 'generator:'")
+            fields = {"generator": gen_id}
+            if sep:
+                if not samples.lstrip("-").isdigit():
+                    raise ValueError(f"{text!r}: the sample count after the generator id must be an integer")
+                if int(samples) <= 0:
+                    raise ValueError(f"{text!r}: the sample count must be positive")
+                fields["samples"] = int(samples)
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            raise ValueError(f"{text!r}: {_one_line(exc)}") from None
+
+
+SERVER_KINDS = ("catalog", "dataset", "generator")  # the prefixes of Source.parse
 
 
 def server_side_options(options: EstimateOptions) -> EstimateOptions:
@@ -144,6 +174,58 @@ class GeneratorOut(BaseModel):
     output_shape: list[int]
     sha256: str
     created_at: datetime
+
+
+class GeneratorForm(BaseModel):
+    """The form fields of a generator upload (multipart, beside the file), in their text form
+    (``latent_shape="100,1,1"``, ``output_range="-1,1"``): the client writes them with
+    :meth:`form`, the server reads them with :meth:`parse`. Limits (axes, elements) are the
+    server's own (service/server/storage.py)."""
+
+    latent_shape: tuple[int, ...] = Field(min_length=1)
+    latent_distribution: Literal["normal", "uniform"] = "normal"
+    output_range: tuple[float, float] = (-1.0, 1.0)
+
+    @field_validator("latent_shape", "output_range", mode="before")
+    @classmethod
+    def _comma_separated(cls, value, info):
+        if isinstance(value, str):
+            value = [p for p in value.replace(" ", "").split(",") if p]
+        if info.field_name == "output_range" and len(value) != 2:
+            raise ValueError(f"expected 'low,high', got {','.join(map(str, value))!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _range(self):
+        low, high = self.output_range
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"output_range must be 'low,high' with low < high, got {low:g},{high:g}")
+        return self
+
+    @classmethod
+    def parse(cls, fields: dict[str, str]) -> GeneratorForm:
+        """From the uploaded form (empty fields take their defaults); ValueError naming the field."""
+        given = {k: v for k, v in fields.items() if k in cls.model_fields and v != ""}
+        if "latent_shape" not in given:
+            raise ValueError("latent_shape is required (e.g. '62' or '100,1,1')")
+        try:
+            return cls.model_validate(given)
+        except ValidationError as exc:
+            raise ValueError(_one_line(exc)) from None
+
+    def form(self) -> dict[str, str]:
+        return {"latent_shape": ",".join(map(str, self.latent_shape)), "latent_distribution": self.latent_distribution,
+                "output_range": ",".join(map(str, self.output_range))}
+
+
+def _one_line(exc: ValidationError) -> str:
+    """A validation error as ``field: problem; ...``."""
+    parts: dict[str, str] = {}
+    for err in exc.errors():
+        where = str(err["loc"][0]) if err["loc"] else ""
+        what = err["msg"].removeprefix("Value error, ")
+        parts.setdefault(where, f"{where}: {what}" if where else what)  # the first problem of each field
+    return "; ".join(parts.values())
 
 
 class CatalogItem(BaseModel):

@@ -21,14 +21,15 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
 MAX_CURSOR = 2**31 - 1  # job sequence numbers are 32-bit integers (PostgreSQL INTEGER)
 
 
-def _refuse(message: str) -> None:
+def refuse(message: str) -> None:
+    """422 with ``message``: what every check of a request's content answers."""
     raise HTTPException(422, message)
 
 
 def parse_cursor(cursor: str) -> int:
     """A ``next_cursor`` value back as an int; 422 for anything no page ever handed out."""
     if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 10 or int(cursor) > MAX_CURSOR:
-        _refuse(f"invalid cursor {cursor[:40]!r}: pass back a next_cursor value")
+        refuse(f"invalid cursor {cursor[:40]!r}: pass back a next_cursor value")
     return int(cursor)
 
 
@@ -36,20 +37,20 @@ def parse_cursor(cursor: str) -> int:
 
 def _bound(what: str, value, limit, setting: str) -> None:
     if value is not None and value > limit:
-        _refuse(f"options.{what} = {value:,} is over this server's limit of {limit:,} (W1_{setting.upper()})")
+        refuse(f"options.{what} = {value:,} is over this server's limit of {limit:,} (W1_{setting.upper()})")
 
 
 def check_device(device: str, settings) -> None:
     """The syntax, and that the workers have it: ``worker_devices`` when set, else the local GPUs
     for the embedded default (its workers run here); scaled out, the workers' hosts decide."""
     if not _DEVICE.match(device):
-        _refuse(f"options.device {device[:40]!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        refuse(f"options.device {device[:40]!r} is not one of auto, cpu, cuda, cuda:N, mps")
     offered = available_devices(settings)
     if device == "auto" or offered is None:
         return
     cuda = [d for d in offered if d.split(":")[0] == "cuda"]
     if not (device in offered or (device == "cuda" and cuda) or (device.startswith("cuda:") and "cuda" in offered)):
-        _refuse(f"options.device {device!r} is not available on this server's workers (they offer "
+        refuse(f"options.device {device!r} is not available on this server's workers (they offer "
                 f"{', '.join(offered)}); use 'auto' or one of those")
 
 
@@ -77,10 +78,10 @@ def check_splits(side: str, n: int, opts) -> None:
     heldout = split_count(opts.holdout, n)
     validation = split_count(opts.validation, n) if want_validation else 0
     if want_validation and validation < 2:
-        _refuse(f"{side}: {n} samples leave {validation} for validation; early stopping needs at least 2 "
+        refuse(f"{side}: {n} samples leave {validation} for validation; early stopping needs at least 2 "
                 "(raise options.validation or set early_stopping false)")
     if heldout < 2 or n - heldout - validation < 1:
-        _refuse(f"{side} has {n} samples: too few to hold out {heldout} and {validation} for validation and "
+        refuse(f"{side} has {n} samples: too few to hold out {heldout} and {validation} for validation and "
                 f"still train (need >= 2 held out, >= 1 to train)")
 
 
@@ -97,25 +98,25 @@ def check_options(opts, input_shape: tuple[int, int, int], counts: dict[str, int
     _bound("validation_samples", opts.validation_samples, settings.max_validation_samples, "max_validation_samples")
     c, h, w = input_shape
     if h * w > settings.max_space_pixels:
-        _refuse(f"options.space.size {h}x{w} = {h * w:,} pixels is over this server's limit of "
+        refuse(f"options.space.size {h}x{w} = {h * w:,} pixels is over this server's limit of "
                 f"{settings.max_space_pixels:,} (W1_MAX_SPACE_PIXELS)")
     batch_bytes = opts.batch_size * c * h * w * 4
     if batch_bytes > settings.max_batch_bytes:
-        _refuse(f"options.batch_size {opts.batch_size} of {c}x{h}x{w} samples is {batch_bytes:,} bytes per batch, "
+        refuse(f"options.batch_size {opts.batch_size} of {c}x{h}x{w} samples is {batch_bytes:,} bytes per batch, "
                 f"over this server's limit of {settings.max_batch_bytes:,} (W1_MAX_BATCH_BYTES)")
     for side, latent in (latents or {}).items():
         if latent is None:
             continue
         latent_bytes = opts.batch_size * math.prod(latent) * 4
         if latent_bytes > settings.max_batch_bytes:
-            _refuse(f"{side}: a batch of {opts.batch_size} latents of {'x'.join(map(str, latent))} is {latent_bytes:,} "
+            refuse(f"{side}: a batch of {opts.batch_size} latents of {'x'.join(map(str, latent))} is {latent_bytes:,} "
                     f"bytes, over this server's limit of {settings.max_batch_bytes:,} (W1_MAX_BATCH_BYTES)")
         cached = (opts.validation_samples or 0) * c * h * w * 4
         if (opts.early_stopping or opts.validation) and cached > settings.max_decoded_bytes:
-            _refuse(f"{side}: {opts.validation_samples:,} validation samples of {c}x{h}x{w} are {cached:,} bytes, "
+            refuse(f"{side}: {opts.validation_samples:,} validation samples of {c}x{h}x{w} are {cached:,} bytes, "
                     f"over this server's limit of {settings.max_decoded_bytes:,} (W1_MAX_DECODED_BYTES)")
     if opts.early_stopping and opts.validation == 0:
-        _refuse("options: early stopping needs a validation split: set validation > 0 or early_stopping false")
+        refuse("options: early stopping needs a validation split: set validation > 0 or early_stopping false")
     for side, n in counts.items():
         if n is not None:
             check_splits(side, n, opts)
@@ -131,15 +132,15 @@ def check_critic(opts, input_shape, settings) -> None:
     if opts.critic not in available_critics():
         if opts.critic == "auto":  # chosen by the estimator from the input space
             return
-        _refuse(f"options.critic {opts.critic!r} is unknown; available: {', '.join(available_critics())}")
+        refuse(f"options.critic {opts.critic!r} is unknown; available: {', '.join(available_critics())}")
     import json
 
     params, problem = _critic_size(opts.critic, tuple(input_shape), opts.conv, opts.activation, opts.width,
                                    json.dumps(opts.critic_options, sort_keys=True, default=str))
     if problem is not None:
-        _refuse(f"options: critic {opts.critic!r} cannot be built for input {'x'.join(map(str, input_shape))}: {problem}")
+        refuse(f"options: critic {opts.critic!r} cannot be built for input {'x'.join(map(str, input_shape))}: {problem}")
     if params > settings.max_critic_parameters:
-        _refuse(f"options: critic {opts.critic!r} (width {opts.width}) has {params:,} parameters, over this "
+        refuse(f"options: critic {opts.critic!r} (width {opts.width}) has {params:,} parameters, over this "
                 f"server's limit of {settings.max_critic_parameters:,} (W1_MAX_CRITIC_PARAMETERS)")
 
 

@@ -24,7 +24,9 @@ import numpy as np
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-DATASET_SUFFIXES = (".npz", ".npy", ".zip", ".tar", ".tar.gz", ".tgz")
+from service.server.limits import refuse
+from training.sources.formats import is_image
+
 GENERATOR_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}
 MAX_FIELD_BYTES = 10_000
 
@@ -219,10 +221,6 @@ _VALIDATE_CHUNK = 64 * 1024**2  # bytes of decoded pixels the API holds while va
 _IMAGE_HEADER_BYTES = 4 * 1024**2
 
 
-def _refuse(message: str) -> None:
-    raise HTTPException(422, message)
-
-
 def _npy_header(f, where: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype from an open .npy stream's header (nothing else is read)."""
     try:
@@ -230,9 +228,9 @@ def _npy_header(f, where: str) -> tuple[tuple[int, ...], np.dtype]:
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read(f)
     except Exception as exc:
-        _refuse(f"{where}: not a readable .npy array header ({exc})")
+        refuse(f"{where}: not a readable .npy array header ({exc})")
     if dtype.hasobject:
-        _refuse(f"{where}: holds Python objects, which are never unpickled; save plain numeric arrays")
+        refuse(f"{where}: holds Python objects, which are never unpickled; save plain numeric arrays")
     return tuple(int(d) for d in shape), dtype
 
 
@@ -242,10 +240,10 @@ def _decoded(shape, dtype) -> int:
 
 def _check_total(where: str, decoded: int, stored: int, settings, archive: bool) -> None:
     if decoded > settings.max_decoded_bytes:
-        _refuse(f"{where}: decodes to {decoded:,} bytes, over this server's limit of "
+        refuse(f"{where}: decodes to {decoded:,} bytes, over this server's limit of "
                 f"{settings.max_decoded_bytes:,} (W1_MAX_DECODED_BYTES)")
     if archive and decoded > RATIO_FLOOR and decoded > settings.max_compression_ratio * max(stored, 1):
-        _refuse(f"{where}: decompresses {decoded / max(stored, 1):,.0f}-fold ({stored:,} -> {decoded:,} bytes), over "
+        refuse(f"{where}: decompresses {decoded / max(stored, 1):,.0f}-fold ({stored:,} -> {decoded:,} bytes), over "
                 f"this server's limit of {settings.max_compression_ratio:g} (W1_MAX_COMPRESSION_RATIO)")
 
 
@@ -259,21 +257,14 @@ def _zip_infos(path: Path, where: str, settings) -> list[zipfile.ZipInfo]:
         if end is None:
             raise zipfile.BadZipFile("no end-of-central-directory record")
         if end[zipfile._ECD_ENTRIES_TOTAL] > settings.max_archive_members:
-            _refuse(f"{where}: holds {end[zipfile._ECD_ENTRIES_TOTAL]:,} files, over this server's limit of "
+            refuse(f"{where}: holds {end[zipfile._ECD_ENTRIES_TOTAL]:,} files, over this server's limit of "
                     f"{settings.max_archive_members:,} (W1_MAX_ARCHIVE_MEMBERS)")
         with zipfile.ZipFile(path) as zf:
             infos = [i for i in zf.infolist() if not i.is_dir()]
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        _refuse(f"{where}: archive is corrupt or truncated: {exc}")
+        refuse(f"{where}: archive is corrupt or truncated: {exc}")
     _check_total(where, sum(i.file_size for i in infos), path.stat().st_size, settings, archive=True)
     return infos
-
-
-def _is_image(name: str) -> bool:
-    from training.sources.images import IMAGE_SUFFIXES
-
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    return name.lower().endswith(IMAGE_SUFFIXES) and not any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
 def _check_images(where: str, count: int, first: bytes | None, first_name: str, settings) -> None:
@@ -286,13 +277,13 @@ def _check_images(where: str, count: int, first: bytes | None, first_name: str, 
         with Image.open(io.BytesIO(first)) as img:  # lazy: only the header is parsed
             (w, h), channels = img.size, len(img.getbands())
     except Exception as exc:  # PIL's own bomb check (> 2 x 89 M pixels) lands here too
-        _refuse(f"{where}: {first_name}: not a readable PNG/JPEG image ({exc})")
+        refuse(f"{where}: {first_name}: not a readable PNG/JPEG image ({exc})")
     if w * h > settings.max_image_pixels:
-        _refuse(f"{where}: {first_name} is {w}x{h} = {w * h:,} pixels, over this server's limit of "
+        refuse(f"{where}: {first_name} is {w}x{h} = {w * h:,} pixels, over this server's limit of "
                 f"{settings.max_image_pixels:,} per image (W1_MAX_IMAGE_PIXELS)")
     decoded = count * w * h * channels
     if decoded > settings.max_decoded_bytes:
-        _refuse(f"{where}: {count:,} images of {w}x{h}x{channels} decode to {decoded:,} bytes, over this "
+        refuse(f"{where}: {count:,} images of {w}x{h}x{channels} decode to {decoded:,} bytes, over this "
                 f"server's limit of {settings.max_decoded_bytes:,} (W1_MAX_DECODED_BYTES)")
 
 
@@ -306,23 +297,23 @@ def _check_tar(path: Path, where: str, settings) -> None:
                 while chunk := g.read(1 << 20):
                     total += len(chunk)
                     if total > cap:
-                        _refuse(f"{where}: decompresses to more than {cap:,} bytes ({size:,} stored), over this "
+                        refuse(f"{where}: decompresses to more than {cap:,} bytes ({size:,} stored), over this "
                                 f"server's limits (W1_MAX_DECODED_BYTES, W1_MAX_COMPRESSION_RATIO)")
         except (OSError, EOFError, zlib.error) as exc:
-            _refuse(f"{where}: archive is corrupt or truncated: {exc}")
+            refuse(f"{where}: archive is corrupt or truncated: {exc}")
     count, first, first_name = 0, None, ""
     try:
         with tarfile.open(path) as tf:
             for n, m in enumerate(tf, 1):
                 if n > settings.max_archive_members:
-                    _refuse(f"{where}: holds more than {settings.max_archive_members:,} files, this server's limit "
+                    refuse(f"{where}: holds more than {settings.max_archive_members:,} files, this server's limit "
                             f"(W1_MAX_ARCHIVE_MEMBERS)")
-                if m.isfile() and _is_image(m.name):
+                if m.isfile() and is_image(m.name):
                     count += 1
                     if first is None:
                         first, first_name = tf.extractfile(m).read(_IMAGE_HEADER_BYTES), m.name
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        _refuse(f"{where}: archive is corrupt or truncated: {exc}")
+        refuse(f"{where}: archive is corrupt or truncated: {exc}")
     _check_images(where, count, first, first_name, settings)
 
 
@@ -337,7 +328,7 @@ def check_dataset_size(path: Path, suffix: str, where: str, settings) -> None:
             decoded, room = _decoded(shape, dtype), path.stat().st_size - f.tell()
         _check_total(where, decoded, room, settings, archive=False)
         if room < decoded:
-            _refuse(f"{where}: truncated: its header says {shape} {dtype} ({decoded:,} bytes), the file holds {room:,}")
+            refuse(f"{where}: truncated: its header says {shape} {dtype} ({decoded:,} bytes), the file holds {room:,}")
     elif suffix == ".npz":
         infos = _zip_infos(path, where, settings)
         total = 0
@@ -348,23 +339,23 @@ def check_dataset_size(path: Path, suffix: str, where: str, settings) -> None:
                     with zf.open(info) as f:
                         shape, dtype = _npy_header(f, member)
                 except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-                    _refuse(f"{where}: archive is corrupt or truncated: {exc}")
+                    refuse(f"{where}: archive is corrupt or truncated: {exc}")
                 decoded = _decoded(shape, dtype)
                 if decoded > info.file_size:
-                    _refuse(f"{member}: truncated: its header says {shape} {dtype} ({decoded:,} bytes), the member "
+                    refuse(f"{member}: truncated: its header says {shape} {dtype} ({decoded:,} bytes), the member "
                             f"holds {info.file_size:,}")
                 total += decoded
         _check_total(where, total, path.stat().st_size, settings, archive=True)
     elif suffix == ".zip":
         infos = _zip_infos(path, where, settings)
-        images = [i for i in infos if _is_image(i.filename)]
+        images = [i for i in infos if is_image(i.filename)]
         first = None
         if images:
             try:
                 with zipfile.ZipFile(path) as zf, zf.open(images[0]) as f:
                     first = f.read(_IMAGE_HEADER_BYTES)
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-                _refuse(f"{where}: archive is corrupt or truncated: {exc}")
+                refuse(f"{where}: archive is corrupt or truncated: {exc}")
         _check_images(where, len(images), first, images[0].filename if images else "", settings)
     elif suffix in (".tar", ".tar.gz", ".tgz"):
         _check_tar(path, where, settings)
@@ -383,7 +374,7 @@ def extract_single_npz(path: Path, tmp_dir: Path) -> tuple[Path, str] | None:
                 shutil.copyfileobj(src, dst, 1 << 20)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             out.unlink(missing_ok=True)
-            _refuse(f"archive is corrupt or truncated: {exc}")
+            refuse(f"archive is corrupt or truncated: {exc}")
     return out, infos[0].filename.removesuffix(".npy")
 
 
@@ -398,9 +389,9 @@ def read_through(src, where: str) -> None:
 
 def check_latent(latent: list[int], settings) -> None:
     if len(latent) > 8 or any(d < 1 for d in latent):
-        _refuse(f"latent_shape must be 1 to 8 positive sizes, got {latent[:9]}")
+        refuse(f"latent_shape must be 1 to 8 positive sizes, got {latent[:9]}")
     if math.prod(latent) > settings.max_latent_elements:
-        _refuse(f"latent_shape {latent} has {math.prod(latent):,} elements, over this server's limit of "
+        refuse(f"latent_shape {latent} has {math.prod(latent):,} elements, over this server's limit of "
                 f"{settings.max_latent_elements:,} (W1_MAX_LATENT_ELEMENTS)")
 
 
@@ -412,7 +403,7 @@ def check_onnx_shapes(path: Path, latent: list[int], where: str, settings) -> No
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
-        _refuse(f"{where}: cannot load ONNX model ({exc})")
+        refuse(f"{where}: cannot load ONNX model ({exc})")
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or not outputs:
         return  # open_source explains the expected signature
@@ -420,15 +411,15 @@ def check_onnx_shapes(path: Path, latent: list[int], where: str, settings) -> No
     if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
         dims = _inferred_output(path, latent) or dims
     if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
-        _refuse(f"{where}: the output shape {dims} is not (N, C, H, W) with static C, H and W; "
+        refuse(f"{where}: the output shape {dims} is not (N, C, H, W) with static C, H and W; "
                 "export the generator with only the batch axis dynamic")
     c, h, w = dims[1:]
     if h * w > settings.max_image_pixels:
-        _refuse(f"{where}: outputs {c}x{h}x{w} images = {h * w:,} pixels, over this server's limit of "
+        refuse(f"{where}: outputs {c}x{h}x{w} images = {h * w:,} pixels, over this server's limit of "
                 f"{settings.max_image_pixels:,} per image (W1_MAX_IMAGE_PIXELS)")
     batch = inputs[0].shape[0] if inputs[0].shape and isinstance(inputs[0].shape[0], int) else 2
     if batch * c * h * w * 4 > settings.max_batch_bytes:
-        _refuse(f"{where}: its fixed batch of {batch} outputs {batch * c * h * w * 4:,} bytes, over this "
+        refuse(f"{where}: its fixed batch of {batch} outputs {batch * c * h * w * 4:,} bytes, over this "
                 f"server's limit of {settings.max_batch_bytes:,} (W1_MAX_BATCH_BYTES)")
 
 

@@ -15,6 +15,7 @@ from service.server.domain import Context, Problem, owned
 from service.contracts import DatasetOut
 from service.server.openapi import errors, links
 from service.server.views import dataset_out, respond
+from training.sources.formats import UPLOAD_SUFFIXES
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=errors(401, 422, 503))
 
@@ -42,7 +43,7 @@ async def upload_dataset(request: Request, response: Response, ctx: CtxDep, who:
 def register_dataset(ctx: Context, up: storage.Upload, who: str, response: Response) -> DatasetOut:
     """Check a received upload, store it by content and record it (in a worker thread)."""
     settings = ctx.settings
-    suffix = storage.suffix_of(up.filename, storage.DATASET_SUFFIXES)
+    suffix = storage.suffix_of(up.filename, UPLOAD_SUFFIXES)
     name = up.fields.get("name") or up.filename
     with ctx.sessions() as s:
         existing = s.scalar(select(Dataset).where(Dataset.owner == who, Dataset.sha256 == up.sha256))

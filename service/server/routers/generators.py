@@ -9,7 +9,7 @@ from service.server import storage
 from service.server.db import Generator
 from service.server.deps import CtxDep, OwnerDep
 from service.server.domain import Context, Problem, owned
-from service.contracts import GeneratorOut
+from service.contracts import GeneratorForm, GeneratorOut
 from service.server.openapi import errors, links
 from service.server.views import generator_out, respond
 
@@ -38,16 +38,6 @@ async def upload_generator(request: Request, response: Response, ctx: CtxDep, wh
         up.discard()
 
 
-def parse_numbers(text: str, what: str, cast) -> list:
-    try:
-        values = [cast(p) for p in text.replace(" ", "").split(",") if p]
-    except ValueError:
-        raise Problem(422, f"{what}: expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise Problem(422, f"{what} is required (e.g. '62' or '100,1,1')")
-    return values
-
-
 def register_generator(ctx: Context, up: storage.Upload, who: str, response: Response) -> GeneratorOut:
     """Check a received model by running it once, store it by content and record it (in a worker thread)."""
     settings = ctx.settings
@@ -56,14 +46,12 @@ def register_generator(ctx: Context, up: storage.Upload, who: str, response: Res
     if fmt == "torchscript" and not settings.allow_torchscript:
         raise Problem(422, "TorchScript generators are disabled on this server "
                            "(W1_ALLOW_TORCHSCRIPT); upload an ONNX model")
-    latent = parse_numbers(up.fields.get("latent_shape", ""), "latent_shape", int)
+    try:
+        form = GeneratorForm.parse(up.fields)
+    except ValueError as exc:
+        raise Problem(422, str(exc)) from None
+    latent, dist, out_range = list(form.latent_shape), form.latent_distribution, list(form.output_range)
     storage.check_latent(latent, settings)
-    dist = up.fields.get("latent_distribution") or "normal"
-    if dist not in ("normal", "uniform"):
-        raise Problem(422, f"latent_distribution must be 'normal' or 'uniform', got {dist!r}")
-    out_range = parse_numbers(up.fields.get("output_range") or "-1,1", "output_range", float)
-    if len(out_range) != 2 or not out_range[0] < out_range[1]:
-        raise Problem(422, f"output_range must be 'low,high' with low < high, got {out_range}")
     latent_key, range_key = ",".join(map(str, latent)), ",".join(map(str, out_range))
     with ctx.sessions() as s:
         existing = s.scalar(select(Generator).where(
