@@ -6,8 +6,10 @@ every request needs a valid token, so revoking the last key never opens the serv
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
+import logging
 
 from fastapi import HTTPException, Request
 from sqlalchemy import func, select
@@ -16,6 +18,10 @@ from sqlalchemy.orm import Session
 from service.server.db import ApiKey, new_token, now
 
 LOCAL_OWNER = "local"
+LOCAL_MODE_ENDS = ("From now on every request needs a token (Authorization: Bearer ..., or W1_TOKEN / --token for "
+                   "the w1 client): a running server answers requests without one with 401 within a few seconds "
+                   "(W1_AUTH_CACHE_S).")
+log = logging.getLogger("w1.auth")
 
 
 def hash_token(token: str) -> str:
@@ -58,6 +64,12 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+@functools.cache  # once per process: the first request refused for want of a token
+def _say_tokens_are_required() -> None:
+    log.warning("API keys exist (`w1 keys create`), so requests without a token answer 401: this server no "
+                "longer serves tokenless loopback clients as %r", LOCAL_OWNER)
+
+
 def authenticate(request: Request, session: Session) -> str:
     """The owner behind this request, or 401."""
     header = request.headers.get("authorization", "")
@@ -71,6 +83,7 @@ def authenticate(request: Request, session: Session) -> str:
             raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
         return key.owner
     if any_keys(session):
+        _say_tokens_are_required()
         raise HTTPException(401, "missing API key: send 'Authorization: Bearer <token>'",
                             headers={"WWW-Authenticate": "Bearer"})
     if not is_loopback(request.client.host if request.client else None):

@@ -109,7 +109,7 @@ def serve(host, port, workers, data_dir):
     migrate(settings.db_url)
     engine = make_engine(settings.db_url)
     with make_sessionmaker(engine)() as s:
-        keys = auth.active_keys(s)
+        keys, local_mode = auth.active_keys(s), not auth.any_keys(s)
     engine.dispose()
     if keys == 0 and not auth.is_loopback(settings.host):
         raise click.ClickException(
@@ -130,6 +130,9 @@ def serve(host, port, workers, data_dir):
     click.echo(f"w1 serve: API on http://{settings.host}:{settings.port} (docs at /docs), "
                f"{len(devices)} worker(s) {'on GPUs ' + ','.join(d for d in devices if d) if any(devices) else 'on CPU'}, "
                f"data in {settings.data_dir}", err=True)
+    click.echo("w1 serve: " + (f"no API keys: loopback clients are served without a token, as owner "
+                               f"{auth.LOCAL_OWNER!r}. The first `w1 keys create` ends that."
+                               if local_mode else f"{keys} active API key(s): every request needs a token"), err=True)
     try:
         # workers stop in the app's shutdown: uvicorn re-raises SIGTERM after it, so a `finally`
         # here would never run
@@ -186,14 +189,17 @@ def _sessions():
 @click.option("--owner", required=True, help="Owner name: every object created with this key belongs to it.")
 def keys_create(owner):
     """Create a key and print its token (only now; it is stored hashed)."""
-    from service.server.auth import create_key
+    from service.server.auth import LOCAL_MODE_ENDS, any_keys, create_key
 
     with _sessions()() as s:
+        first = not any_keys(s)
         try:
             key, token = create_key(s, owner)
         except ValueError as exc:
             raise click.ClickException(str(exc))
     click.echo(f"created key {key.id} for owner {key.owner!r}; the token is shown only once:", err=True)
+    if first:
+        click.echo(f"note: this is the server's first API key. {LOCAL_MODE_ENDS}", err=True)
     click.echo(token)
 
 

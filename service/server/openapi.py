@@ -7,7 +7,7 @@ _WHY = {
     401: "Missing, malformed or revoked API key",
     404: "No such object for this owner",
     409: "Conflicts with the object's state",
-    413: "Upload over the size limit",
+    413: "Body over the size limit (an upload: W1_MAX_UPLOAD_BYTES; a JSON body: W1_MAX_JSON_BYTES)",
     422: "Invalid body, parameter, content or reference (a malformed JSON body too)",
     429: "Too many unfinished jobs for this owner",
     503: "Server busy or database unavailable; retry after the Retry-After header's seconds",

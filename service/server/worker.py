@@ -138,6 +138,11 @@ class Attempt:
         self.latest = {"step": event.step, "total": event.total, "estimate": event.estimate,
                        "objective": event.objective}
 
+    def stopped_at(self, step: int) -> dict | None:
+        """The progress to keep when training stopped at ``step``: the latest report (made every
+        few steps) moved to that step, so the job's progress and its error agree."""
+        return None if self.latest is None else {**self.latest, "step": step}
+
     def should_stop(self) -> bool:
         from service.server.db import as_utc
 
@@ -181,18 +186,19 @@ class Attempt:
             result = estimate_w1(real, fake, options, progress=self.progress, should_stop=self.should_stop,
                                  checkpoint_dir=ckpt)
         except Cancelled as exc:
+            stopped = self.stopped_at(exc.step)  # the error and the job's progress name the same step
             if self.lost:
                 log.warning("job %s: attempt fenced off (a newer attempt owns it); stopped", self.job_id)
             elif self.orphaned:
-                self.write(status=QUEUED, dispatched_at=None, worker=None, progress=self.latest,
+                self.write(status=QUEUED, dispatched_at=None, worker=None, progress=stopped,
                            error=f"attempt stopped at step {exc.step}: its server (w1 serve) is gone; requeued")
                 log.warning("job %s: the server is gone; checkpointed at step %d and requeued", self.job_id, exc.step)
             elif self.cancel:
                 self.write(status=CANCELLED, error=f"cancelled by request at step {exc.step}",
-                           finished_at=now(), progress=self.latest)
+                           finished_at=now(), progress=stopped)
                 log.info("job %s cancelled at step %d", self.job_id, exc.step)
             else:
-                self.write(status=FAILED, finished_at=now(), progress=self.latest,
+                self.write(status=FAILED, finished_at=now(), progress=stopped,
                            error=f"time limit of {self.settings.job_time_limit_s:g} s exceeded at step {exc.step}")
                 log.info("job %s failed: time limit exceeded at step %d", self.job_id, exc.step)
             return

@@ -124,6 +124,22 @@ def test_cancel(w1, samples, live_service):
     assert "already finished" in again.output
 
 
+def test_tables_keep_every_column_in_a_pipe(live_service, tmp_path):
+    """Piped or logged (not a terminal, no COLUMNS), a table is as wide as its columns: nothing is
+    fitted to 80 columns, folded or dropped."""
+    name = "checkpoints-of-a-generator-with-a-rather-long-descriptive-name-epoch-0123.npz"
+    np.savez(tmp_path / name, images=np.random.default_rng(7).integers(0, 256, (40, 1, 8, 8), dtype=np.uint8))
+    env = {"W1_SERVER": live_service.url, "W1_TOKEN": live_service.token, "COLUMNS": None}
+    runner = CliRunner()
+    assert runner.invoke(main, ["datasets", "add", str(tmp_path / name)], env=env).exit_code == 0
+    listed = runner.invoke(main, ["datasets", "list"], env=env).stdout
+    header = next(line for line in listed.splitlines() if " id " in line)
+    assert all(f" {h} " in header for h in ("name", "format", "count", "shape", "size bytes", "created at")), listed
+    assert any(name in line for line in listed.splitlines()) and max(map(len, listed.splitlines())) > 80, listed
+    jobs = runner.invoke(main, ["jobs", "list"], env=env).stdout
+    assert all(f" {h} " in jobs for h in ("status", "label", "progress", "estimate", "created")), jobs
+
+
 def test_batch_writes_csv_and_json(w1, samples, tmp_path):
     spec = tmp_path / "ckpts.yaml"
     spec.write_text(

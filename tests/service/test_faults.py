@@ -88,6 +88,7 @@ def test_api_restart_loses_nothing_and_cancel_running(make_service, files):
     job = svc.wait(first, timeout=60)
     assert job["status"] == "cancelled" and time.monotonic() - t0 < 10, job
     assert "cancelled" in job["error"] and job["result"] is None
+    assert job["error"] == f"cancelled by request at step {job['progress']['step']}", job  # one step, not two
 
     # the queued ones run afterwards on the same worker, nothing lost
     for jid in queued:

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=errors(401,
 
 
 @router.post("", status_code=202, response_model=BatchCreated, name="submit",
-             responses={202: {"links": links("batch_id", "batches_get")}, **errors(422, 429)})
+             responses={202: {"links": links("batch_id", "batches_get")}, **errors(413, 422, 429)})
 def submit_batch(body: BatchCreate, ctx: CtxDep, who: OwnerDep) -> Response:
     """Many fakes against one real set: one job each, all accepted or none (quota)."""
     batch, jobs = domain.submit_batch(ctx, who, body)

@@ -32,7 +32,7 @@ class EventStream(StreamingResponse):
 @router.post("", status_code=202, response_model=JobOut, name="submit",
              responses={202: {"links": links("job_id", "jobs_get", "jobs_cancel", "jobs_events", "jobs_artifacts")},
                         200: {"model": JobOut, "description": "The job an earlier request with this Idempotency-Key made"},
-                        **errors(422, 429)})
+                        **errors(413, 422, 429)})
 def submit_job(body: JobCreate, ctx: CtxDep, who: OwnerDep,
                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     """Submit a job: 202 + Location. Same Idempotency-Key and body: the same job (200)."""
