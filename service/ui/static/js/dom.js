@@ -28,6 +28,10 @@ export function s(tag, attrs, ...children) {
   return add(set(document.createElementNS(SVG_NS, tag), attrs), children);
 }
 
+export function append(el, ...children) {
+  return add(el, children);
+}
+
 export function replace(el, ...children) {
   el.replaceChildren();
   return add(el, children);

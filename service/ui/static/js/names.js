@@ -9,17 +9,17 @@ export function clearNames() {
   cache = null;
 }
 
-export async function sources(signal) {
+// Not tied to one view's AbortSignal: the next view may share the same pending answer.
+export async function sources() {
   if (!cache) {
-    cache = Promise.all([getJSON("/v1/datasets", { signal }), getJSON("/v1/generators", { signal }),
-      getJSON("/v1/catalog", { signal })])
+    cache = Promise.all([getJSON("/v1/datasets"), getJSON("/v1/generators"), getJSON("/v1/catalog")])
       .then(([datasets, generators, catalog]) => ({ datasets, generators, catalog }))
       .catch((err) => { cache = null; throw err; });
   }
   return cache;
 }
 
-export async function names(signal) {
-  const { datasets, generators } = await sources(signal);
+export async function names() {
+  const { datasets, generators } = await sources();
   return Object.fromEntries([...datasets, ...generators].map((x) => [x.id, x.name]));
 }

@@ -8,7 +8,7 @@
 
 import { follow, getJSON, saveBlob } from "../api.js";
 import { intervalChart } from "../chart.js";
-import { fmt, h, replace, statusBadge } from "../dom.js";
+import { append, fmt, h, replace, statusBadge } from "../dom.js";
 
 const ACTIVE = new Set(["queued", "running"]);
 
@@ -28,7 +28,7 @@ export function items(batch) {
       lcb: r?.lower_confidence_bound ?? null, point: r?.certified_lower_bound ?? null,
       lo: r?.certified_ci[0] ?? null, hi: r?.certified_ci[1] ?? null,
       estimate: r?.estimate ?? null, stderr: r?.stderr ?? null, lipschitz: r?.lipschitz_bound ?? null,
-      confidence: r?.confidence ?? null, space: r?.space ?? null,
+      confidence: r?.confidence ?? null, space: r?.space ?? null, error: job.error,
     };
   });
 }
@@ -59,7 +59,7 @@ function table(rows) {
     h("tbody", {}, rows.map((it) => h("tr", { dataset: { job: it.jobId } },
       h("th", { scope: "row" }, h("a", { href: `#/jobs/${encodeURIComponent(it.jobId)}` }, it.label)),
       stepped ? h("td", { class: "num" }, it.step ?? "–") : null,
-      h("td", {}, statusBadge(it.status)),
+      h("td", {}, statusBadge(it.status), it.error ? h("div", { class: "error-text" }, it.error) : null),
       h("td", { class: "num" }, fmt(it.lcb)), h("td", { class: "num" }, fmt(it.point)),
       h("td", { class: "num" }, it.done ? `[${fmt(it.lo)}, ${fmt(it.hi)}]` : "–"),
       h("td", { class: "num" }, it.done ? `${fmt(it.estimate)} ± ${fmt(it.stderr)}` : "–"),
@@ -101,7 +101,7 @@ export async function render({ main, signal, arg: id }) {
         xTitle: numeric ? "checkpoint step" : "item (label, in submission order)" })),
     h("section", { class: "table-col" }, table(rows)));
   };
-  main.append(h("div", { class: "heading" }, h("h1", {}, `Batch ${id} `, badge), csv),
+  append(main, h("div", { class: "heading" }, h("h1", {}, `Batch ${id} `, badge), csv),
     h("p", {}, "One real set against each fake. ", h("a", { href: `#/jobs?batch=${encodeURIComponent(id)}` }, "Its jobs in the list")),
     count, body);
   draw();

@@ -4,7 +4,7 @@
 
 import { getJSON } from "../api.js";
 import { COLORS, DASHES, intervalChart, legend, lineChart } from "../chart.js";
-import { errorBox, h } from "../dom.js";
+import { append, errorBox, h } from "../dom.js";
 import { items } from "./batch.js";
 import { curveSeries } from "./job.js";
 
@@ -23,7 +23,7 @@ async function picker(main, signal) {
     if (ids.length < 2) problem.replaceChildren(errorBox("Choose two or more jobs."));
     else location.hash = `#/compare/${ids.join(",")}`;
   });
-  main.append(h("h1", {}, "Compare jobs"), h("p", {}, "Choose two or more finished jobs (or tick them in the job list)."), form, problem);
+  append(main, h("h1", {}, "Compare jobs"), h("p", {}, "Choose two or more finished jobs (or tick them in the job list)."), form, problem);
 }
 
 function spaceWarning(jobs) {
@@ -55,7 +55,7 @@ export async function render({ main, signal, arg }) {
   const series = jobs.map((job, i) => ({ name: job.label || job.id, points: curveSeries(job.result?.curve || [], "validation"),
     color: COLORS[i % COLORS.length], dash: DASHES[i % DASHES.length] }));
   const conf = jobs.find((job) => job.result)?.result.confidence || 0.95;
-  main.append(h("h1", {}, `Compare ${jobs.length} jobs`),
+  append(main, h("h1", {}, `Compare ${jobs.length} jobs`),
     spaceWarning(jobs),
     unfinished.length ? h("p", { class: "warning", role: "alert" }, `Without a result: ${unfinished.map((j) => j.label || j.id).join(", ")}.`) : null,
     h("section", {}, h("h2", {}, "W1 with its certified interval"),

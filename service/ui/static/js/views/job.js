@@ -4,7 +4,7 @@
 
 import { download, follow, getJSON, request, saveBlob } from "../api.js";
 import { COLORS, DASHES, legend, lineChart } from "../chart.js";
-import { announce, dl, errorBox, fmt, fmtTime, h, replace, sourceName, statusBadge } from "../dom.js";
+import { announce, append, dl, errorBox, fmt, fmtTime, h, replace, sourceName, statusBadge } from "../dom.js";
 import { names } from "../names.js";
 
 const ACTIVE = new Set(["queued", "running"]);
@@ -109,7 +109,7 @@ function header(job, onCancel) {
 
 export async function render({ main, signal, arg: id }) {
   const path = `/v1/jobs/${encodeURIComponent(id)}`;
-  const [first, sourceNames] = await Promise.all([getJSON(path, { signal }), names(signal)]);
+  const [first, sourceNames] = await Promise.all([getJSON(path, { signal }), names()]);
   let job = first;
   const live = job.progress ? [{ ...job.progress, validation: job.progress.estimate }] : [];
   let lastEstimate = job.progress?.estimate;
@@ -130,7 +130,7 @@ export async function render({ main, signal, arg: id }) {
       job = await getJSON(`${path}/cancel`, { method: "POST", signal });
       announce("Cancel requested");
     } catch (err) {
-      main.append(errorBox(err));
+      append(main, errorBox(err));
     }
   }
   await draw();

@@ -2,7 +2,7 @@
 // (one event stream for all of them), and a selection to compare.
 
 import { follow, getJSON } from "../api.js";
-import { fmt, fmtTime, h, headline, sourceName, statusBadge } from "../dom.js";
+import { append, fmt, fmtTime, h, headline, sourceName, statusBadge } from "../dom.js";
 import { names } from "../names.js";
 
 const PAGE = 20;
@@ -62,11 +62,12 @@ function row(job, sourceNames, onSelect) {
 
 export async function render({ main, signal, params }) {
   document.title = "Jobs · w1";
-  const q = new URLSearchParams({ limit: PAGE });
+  const limit = Math.min(Math.max(Number(params.get("limit")) || PAGE, 1), 100);
+  const q = new URLSearchParams({ limit });
   for (const [key, name] of [["status", "status"], ["label", "label"], ["batch", "batch_id"], ["cursor", "cursor"]]) {
     if (params.get(key)) q.set(name, params.get(key));
   }
-  const [page, sourceNames] = await Promise.all([getJSON(`/v1/jobs?${q}`, { signal }), names(signal)]);
+  const [page, sourceNames] = await Promise.all([getJSON(`/v1/jobs?${q}`, { signal }), names()]);
   const compareButton = h("button", { type: "button", id: "compare-selected" });
   const updateCompare = () => {
     compareButton.textContent = `Compare selected (${selected.size})`;
@@ -81,13 +82,17 @@ export async function render({ main, signal, params }) {
       "progress", "batch", "created"].map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, [...rows.values()]));
   const pager = h("nav", { class: "pager", "aria-label": "Pages" });
-  if (params.get("cursor")) pager.append(h("a", { href: hashFor(new URLSearchParams({ status: params.get("status") || "", label: params.get("label") || "", batch: params.get("batch") || "" })) }, "← Newest"));
+  if (params.get("cursor")) {
+    const first = new URLSearchParams(params);
+    first.delete("cursor");
+    pager.append(h("a", { href: hashFor(first) }, "← Newest"));
+  }
   if (page.next_cursor) {
     const next = new URLSearchParams(params);
     next.set("cursor", page.next_cursor);
     pager.append(h("a", { href: hashFor(next), id: "older" }, "Older →"));
   }
-  main.append(h("div", { class: "heading" }, h("h1", {}, "Jobs"), h("a", { class: "button", href: "#/submit" }, "New estimate")),
+  append(main, h("div", { class: "heading" }, h("h1", {}, "Jobs"), h("a", { class: "button", href: "#/submit" }, "New estimate")),
     filters(params),
     page.items.length ? h("div", { class: "scroll" }, table) : h("p", { class: "empty-state" }, "No jobs here yet."),
     h("div", { class: "actions" }, compareButton, pager));

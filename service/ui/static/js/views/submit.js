@@ -3,7 +3,7 @@
 // job, several are a batch. Uploading a data set file is here too.
 
 import { getJSON, request } from "../api.js";
-import { announce, errorBox, h, replace } from "../dom.js";
+import { announce, append, errorBox, h, replace } from "../dom.js";
 import { clearNames, sources } from "../names.js";
 
 let fakeCount = 0;
@@ -100,7 +100,7 @@ function uploadForm(refresh) {
 
 export async function render({ main, signal }, message) {
   document.title = "Submit · w1";
-  const all = await sources(signal);
+  const all = await sources();
   const real = h("select", { id: "real", required: true }, sourceOptions(all, false));
   const fakes = h("div", { id: "fakes" });
   fakes.append(fakeRow(fakes, all));
@@ -137,6 +137,6 @@ export async function render({ main, signal }, message) {
     }
   });
   const refresh = async (msg) => { main.replaceChildren(); await render({ main, signal }, msg); };
-  main.append(h("h1", {}, "Submit"), message ? h("p", { class: "ok", role: "status" }, message) : null,
+  append(main, h("h1", {}, "Submit"), message ? h("p", { class: "ok", role: "status" }, message) : null,
     form, uploadForm(refresh));
 }
