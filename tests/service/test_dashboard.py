@@ -170,6 +170,7 @@ def test_dashboard_end_to_end(live_service, browser, shots, sets):
     expect(page.locator("main h1 [data-status]")).to_have_text("succeeded", timeout=60_000)
     job = wait_job(svc, job_id, alice)
     lcb = f"{job['result']['lower_confidence_bound']:.4f}"
+    expect(page.locator("#headline")).to_contain_text(f"W1 ≥ {lcb}")
     expect(page.locator("#result")).to_contain_text("W1 >= (95% lower confidence bound)")
     expect(page.locator("#result tr").first).to_contain_text(lcb)
     assert page.locator("#curve polyline[data-series=validation]").count() >= 1
@@ -238,8 +239,8 @@ def test_dashboard_end_to_end(live_service, browser, shots, sets):
     page.click("nav >> text=Jobs")
     bar = page.locator(f"tr[data-job='{long['id']}'] progress")
     expect(bar).to_be_visible(timeout=60_000)
-    first = int(bar.get_attribute("value"))
-    page.wait_for_function(f"() => Number(document.querySelector(\"tr[data-job='{long['id']}'] progress\")?.value) > {first}",
+    first = int(bar.get_attribute("data-step"))
+    page.wait_for_function(f"() => Number(document.querySelector(\"tr[data-job='{long['id']}'] progress\")?.dataset.step) > {first}",
                            timeout=30_000)
     shots(page, "jobs")
     page.click(f"tr[data-job='{long['id']}'] a >> text={long['id']}")
@@ -329,6 +330,8 @@ def keyless_service(tmp_path):
     else:
         proc.kill()
         pytest.fail(f"keyless API did not start: {(tmp_path / 'api.log').read_text()[-2000:]}")
+    first_line = (tmp_path / "api.log").read_text().splitlines()[0]
+    assert f"API on {url} (dashboard at /ui/" in first_line, first_line  # `w1 serve` points to the page
     yield url
     proc.terminate()
     proc.wait(timeout=20)

@@ -115,7 +115,9 @@ export function intervalChart({ title, desc, items, numeric, xTitle, confidence 
   const y = scale(lo, hi, H - M.bottom, M.top);
   const at = (it) => x(numeric ? it.x : items.indexOf(it));
   yAxis(svg, y, lo, hi, "W1 (certified)");
+  const every = Math.ceil(items.length / 12);  // at most about 12 labels on the axis
   items.forEach((it, i) => {
+    if (i % every && i !== items.length - 1) return;
     const t = s("text", { x: at(it), y: H - M.bottom + 16, "text-anchor": "middle", class: "tick" },
       numeric ? String(it.x) : shorten(it.label || `#${i + 1}`), s("title", {}, it.label || `#${i + 1}`));
     svg.append(t);

@@ -57,15 +57,26 @@ export function headline(job) {
   return `W1 ≥ ${fmt(r.lower_confidence_bound)}`;
 }
 
+// A source reference by its name (the id in a tooltip): "real.npz", "catalog:digits", "gen.onnx × 1000".
 export function sourceName(ref, names) {
   if (!ref) return "–";
-  if (ref.catalog) return `catalog:${ref.catalog}`;
-  if (ref.dataset) return names?.[ref.dataset] ? `${names[ref.dataset]} (${ref.dataset})` : ref.dataset;
-  if (ref.generator) {
-    const name = names?.[ref.generator] ? `${names[ref.generator]} (${ref.generator})` : ref.generator;
-    return ref.samples ? `${name} × ${ref.samples}` : name;
+  if (ref.catalog) return h("span", {}, `catalog:${ref.catalog}`);
+  const id = ref.dataset || ref.generator;
+  if (!id) return JSON.stringify(ref);
+  return h("span", { title: id }, names?.[id] || id, ref.samples ? ` × ${ref.samples}` : "");
+}
+
+// How far a job has come: steps of the cap, or time against the budget when one is set (it
+// usually ends the run first; loading and evaluation come on top of it).
+export function progressOf(job) {
+  const p = job.progress, budget = job.spec?.options?.time_budget_s;
+  if (!p) return null;
+  if (budget && job.started_at) {
+    const elapsed = Math.max(0, (Date.now() - new Date(job.started_at).getTime()) / 1000);
+    return { value: Math.min(elapsed, budget), max: budget,
+      text: `step ${p.step}, running ${Math.round(elapsed)} s (training time budget ${budget} s)` };
   }
-  return JSON.stringify(ref);
+  return { value: p.step, max: p.total, text: `step ${p.step} of ${p.total}` };
 }
 
 export function statusBadge(status) {
@@ -78,8 +89,8 @@ export function dl(obj, keys) {
   for (const key of keys || Object.keys(obj || {})) {
     const value = obj?.[key];
     if (value === undefined) continue;
-    list.append(h("dt", {}, key.replaceAll("_", " ")),
-      h("dd", {}, typeof value === "object" && value !== null ? JSON.stringify(value) : String(value)));
+    const shown = value instanceof Node ? value : typeof value === "object" && value !== null ? JSON.stringify(value) : String(value);
+    list.append(h("dt", {}, key.replaceAll("_", " ")), h("dd", {}, shown));
   }
   return list;
 }

@@ -4,7 +4,7 @@
 
 import { download, follow, getJSON, request, saveBlob } from "../api.js";
 import { COLORS, DASHES, legend, lineChart } from "../chart.js";
-import { announce, append, dl, errorBox, fmt, fmtTime, h, replace, sourceName, statusBadge } from "../dom.js";
+import { announce, append, dl, errorBox, fmt, fmtTime, h, progressOf, replace, sourceName, statusBadge } from "../dom.js";
 import { names } from "../names.js";
 
 const ACTIVE = new Set(["queued", "running"]);
@@ -45,8 +45,19 @@ function progressBlock(job) {
   const p = job.progress;
   if (!ACTIVE.has(job.status)) return null;
   if (!p) return h("p", { id: "progress" }, job.status === "queued" ? "Waiting for a worker…" : "Starting…");
-  return h("p", { id: "progress", dataset: { step: p.step } }, h("progress", { max: p.total, value: p.step, "aria-label": "training progress" }),
-    ` step ${p.step} of ${p.total}; validation estimate ${fmt(p.estimate)}, objective ${fmt(p.objective)}`);
+  const shown = progressOf(job);
+  return h("p", { id: "progress", dataset: { step: p.step } }, h("progress", { max: shown.max, value: shown.value, "aria-label": "training progress" }),
+    ` ${shown.text}; validation estimate ${fmt(p.estimate)}, objective ${fmt(p.objective)}`);
+}
+
+// The number this product reports, with its uncertainty, at the top of the page.
+function headlineBlock(job) {
+  const r = job.result;
+  if (!r) return null;
+  const pct = `${Math.round(r.confidence * 100)}%`;
+  return h("p", { class: "headline", id: "headline" }, h("strong", {}, `W1 ≥ ${fmt(r.lower_confidence_bound)}`),
+    ` (${pct} lower confidence bound); certified lower bound ${fmt(r.certified_lower_bound)}, certified ${pct} interval `,
+    `[${fmt(r.certified_ci[0])}, ${fmt(r.certified_ci[1])}]`);
 }
 
 function candidates(selection) {
@@ -82,12 +93,13 @@ async function artifacts(job, signal) {
 function details(job, sourceNames) {
   const r = job.result;
   const parts = [h("section", {}, h("h2", {}, "Sources"),
-    r ? h("div", { class: "cols" }, ["real", "fake"].map((side) => h("div", {}, h("h3", {}, side), dl(r.sources[side]))))
+    r ? h("div", { class: "grid3" }, ["real", "fake"].map((side) => h("div", {}, h("h3", {}, side), dl(r.sources[side]))))
       : dl({ real: sourceName(job.spec.real, sourceNames), fake: sourceName(job.spec.fake, sourceNames) }))];
   if (r) {
-    parts.push(h("section", {}, h("h2", {}, "Input space"), dl(r.space)),
-      h("section", {}, h("h2", {}, "Timings (s)"), dl(r.timings)),
-      h("section", {}, h("h2", {}, "Notes"), r.notes.length ? h("ul", { id: "notes" }, r.notes.map((n) => h("li", {}, n))) : h("p", {}, "None.")));
+    const seconds = Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, typeof v === "number" ? v.toFixed(2) : v]));
+    parts.push(h("div", { class: "grid3" }, h("section", {}, h("h2", {}, "Input space"), dl(r.space)),
+      h("section", {}, h("h2", {}, "Timings (s)"), dl(seconds)),
+      h("section", {}, h("h2", {}, "Notes"), r.notes.length ? h("ul", { id: "notes" }, r.notes.map((n) => h("li", {}, n))) : h("p", {}, "None."))));
   }
   parts.push(h("details", {}, h("summary", {}, "Options (the full spec after defaults)"),
     h("pre", {}, JSON.stringify(job.spec.options, null, 2))));
@@ -96,8 +108,9 @@ function details(job, sourceNames) {
 
 async function resultTable(job, signal) {
   const { rows } = await getJSON(`/ui/api/jobs/${encodeURIComponent(job.id)}/rows`, { signal });
-  return h("table", { class: "result", id: "result" }, h("caption", {}, "Result (as `w1 estimate` prints it)"),
-    h("tbody", {}, rows.map(([label, value]) => h("tr", {}, h("th", { scope: "row" }, label), h("td", {}, value)))));
+  return h("section", {}, h("h2", {}, "Result"), h("p", { class: "muted" }, "The rows `w1 estimate` prints."),
+    h("table", { class: "result", id: "result" },
+      h("tbody", {}, rows.map(([label, value]) => h("tr", {}, h("th", { scope: "row" }, label), h("td", {}, value))))));
 }
 
 function header(job, onCancel) {
@@ -118,7 +131,7 @@ export async function render({ main, signal, arg: id }) {
     const finished = !ACTIVE.has(job.status);
     const body = [header(job, cancel), h("p", { class: "muted" }, `${job.id} · created ${fmtTime(job.created_at)}`,
       job.batch_id ? [" · batch ", h("a", { href: `#/batches/${encodeURIComponent(job.batch_id)}` }, job.batch_id)] : null),
-    progressBlock(job), job.error ? h("p", { class: "error", role: "alert" }, job.error) : null,
+    headlineBlock(job), progressBlock(job), job.error ? h("p", { class: "error", role: "alert" }, job.error) : null,
     h("section", {}, h("h2", {}, "Training curve"), curveChart(job, live))];
     if (job.result) body.push(await resultTable(job, signal), candidates(job.result.selection));
     body.push(...details(job, sourceNames));

@@ -2,7 +2,7 @@
 // (one event stream for all of them), and a selection to compare.
 
 import { follow, getJSON } from "../api.js";
-import { append, fmt, fmtTime, h, headline, sourceName, statusBadge } from "../dom.js";
+import { append, fmt, fmtTime, h, headline, progressOf, sourceName, statusBadge } from "../dom.js";
 import { names } from "../names.js";
 
 const PAGE = 20;
@@ -33,10 +33,10 @@ function filters(params) {
 }
 
 function progressCell(job) {
-  const p = job.progress;
-  if (job.status === "running" && p) {
-    return h("td", { class: "progress-cell" }, h("progress", { max: p.total, value: p.step, "aria-label": `step ${p.step} of ${p.total}` }),
-      ` ${p.step}/${p.total}`);
+  const p = job.progress, shown = progressOf(job);
+  if (job.status === "running" && shown) {
+    return h("td", { class: "progress-cell" }, h("progress", { max: shown.max, value: shown.value, "aria-label": shown.text,
+      dataset: { step: p.step } }), h("div", { class: "small" }, shown.text));
   }
   if (job.status === "queued") return h("td", {}, "waiting for a worker");
   return h("td", {}, p ? `${p.step} steps` : "–");
@@ -49,14 +49,14 @@ function row(job, sourceNames, onSelect) {
   box.addEventListener("change", () => { box.checked ? selected.add(job.id) : selected.delete(job.id); onSelect(); });
   return h("tr", { dataset: { job: job.id, status: job.status } },
     h("td", {}, box),
-    h("td", {}, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}` }, job.id)),
+    h("td", { class: "id" }, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}` }, job.id)),
     h("td", { class: "label" }, job.label || "–"),
     h("td", {}, statusBadge(job.status)),
     h("td", { class: "sources" }, sourceName(job.spec.real, sourceNames), " vs ", sourceName(job.spec.fake, sourceNames)),
     h("td", { class: "num" }, r ? headline(job) : "–",
-      r ? h("span", { class: "muted" }, ` [${fmt(r.certified_ci[0])}, ${fmt(r.certified_ci[1])}]`) : null),
+      r ? h("div", { class: "muted small" }, `[${fmt(r.certified_ci[0])}, ${fmt(r.certified_ci[1])}]`) : null),
     progressCell(job),
-    h("td", {}, job.batch_id ? h("a", { href: `#/batches/${encodeURIComponent(job.batch_id)}` }, job.batch_id) : "–"),
+    h("td", { class: "id" }, job.batch_id ? h("a", { href: `#/batches/${encodeURIComponent(job.batch_id)}`, title: job.batch_id }, `…${job.batch_id.slice(-6)}`) : "–"),
     h("td", {}, fmtTime(job.created_at)));
 }
 
