@@ -84,7 +84,7 @@ function signOut(message) {
 
 const VIEWS = { jobs, batches: batch, compare, submit };
 
-async function route() {
+async function route(event) {
   current?.abort();
   current = new AbortController();
   const { signal } = current;
@@ -106,6 +106,11 @@ async function route() {
   main.replaceChildren();
   try {
     await view.render({ main, signal, params: new URLSearchParams(query || ""), arg: arg && decodeURIComponent(arg) });
+    const title = main.querySelector("h1");
+    if (event && title) {  // after a navigation, keyboard and screen reader users start at the new page's title
+      title.tabIndex = -1;
+      title.focus({ preventScroll: true });
+    }
   } catch (err) {
     if (signal.aborted) return;
     if (err instanceof ApiError && err.status === 401) return signOut("Your key is no longer accepted; sign in again.");

@@ -8,7 +8,7 @@
 
 import { follow, getJSON, saveBlob } from "../api.js";
 import { intervalChart } from "../chart.js";
-import { append, fmt, h, replace, statusBadge } from "../dom.js";
+import { append, errorBox, fmt, h, replace, statusBadge } from "../dom.js";
 
 const ACTIVE = new Set(["queued", "running"]);
 
@@ -107,13 +107,16 @@ export async function render({ main, signal, arg: id }) {
   draw();
   const active = batch.jobs.filter((job) => ACTIVE.has(job.status)).map((job) => job.id);
   if (!active.length) return;
-  await follow(`/ui/api/events?jobs=${active.join(",")}`, (event, job) => {
+  // followed in the background (render returns after the first draw); at the end, the batch as stored
+  follow(`/ui/api/events?jobs=${active.join(",")}`, (event, job) => {
     if (event !== "job") return;
     batch = { ...batch, jobs: batch.jobs.map((j) => (j.id === job.id ? job : j)) };
     draw();
-  }, signal);
-  if (!signal.aborted) {
-    batch = await getJSON(path, { signal });
-    draw();
-  }
+  }, signal)
+    .then(async () => {
+      if (signal.aborted) return;
+      batch = await getJSON(path, { signal });
+      draw();
+    })
+    .catch((err) => { if (!signal.aborted) append(main, errorBox(err)); });
 }

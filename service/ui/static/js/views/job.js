@@ -147,8 +147,8 @@ export async function render({ main, signal, arg: id }) {
     }
   }
   await draw();
-  if (ACTIVE.has(job.status)) {
-    await follow(`${path}/events`, (event, data) => {
+  if (ACTIVE.has(job.status)) {  // followed in the background: render returns after the first draw
+    follow(`${path}/events`, (event, data) => {
       if (event === "progress") {
         // a progress report repeats the latest validation estimate: keep it once, where it changed
         live.push({ ...data, validation: data.estimate !== lastEstimate ? data.estimate : null });
@@ -160,6 +160,6 @@ export async function render({ main, signal, arg: id }) {
         job = data;
         draw();
       }
-    }, signal);
+    }, signal).catch((err) => append(main, errorBox(err)));
   }
 }
