@@ -391,7 +391,31 @@ def keyless_service(tmp_path):
     proc.wait(timeout=20)
 
 
-def test_local_mode_page_and_cross_site_guard(keyless_service, browser, sets):
+@pytest.fixture
+def another_site():
+    """A page on another site (http://localhost:PORT against the API's http://127.0.0.1)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<!doctype html><title>another site</title><p>another site</p>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://localhost:{server.server_port}/"
+    server.shutdown()
+
+
+def test_local_mode_page_and_cross_site_guard(keyless_service, browser, sets, another_site):
     url = keyless_service
     with Page(browser, url) as ui:
         ui.go()
@@ -399,12 +423,13 @@ def test_local_mode_page_and_cross_site_guard(keyless_service, browser, sets):
         expect(ui.page.locator("main h1")).to_have_text("Jobs")
         assert ui.page.locator("#sign-out").is_hidden() and ui.page.locator("#sign-in").count() == 0
 
-        # another site's page cannot make the user's browser change anything (no token to stop it here)
+            # another site's page (http://localhost:OTHER, a real server) cannot make the user's browser
+        # change anything here (no token to stop it in local mode)
         other = ui.context.new_page()
-        other.set_content("<p>another site</p>")
+        other.goto(another_site)
         other.evaluate("""async ([url, bytes]) => {
             const body = new FormData();
-            body.append("file", new Blob([new Uint8Array(bytes)]), "x.npy");
+            body.append("file", new Blob([new Uint8Array(bytes)]), "x.npz");
             await fetch(url + "/v1/datasets", {method: "POST", mode: "no-cors", body}).catch(() => {});
         }""", [url, list(Path(sets["fake0"]).read_bytes())])
         assert httpx.get(f"{url}/v1/datasets").json() == []
