@@ -11,6 +11,7 @@ import { intervalChart } from "../chart.js";
 import { append, errorBox, fmt, h, replace, statusBadge } from "../dom.js";
 
 const ACTIVE = new Set(["queued", "running"]);
+const MAX_STREAM = 200;  // jobs per event stream (service/ui/router.py)
 
 function seriesField(batch, job, i, name) {
   const entry = batch.series?.items?.[i] ?? batch.items?.[i] ?? {};
@@ -105,18 +106,21 @@ export async function render({ main, signal, arg: id }) {
     h("p", {}, "One real set against each fake. ", h("a", { href: `#/jobs?batch=${encodeURIComponent(id)}` }, "Its jobs in the list")),
     count, body);
   draw();
-  const active = batch.jobs.filter((job) => ACTIVE.has(job.status)).map((job) => job.id);
-  if (!active.length) return;
-  // followed in the background (render returns after the first draw); at the end, the batch as stored
-  follow(`/ui/api/events?jobs=${active.join(",")}`, (event, job) => {
-    if (event !== "job") return;
-    batch = { ...batch, jobs: batch.jobs.map((j) => (j.id === job.id ? job : j)) };
-    draw();
-  }, signal)
-    .then(async () => {
-      if (signal.aborted) return;
-      batch = await getJSON(path, { signal });
-      draw();
-    })
+  live(path, () => batch, (next) => { batch = next; draw(); }, signal)
     .catch((err) => { if (!signal.aborted) append(main, errorBox(err)); });
 }
+
+// Follows the batch's unfinished jobs (one stream, at most MAX_STREAM of them at a time, in
+// order), then reads the batch again; until every job is finished or the view is left.
+async function live(path, current, update, signal) {
+  for (;;) {
+    const active = current().jobs.filter((job) => ACTIVE.has(job.status)).map((job) => job.id);
+    if (!active.length || signal.aborted) return;
+    await follow(`/ui/api/events?jobs=${active.slice(0, MAX_STREAM).join(",")}`, (event, job) => {
+      if (event === "job") update({ ...current(), jobs: current().jobs.map((j) => (j.id === job.id ? job : j)) });
+    }, signal);
+    if (signal.aborted) return;
+    update(await getJSON(path, { signal }));
+  }
+}
+
