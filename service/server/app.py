@@ -35,6 +35,8 @@ from service.server.queue import make_celery
 from service.server.routers import batches, datasets, generators, jobs, operations
 from service.server.settings import Settings, get_settings
 from service.server.sources import Catalog
+from service.server.ui import CrossSiteGuard
+from service.server.ui import router as ui_router
 from service.server.watch import JobWatch
 
 log = logging.getLogger("w1.api")
@@ -170,6 +172,8 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
 
     for module in (datasets, generators, jobs, batches, operations):
         app.include_router(module.router)
+    app.include_router(ui_router)  # the dashboard at /ui (service/server/ui), outside the OpenAPI contract
     app.add_middleware(RequestGuard, max_json_bytes=settings.max_json_bytes)  # body size, NUL bytes
     app.add_middleware(Admission, registry=ctx.metrics, limit=settings.max_requests_in_flight)
+    app.add_middleware(CrossSiteGuard)  # no state-changing request from another site's page (CSRF)
     return app

@@ -127,7 +127,7 @@ def serve(host, port, workers, data_dir):
         env["W1_BROKER_URL"] = settings.broker_url
     pool = WorkerPool(devices, env)
     pool.start()
-    click.echo(f"w1 serve: API on http://{settings.host}:{settings.port} (docs at /docs), "
+    click.echo(f"w1 serve: API on http://{settings.host}:{settings.port} (dashboard at /ui/, docs at /docs), "
                f"{len(devices)} worker(s) {'on GPUs ' + ','.join(d for d in devices if d) if any(devices) else 'on CPU'}, "
                f"data in {settings.data_dir}", err=True)
     click.echo("w1 serve: " + (f"no API keys: loopback clients are served without a token, as owner "
