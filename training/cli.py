@@ -14,6 +14,7 @@ import click
 from pydantic import ValidationError
 
 from training.options import PRESETS, EstimateOptions
+from training.table import result_table
 
 # Fields that get hand-made options below instead of generated ones.
 _SPECIAL = {"space", "critic_options", "holdout", "validation", "fid"}
@@ -179,10 +180,16 @@ def estimate(real, fake, options_file, critic_option, value_range, size, channel
         click.echo("error: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
-        if debug:
+        if debug or _missing_library(exc):
             raise
         click.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(1)
+
+
+def _missing_library(exc: Exception) -> bool:
+    """A library of the estimator's extra is not installed (a client-only install): the `w1`
+    group turns that into the `pip install 'w1-service[estimator]'` line (service/cli.py)."""
+    return isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] not in ("critics", "training")
 
 
 class FIDUnavailable(RuntimeError):
@@ -303,7 +310,7 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
                        steps=f"{event.step}/{event.total}", info=info)
 
         result = estimate_w1(real_src, fake_src, options, progress=progress, checkpoint_dir=checkpoint_dir)
-    out.print(result.summary_table())
+    out.print(result_table(result))
     if result.fid is not None and result.fid.note:
         err.print(result.fid.note, markup=False, highlight=False)
     if options.fid and result.fid is not None and result.fid.value is None and fid_mode == "on":

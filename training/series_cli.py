@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from training.cli import SOURCES_HELP, FIDUnavailable, _Command, _one_line, build_options, estimate_options
+from training.cli import (SOURCES_HELP, FIDUnavailable, _Command, _missing_library, _one_line, build_options,
+                          estimate_options)
 
 SERIES_HELP = """\b
 Examples:
@@ -79,7 +80,7 @@ def series(real, fakes, labels, steps_from_names, checkpoint_steps, warm_start, 
         click.echo("error: interrupted (with --checkpoint-dir, the same command resumes)", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
-        if debug:
+        if debug or _missing_library(exc):
             raise
         click.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(1)
