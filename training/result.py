@@ -2,7 +2,7 @@
 store them as JSON and clients can read them back without torch."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -107,6 +107,35 @@ class Selection(BaseModel):
     reason: str = Field("", description="When and why the choice was made, in words.")
 
 
+class SeriesPosition(BaseModel):
+    """Where an estimate sits in a checkpoint series (training.series) and how its critic started:
+    `start` is 'cold' (a fresh critic), 'warm' (the previous item's critic, trained on) or 'fallback'
+    (cold, because the warm critic validated below a short cold trial); the certified validation values
+    that decided it (the held-out samples play no part in the decision)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(description="Position in the series (0 = the first checkpoint).")
+    label: str
+    step: int | None = Field(None, description="The checkpoint's training step, when given.")
+    start: Literal["cold", "warm", "fallback"]
+    carried_validation: float | None = Field(None, description="Certified validation value of the carried critic "
+                                             "on this item before it trained here.")
+    warm_validation: float | None = Field(None, description="Certified validation value of the warm-started "
+                                          "critic (best of its evaluations, the carried critic's included).")
+    cold_trial_validation: float | None = Field(None, description="Certified validation value of the short cold "
+                                                "trial it was compared with.")
+    lead_se: float | None = Field(None, description="The warm critic's lead over the cold trial in standard "
+                                  "errors of their paired validation difference (negative: behind).")
+    decision: str = ""
+    train_steps: int = Field(0, description="Every training step this item ran: auto's trials, the warm critic's "
+                             "and the cold trial's.")
+
+    @property
+    def warm_started(self) -> bool:
+        return self.start == "warm"
+
+
 class W1Result(BaseModel):
     """A W1 estimate with everything needed to judge and reproduce it.
 
@@ -142,6 +171,8 @@ class W1Result(BaseModel):
     fid: FIDResult | None = None
     critic_spec: dict[str, Any] | None = Field(None, description="The chosen critic (critics.critic_from_spec).")
     selection: Selection | None = None
+    series: SeriesPosition | None = Field(None, description="Set when the estimate is an item of a checkpoint "
+                                          "series: its position and how its critic started.")
     notes: list[str] = Field(default_factory=list)
     legend: dict[str, str] = Field(default_factory=dict)
 

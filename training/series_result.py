@@ -8,29 +8,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.result import ProgressEvent, Selection, W1Result, describe_space
-
-START = {
-    "cold": "cold start (a fresh critic, the estimate's own schedule)",
-    "warm": "warm start (the previous item's critic, trained on with the warm schedule)",
-    "fallback": "cold start after the warm start validated worse than a short cold trial",
-}
+from training.result import ProgressEvent, Selection, SeriesPosition, W1Result, describe_space
 
 CSV_COLUMNS = ("index", "label", "step", "start", "lower_confidence_bound", "certified_lower_bound",
                "certified_ci_low", "certified_ci_high", "certified_stderr", "estimate", "stderr", "lipschitz_bound",
                "steps_run", "train_steps", "train_s", "total_s")
 
 
-class SeriesItem(BaseModel):
-    """One checkpoint of a series: its numbers (the same as its W1Result's), how its critic started, and
-    the evidence for that (the warm and the cold trial's certified validation values)."""
+class SeriesItem(SeriesPosition):
+    """One checkpoint of a series: its position and how its critic started (SeriesPosition, also stored in
+    its W1Result's `series`), its numbers (the same as its W1Result's) and the W1Result itself."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    index: int
-    label: str
-    step: int | None = Field(None, description="The checkpoint's training step, when given.")
-    start: Literal["cold", "warm", "fallback"] = Field(description=" / ".join(f"{k}: {v}" for k, v in START.items()))
     lower_confidence_bound: float = Field(description="W1 >= this with the series' confidence (one-sided).")
     certified_lower_bound: float
     certified_ci: tuple[float, float]
@@ -39,23 +27,21 @@ class SeriesItem(BaseModel):
     stderr: float
     lipschitz_bound: float
     steps_run: int = Field(description="Training steps of the critic this item reports with, on this item.")
-    train_steps: int = Field(description="Every training step this item ran: auto's trials, the cold trial.")
     train_s: float
     total_s: float
-    carried_validation: float | None = Field(None, description="Certified validation value of the carried critic "
-                                             "on this item before it trained here.")
-    warm_validation: float | None = Field(None, description="Certified validation value of the warm-started "
-                                          "critic (best of its evaluations, the carried critic's included).")
-    cold_trial_validation: float | None = Field(None, description="Certified validation value of the short cold "
-                                                "trial it was compared with.")
-    lead_se: float | None = Field(None, description="The warm critic's lead over the cold trial in standard "
-                                  "errors of their paired validation difference (negative: behind).")
-    decision: str = ""
     result: W1Result
 
-    @property
-    def warm_started(self) -> bool:
-        return self.start == "warm"
+    @classmethod
+    def of(cls, result: W1Result) -> "SeriesItem":
+        """The series view of an item's result (which carries its SeriesPosition)."""
+        if result.series is None:
+            raise ValueError("the result is not an item of a series (its `series` is unset)")
+        return cls(**result.series.model_dump(), lower_confidence_bound=result.lower_confidence_bound,
+                   certified_lower_bound=result.certified_lower_bound, certified_ci=result.certified_ci,
+                   certified_stderr=result.stderr / result.lipschitz_bound, estimate=result.estimate,
+                   stderr=result.stderr, lipschitz_bound=result.lipschitz_bound, steps_run=result.steps_run,
+                   train_s=result.timings.train_s, total_s=result.timings.total_s,
+                   result=result)
 
     def csv_row(self) -> dict[str, Any]:
         lo, hi = self.certified_ci
@@ -80,6 +66,23 @@ class SeriesResult(BaseModel):
     total_s: float = 0.0
     notes: list[str] = Field(default_factory=list)
 
+    @classmethod
+    def of(cls, results: list[W1Result], warm_start: dict | None, total_s: float = 0.0) -> "SeriesResult":
+        """The series view of its items' results (in the order they ran); the first one's `selection`
+        says how critic='auto' chose the family."""
+        items = [SeriesItem.of(r) for r in results]
+        first = results[0] if results else None
+        family = (first.selection.chosen if first and first.selection else
+                  (first.critic_spec or {}).get("name", "") if first else "")
+        if first is not None and first.selection is not None:
+            choice = (f"critic='auto' chose {family} on the first item's validation split "
+                      f"({first.selection.reason}); the family is kept for every item of the series")
+        else:
+            choice = f"{family}, as named in the options" if family else ""
+        return cls(items=items, critic=family, critic_choice=choice, selection=first.selection if first else None,
+                   warm_start=warm_start, space=first.space if first else {},
+                   confidence=first.confidence if first else 0.95, total_s=total_s, notes=_series_notes(items))
+
     @property
     def results(self) -> list[W1Result]:
         return [item.result for item in self.items]
@@ -101,6 +104,19 @@ class SeriesResult(BaseModel):
 
     def title(self) -> str:
         return f"W1 over checkpoints — space: {describe_space(self.space)}" if self.space else "W1 over checkpoints"
+
+
+def _series_notes(items: list[SeriesItem]) -> list[str]:
+    notes = []
+    fallbacks = [it.label for it in items if it.start == "fallback"]
+    if fallbacks:
+        notes.append(f"{len(fallbacks)} item(s) fell back to a cold start (their warm critic validated below a "
+                     f"short cold trial): {', '.join(fallbacks)}")
+    steps = [it.step for it in items if it.step is not None]
+    if steps and steps != sorted(steps):
+        notes.append("The checkpoint steps are not in increasing order; each item started from the one before "
+                     "it in the order given.")
+    return notes
 
 
 class SeriesEvent(BaseModel):

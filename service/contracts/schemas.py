@@ -106,6 +106,10 @@ class BatchFake(BaseModel):
     model_config = ConfigDict(extra="forbid")
     label: str = Field(..., max_length=300)
     fake: Source
+    step: int | None = Field(None, ge=0, description="The checkpoint's training step (a series' x axis).")
+
+
+BatchMode = Literal["independent", "series"]
 
 
 class BatchCreate(BaseModel):
@@ -113,6 +117,11 @@ class BatchCreate(BaseModel):
     real: Source
     fakes: list[BatchFake] = Field(..., min_length=1, max_length=1000)
     options: EstimateOptions = Field(default_factory=EstimateOptions)
+    mode: BatchMode = Field("independent", description=(
+        "'independent': one job per fake, run in parallel by any workers. 'series': the fakes are checkpoints "
+        "of one model in training order; one worker runs them in that order, each item's critic warm-started "
+        "from the previous item's (training.series), checkpointing during and after every item; cancelling "
+        "stops the chain and keeps the finished items."))
 
     _server_side = field_validator("options")(server_side_options)
 
@@ -130,6 +139,7 @@ class JobSpec(BaseModel):
     real: Source
     fake: Source
     options: dict[str, Any]
+    step: int | None = Field(None, description="A batch item's checkpoint step, when given.")
 
 
 class JobOut(BaseModel):
@@ -243,17 +253,27 @@ class SummaryRow(BaseModel):
     ci_high: float | None
     certified_lower_bound: float | None
     lipschitz_bound: float | None
+    lower_confidence_bound: float | None = None
+    certified_ci_low: float | None = None
+    certified_ci_high: float | None = None
+    step: int | None = Field(None, description="The checkpoint's training step, when given.")
+    start: Literal["cold", "warm", "fallback"] | None = Field(
+        None, description="Series items: how the critic started (cold, warm-started from the previous item's "
+        "critic, or cold after the warm start validated below a short cold trial).")
+    warm_started: bool | None = Field(None, description="Series items: whether the reported critic was warm-started.")
 
 
 class BatchOut(BaseModel):
     id: str
     status: JobStatus
+    mode: BatchMode = "independent"
     jobs: list[JobOut]
     summary: list[SummaryRow]
 
 
 class BatchCreated(BaseModel):
     id: str
+    mode: BatchMode = "independent"
     jobs: list[JobOut]
 
 

@@ -99,6 +99,9 @@ class Batch(Base):
     __tablename__ = "batches"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("batch"))
     owner: Mapped[str] = mapped_column(String(200), index=True)
+    # "independent" (one job per fake, any order) or "series" (one worker runs the jobs in seq order,
+    # carrying the critic: service/server/series.py)
+    mode: Mapped[str] = mapped_column(String(16), default="independent", server_default="independent")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 

@@ -155,21 +155,39 @@ def _replay(prior: Job, digest: str) -> Job:
 
 
 def submit_batch(ctx: Context, who: str, body) -> tuple[Batch, list[Job]]:
-    """Many fakes against one real set: one job each, accepted together or not at all (quota)."""
+    """Many fakes against one real set: one job each, accepted together or not at all (quota). An
+    independent batch sends every job; a series sends its first item only, and the worker that runs it
+    claims the next items itself, in order (service/server/series.py)."""
     with ctx.sessions() as s:
-        specs = [(f.label, build_spec(ctx, s, who, body.real, f.fake, body.options)) for f in body.fakes]
+        specs = [(f, build_spec(ctx, s, who, body.real, f.fake, body.options)) for f in body.fakes]
+        if body.mode == "series" and len({json.dumps(spec["options"], sort_keys=True) for _, spec in specs}) > 1:
+            raise Problem(422, "a series runs every item with the same options; its generator fakes must draw the "
+                               "same number of samples (or set options.eval_samples)")
         lock_owner(s, who)
         check_quota(ctx, s, who, len(specs))
-        batch = Batch(owner=who)
+        batch = Batch(owner=who, mode=body.mode)
         s.add(batch)
         s.flush()
-        jobs = [Job(owner=who, label=label, spec=spec, batch_id=batch.id) for label, spec in specs]
+        jobs = [Job(owner=who, label=f.label, spec={**spec, **({"step": f.step} if f.step is not None else {})},
+                    batch_id=batch.id) for f, spec in specs]
         s.add_all(jobs)
         s.commit()
     _count_submitted(ctx, len(jobs))
     _log_accepted(jobs)
-    send(ctx, [j.id for j in jobs])
+    send(ctx, [j.id for j in jobs] if body.mode == "independent" else [jobs[0].id])
     return batch, jobs
+
+
+def cancel_batch(ctx: Context, who: str, batch_id: str) -> list[Job]:
+    """Cancel every unfinished job of a batch (queued ones at once, running ones within a few steps);
+    finished jobs keep their results. A series stops its chain."""
+    with ctx.sessions() as s:
+        batch = owned(s, Batch, batch_id, who)
+        s.execute(update(Job).where(Job.batch_id == batch.id, Job.status == QUEUED)
+                  .values(status=CANCELLED, cancel_requested=True, finished_at=now(), error="cancelled"))
+        s.execute(update(Job).where(Job.batch_id == batch.id, Job.status == RUNNING).values(cancel_requested=True))
+        s.commit()
+        return list(s.scalars(select(Job).where(Job.batch_id == batch.id).order_by(Job.seq)))
 
 
 def cancel_job(ctx: Context, who: str, job_id: str) -> Job:

@@ -10,7 +10,8 @@ Each pass:
 - a queued job never dispatched (the API died between commit and send, or the send failed) is
   dispatched; a queued job sent more than ``redispatch_after_s`` ago and still unclaimed is sent
   again when its message is not in the broker (Redis restarted empty, a lost file), or when the
-  broker cannot be inspected. ``dispatched_at`` is set only after a send succeeded, so a failed
+  broker cannot be inspected; a series' items wait for their predecessors (service/server/series.py).
+  ``dispatched_at`` is set only after a send succeeded, so a failed
   send is retried on the next pass; a duplicate message is a no-op at claim time.
 Every change is a guarded UPDATE, so a second reconciler by mistake would be redundant, not harmful.
 """
@@ -25,6 +26,7 @@ from sqlalchemy import and_, or_, select, update
 from service.server.db import CANCELLED, FAILED, QUEUED, RUNNING, Job, now
 from service.server.domain import Context, send
 from service.server.queue import messages_in_broker
+from service.server.series import waiting
 from service.server.settings import Settings
 
 log = logging.getLogger("w1.reconciler")
@@ -69,6 +71,8 @@ def reconcile(settings: Settings, sessions, celery) -> dict[str, int]:
                                                 or_(Job.created_at < grace, Job.attempts > 0))).all()
         unclaimed = s.scalars(select(Job.id).where(Job.status == QUEUED,
                                                    Job.dispatched_at < overdue_send)).all()
+        held = waiting(s, [*unsent, *unclaimed])  # a series' later items: its worker claims them in turn
+        unsent, unclaimed = [j for j in unsent if j not in held], [j for j in unclaimed if j not in held]
     if unclaimed:
         present = messages_in_broker(celery, settings)
         if present is not None:

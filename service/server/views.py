@@ -57,11 +57,14 @@ def batch_status(jobs: list[Job]) -> str:
 
 
 def summary_row(job: Job) -> SummaryRow:
+    from service.server.series import summary_fields
+
     r = job.result or {}
     ci = r.get("ci") or [None, None]
     return SummaryRow(label=job.label, status=job.status, estimate=r.get("estimate"), ci_low=ci[0],
                       ci_high=ci[1], certified_lower_bound=r.get("certified_lower_bound"),
-                      lipschitz_bound=r.get("lipschitz_bound"))
+                      lipschitz_bound=r.get("lipschitz_bound"), step=(job.spec or {}).get("step"),
+                      **summary_fields(job.result))
 
 
 def respond(body, status_code: int = 200, headers: dict | None = None) -> Response:

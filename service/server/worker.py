@@ -77,8 +77,9 @@ def server_gone() -> bool:
 class Attempt:
     """One attempt at one job, from claim to the final fenced write."""
 
-    def __init__(self, settings: Settings, sessions, job_id: str, worker: str):
+    def __init__(self, settings: Settings, sessions, job_id: str, worker: str, estimate=None):
         self.settings, self.sessions, self.job_id, self.worker = settings, sessions, job_id, worker
+        self._estimate = estimate  # estimate(attempt, job, real, fake, options) instead of estimate_w1
         self.fence: int | None = None
         self.lost = self.cancel = self.timed_out = self.orphaned = False
         self.latest = None  # latest ProgressEvent as a dict
@@ -164,8 +165,19 @@ class Attempt:
             self._stop.set()
             beater.join(timeout=5)
 
-    def _train(self) -> None:
+    def estimate(self, job: Job, real, fake, options):
+        """The estimate itself: estimate_w1, checkpointing in the job's folder, or the `estimate` this
+        attempt was given (a series item: service/server/series.py)."""
         from training.estimator import estimate_w1
+
+        if self._estimate is not None:
+            return self._estimate(self, job, real, fake, options)
+        ckpt = self.settings.job_dir(self.job_id) / "checkpoint"
+        ckpt.mkdir(parents=True, exist_ok=True)
+        return estimate_w1(real, fake, options, progress=self.progress, should_stop=self.should_stop,
+                           checkpoint_dir=ckpt)
+
+    def _train(self) -> None:
         from training.options import EstimateOptions
         from training.result import Cancelled
 
@@ -181,10 +193,7 @@ class Attempt:
                 options = EstimateOptions.model_validate(job.spec["options"]).model_copy(
                     update={"fid_weights": self.settings.fid_weights})
             real, fake = (open_resolved(refs[side], self.settings) for side in ("real", "fake"))
-            ckpt = self.settings.job_dir(self.job_id) / "checkpoint"
-            ckpt.mkdir(parents=True, exist_ok=True)
-            result = estimate_w1(real, fake, options, progress=self.progress, should_stop=self.should_stop,
-                                 checkpoint_dir=ckpt)
+            result = self.estimate(job, real, fake, options)
         except Cancelled as exc:
             stopped = self.stopped_at(exc.step)  # the error and the job's progress name the same step
             if self.lost:
@@ -308,4 +317,10 @@ def _die_with_parent(**_) -> None:
 
 @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
 def run_job(job_id: str) -> None:
-    Attempt(settings, sessions(), job_id, worker_name()).run()
+    from service.server.series import run_if_series
+
+    def attempt(job: str, estimate=None) -> Attempt:
+        return Attempt(settings, sessions(), job, worker_name(), estimate)
+
+    if not run_if_series(settings, sessions(), job_id, attempt):
+        attempt(job_id).run()
