@@ -13,7 +13,7 @@ import click
 # command name -> "module:attribute" of a click command
 COMMANDS = {
     "estimate": "training.cli:estimate",
-    "series": "training.series_cli:series",
+    "series": "service.series_cli:series",
     "serve": "service.server.cli:serve",
     "worker": "service.server.cli:worker",
     "keys": "service.server.cli:keys",
@@ -28,7 +28,7 @@ COMMANDS = {
 # one line each for `w1 --help`, so listing the commands imports none of them
 SUMMARIES = {
     "estimate": "Estimate W1 between two sample sources, here (trains a critic).",
-    "series": "W1 of every checkpoint of a model against one real set, here (warm-started critics).",
+    "series": "W1 of every checkpoint of a model (warm-started critics), here or on the server.",
     "serve": "Run the API, the reconciler and local workers.",
     "worker": "Run one worker taking jobs from the broker.",
     "keys": "Create, list and revoke API keys.",

@@ -17,7 +17,6 @@ items and the carried critic), so a killed run resumes at its current item with 
 from __future__ import annotations
 
 import dataclasses
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from training.options import EstimateOptions
 from training.report import same_indices
 from training.selection import Candidate, candidates, choose, score, selection_record
 from training.result import SeriesPosition
-from training.series_result import SeriesEvent, SeriesItem, SeriesResult
+from training.series_result import SeriesEvent, SeriesItem, SeriesResult, default_label
 from training.state import TrainState, load_checkpoint, save_checkpoint
 
 SERIES_CHECKPOINT = "series.pt"
@@ -78,27 +77,6 @@ class Carry:
     candidate: Candidate
     critic: dict
     optimizer: dict
-
-
-def steps_from_names(names: Sequence[str]) -> list[int]:
-    """Checkpoint steps from file names: the last number in each name's stem (ckpt_012000.onnx -> 12000)."""
-    steps = []
-    for name in names:
-        stem = Path(str(name).split("?")[0].rstrip("/")).name.split(".")[0]
-        numbers = re.findall(r"\d+", stem)
-        if not numbers:
-            raise ValueError(f"{name}: no step number in the file name (expected e.g. ckpt_012000.onnx)")
-        steps.append(int(numbers[-1]))
-    return steps
-
-
-def default_label(fake, index: int) -> str:
-    if isinstance(fake, (str, Path)):
-        text = str(fake)
-        return Path(text.split("?")[0].split(":", 1)[-1].rstrip("/")).name or text
-    if hasattr(fake, "describe") and hasattr(fake, "label"):
-        return str(fake.label)
-    return f"item {index}"
 
 
 class SeriesRunner:

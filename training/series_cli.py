@@ -15,6 +15,7 @@ Examples:
   w1 series real.npz ckpt_001000.npz ckpt_002000.npz ckpt_003000.npz --steps-from-names --plot curve.png
   w1 series builtin:digits 'onnx:g_05000.onnx?latent=62' 'onnx:g_10000.onnx?latent=62' --steps-from-names
   w1 series real.npz a/ b/ c/ --labels early,mid,late --csv=series.csv --json=series.json
+  w1 series catalog:cifar10 run/ckpt_*.onnx --steps-from-names --server https://w1.example --plot w1.png
 \b
 """
 
@@ -31,7 +32,18 @@ def _list(text: str | None, what: str, count: int, cast=str) -> list | None:
         raise ValueError(f"--{what} expects {count} comma-separated whole numbers, got {text!r}") from None
 
 
-@click.command("series", cls=_Command, epilog=SERIES_HELP + SOURCES_HELP,
+def item_names(fakes, labels: str | None, steps_from_names: bool, checkpoint_steps: str | None,
+               ) -> tuple[list[str] | None, list[int] | None]:
+    """The items' labels (None: from the file names) and checkpoint steps (None: not given)."""
+    if steps_from_names and checkpoint_steps:
+        raise ValueError("give --steps-from-names or --checkpoint-steps, not both")
+    from training.series_result import steps_from_names as parse_steps
+
+    steps = parse_steps(fakes) if steps_from_names else _list(checkpoint_steps, "checkpoint-steps", len(fakes), int)
+    return _list(labels, "labels", len(fakes)), steps
+
+
+@click.command("series", cls=_Command, epilog=SERIES_HELP + SOURCES_HELP.split("\b\nExamples:")[0],
                context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("real")
 @click.argument("fakes", nargs=-1, required=True)
@@ -57,19 +69,15 @@ def series(real, fakes, labels, steps_from_names, checkpoint_steps, warm_start, 
     """W1 between REAL and every FAKE (checkpoints of one model, in training order).
 
     The first item is a cold estimate (critic 'auto' chooses the critic family there, once); each
-    later item starts from the previous item's critic with a short low-rate schedule, and falls back
-    to a cold start when a short cold trial validates higher. Every item reports its held-out lower
+    later item starts from the previous item's critic and trains at most 400 steps (the estimate's
+    learning rate, decayed by a cosine; the carried critic is kept unless training improves it on the
+    validation split), and falls back to a cold start when a 50-step cold trial validates higher. Every item reports its held-out lower
     confidence bound and certified interval, as `w1 estimate` does. Options are those of `w1 estimate`
     (--steps is the critic's training steps; the checkpoints' steps are --checkpoint-steps or
     --steps-from-names).
     """
     try:
-        if steps_from_names and checkpoint_steps:
-            raise ValueError("give --steps-from-names or --checkpoint-steps, not both")
-        from training.series import steps_from_names as parse_steps
-
-        steps = parse_steps(fakes) if steps_from_names else _list(checkpoint_steps, "checkpoint-steps", len(fakes), int)
-        names = _list(labels, "labels", len(fakes))
+        names, steps = item_names(fakes, labels, steps_from_names, checkpoint_steps)
         options, _ = build_options(options_file, critic_option, value_range, size, channels, resize, fid_mode, fields)
         _run(real, list(fakes), names, steps, warm_start, options, checkpoint_dir, allow_torchscript, json_out,
              csv_out, plot, quiet)
@@ -136,7 +144,7 @@ def _run(real, fakes, labels, steps, warm_start, options, checkpoint_dir, allow_
     # every source is opened before the first item trains: a bad file fails now, named, not after hours
     real_src = open_for_space(real, options.space, allow_torchscript=allow_torchscript)
     fake_srcs = [open_for_space(f, options.space, allow_torchscript=allow_torchscript) for f in fakes]
-    from training.series import default_label
+    from training.series_result import default_label
 
     labels = labels or [default_label(f, i) for i, f in enumerate(fakes)]
     if live is not None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -104,6 +107,27 @@ class SeriesResult(BaseModel):
 
     def title(self) -> str:
         return f"W1 over checkpoints — space: {describe_space(self.space)}" if self.space else "W1 over checkpoints"
+
+
+def steps_from_names(names: Sequence[str]) -> list[int]:
+    """Checkpoint steps from file names: the last number in each name's stem (ckpt_012000.onnx -> 12000)."""
+    steps = []
+    for name in names:
+        stem = Path(str(name).split("?")[0].rstrip("/")).name.split(".")[0]
+        numbers = re.findall(r"\d+", stem)
+        if not numbers:
+            raise ValueError(f"{name}: no step number in the file name (expected e.g. ckpt_012000.onnx)")
+        steps.append(int(numbers[-1]))
+    return steps
+
+
+def default_label(fake, index: int) -> str:
+    if isinstance(fake, (str, Path)):
+        text = str(fake)
+        return Path(text.split("?")[0].split(":", 1)[-1].rstrip("/")).name or text
+    if hasattr(fake, "describe") and hasattr(fake, "label"):  # a SampleSource
+        return str(fake.label)
+    return f"item {index}"
 
 
 def _series_notes(items: list[SeriesItem]) -> list[str]:

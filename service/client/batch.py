@@ -13,13 +13,15 @@ from rich.table import Table
 from service.client.cli import SOURCES_HELP, server_options
 from service.client.client import W1Client, W1Error
 from service.client.display import JobProgress, stdout
+from service.client.series import follow_series, report_series
 from service.contracts import SERVER_KINDS, JobStatus
 from training.table import fmt
 
 SUMMARY_FIELDS = ("label", "job_id", "status", "estimate", "ci_low", "ci_high",
                   "certified_lower_bound", "lipschitz_bound", "error")
-SPEC_KEYS = {"real", "fakes", "options"}
-FAKE_KEYS = {"label", "source"}
+SPEC_KEYS = {"real", "fakes", "options", "mode"}
+FAKE_KEYS = {"label", "source", "step"}
+MODES = ("independent", "series")
 
 
 def load_batch_spec(path: Path) -> dict[str, Any]:
@@ -43,6 +45,9 @@ def load_batch_spec(path: Path) -> dict[str, Any]:
     options = spec.get("options") or {}
     if not isinstance(options, dict):
         raise W1Error(f"{path}: 'options' must be a mapping of estimator options")
+    mode = spec.get("mode", "independent")
+    if mode not in MODES:
+        raise W1Error(f"{path}: 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
     fakes = spec["fakes"]
     if not isinstance(fakes, list) or not fakes:
         raise W1Error(f"{path}: 'fakes' must be a non-empty list of {{label, source}}")
@@ -54,7 +59,7 @@ def load_batch_spec(path: Path) -> dict[str, Any]:
             raise W1Error(f"{where}: expected a mapping with keys label, source")
         unknown = sorted(set(map(str, item)) - FAKE_KEYS)
         if unknown:
-            raise W1Error(f"{where}: unknown key {unknown[0]!r} (expected label, source)")
+            raise W1Error(f"{where}: unknown key {unknown[0]!r} (expected label, source, step)")
         source = item.get("source")
         if not isinstance(source, str) or not source.strip():
             raise W1Error(f"{where}.source: missing (a file, folder, onnx:PATH, dataset:ID, generator:ID[:samples], ...)")
@@ -62,8 +67,11 @@ def load_batch_spec(path: Path) -> dict[str, Any]:
         if label in labels:
             raise W1Error(f"{where}.label: {label!r} is used twice")
         labels.add(label)
-        parsed.append((label, source))
-    return {"real": spec["real"], "fakes": parsed, "options": options}
+        step = item.get("step")
+        if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
+            raise W1Error(f"{where}.step: a checkpoint's training step is a whole number >= 0, got {step!r}")
+        parsed.append((label, source, step))
+    return {"real": spec["real"], "fakes": parsed, "options": options, "mode": mode}
 
 
 def _spec_source(spec_path: Path, text: str) -> str:
@@ -120,9 +128,12 @@ def batch_table(batch_id: str, rows: list[dict[str, Any]]) -> Table:
 @click.argument("spec_file", metavar="SPEC.yaml")
 @click.option("--out", "prefix", help="Write PREFIX.csv and PREFIX.json (default: beside the spec).")
 @click.option("--timeout", type=float, help="Give up waiting after this many seconds.")
+@click.option("--series", "as_series", is_flag=True,
+              help="The fakes are checkpoints in training order: one worker runs them in that order, each critic "
+                   "warm-started from the previous item's (as `mode: series` in the spec); writes PREFIX.png too.")
 @click.option("--poll-interval", type=float, default=1.0, show_default=True, hidden=True)
 @server_options
-def batch(client: W1Client, spec_file: str, prefix: str | None, timeout: float | None,
+def batch(client: W1Client, spec_file: str, prefix: str | None, timeout: float | None, as_series: bool,
           poll_interval: float) -> None:
     """Estimate W1 for many fakes against one real set and write a summary.
 
@@ -130,8 +141,9 @@ def batch(client: W1Client, spec_file: str, prefix: str | None, timeout: float |
     SPEC.yaml (relative paths are relative to the spec's folder):
       real: catalog:cifar10            # or any source below
       options: {steps: 2000}           # estimator options for every job
+      mode: series                     # optional: checkpoints in order, warm-started (or --series)
       fakes:
-        - {label: epoch10, source: samples/epoch10.npz}
+        - {label: epoch10, source: samples/epoch10.npz, step: 10}   # step: optional, the plot's x
         - {label: epoch20, source: samples/epoch20/}
         - {label: final, source: "onnx:gen.onnx?latent=62"}
         - {label: again, source: "generator:GEN_ID:10000"}
@@ -145,11 +157,17 @@ def batch(client: W1Client, spec_file: str, prefix: str | None, timeout: float |
             resolved[text] = client.resolve_source(_spec_source(spec_path, text))
         return resolved[text]
 
-    created = client.submit_batch(source(spec["real"]),
-                                  [(label, source(src)) for label, src in spec["fakes"]],
-                                  options=spec["options"])
+    mode = "series" if as_series else spec["mode"]
+    created = client.submit_batch(source(spec["real"]), [(label, source(src)) for label, src, _ in spec["fakes"]],
+                                  options=spec["options"], mode=mode, steps=[step for *_, step in spec["fakes"]])
     batch_id = created["id"]
-    click.echo(f"batch {batch_id}: {len(created['jobs'])} jobs", err=True)
+    click.echo(f"batch {batch_id}: {len(created['jobs'])} jobs" + (" (a series)" if mode == "series" else ""), err=True)
+    base = Path(prefix) if prefix else spec_path.with_suffix("")
+    if mode == "series":
+        final, series = follow_series(client, batch_id, timeout=timeout, poll_interval=poll_interval)
+        click.echo(f"writing {base}.csv, {base}.json and {base}.png", err=True)
+        report_series(client, final, series, json_out=f"{base}.json", csv_out=f"{base}.csv", plot=f"{base}.png")
+        return
     try:
         with JobProgress() as bars:
             for job in created["jobs"]:
@@ -162,7 +180,6 @@ def batch(client: W1Client, spec_file: str, prefix: str | None, timeout: float |
     rows = _summary(final)
     stdout().print(batch_table(batch_id, rows))
 
-    base = Path(prefix) if prefix else spec_path.with_suffix("")
     csv_path, json_path = Path(f"{base}.csv"), Path(f"{base}.json")
     try:
         with csv_path.open("w", newline="") as fh:

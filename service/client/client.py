@@ -342,14 +342,23 @@ class W1Client:
     # -- batches -------------------------------------------------------------------------------
 
     def submit_batch(self, real: str | Path | Mapping, fakes: list[tuple[str, str | Path | Mapping]],
-                     *, options: Mapping[str, Any] | None = None) -> dict:
-        """Many fakes (label, source) against one real set; returns `{id, jobs}`."""
+                     *, options: Mapping[str, Any] | None = None, mode: str = "independent",
+                     steps: list[int | None] | None = None) -> dict:
+        """Many fakes (label, source) against one real set; returns `{id, mode, jobs}`. `mode="series"`: the
+        fakes are checkpoints in training order, run in that order with warm-started critics; `steps`: their
+        training steps (the x axis of the series plot)."""
         samples = generator_samples(options)
+        steps = list(steps) if steps is not None else [None] * len(fakes)
         body = {"real": self.resolve_source(real, samples=samples),
-                "fakes": [{"label": label, "fake": self.resolve_source(src, samples=samples)}
-                          for label, src in fakes],
-                "options": dict(options or {})}
+                "fakes": [{"label": label, "fake": self.resolve_source(src, samples=samples),
+                           **({"step": step} if step is not None else {})}
+                          for (label, src), step in zip(fakes, steps)],
+                "options": dict(options or {}), "mode": mode}
         return self._json("POST", "/v1/batches", json=body)
+
+    def cancel_batch(self, batch_id: str) -> dict:
+        """Cancel the batch's unfinished jobs (a series stops; finished items keep their results)."""
+        return self._json("POST", f"/v1/batches/{batch_id}/cancel")
 
     def get_batch(self, batch_id: str) -> dict:
         return self._json("GET", f"/v1/batches/{batch_id}")
@@ -378,13 +387,28 @@ class W1Client:
 
     def download_artifact(self, job_id: str, name: str, dest: str | Path) -> Path:
         """Stream one artifact (e.g. `curve.json`, `critic.onnx`) to `dest` (a file or a folder)."""
+        return self._download(f"/v1/jobs/{job_id}/artifacts/{name}", name, dest)
+
+    def get_series(self, batch_id: str) -> dict | None:
+        """A series batch's SeriesResult so far (its series.json), or None before its first item finished."""
+        try:
+            return self._json("GET", f"/v1/batches/{batch_id}/artifacts/series.json")
+        except W1Error as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def download_batch_artifact(self, batch_id: str, name: str, dest: str | Path) -> Path:
+        """A series' artifact (`series.json`, `series.csv`, `series.png`) to `dest` (a file or a folder)."""
+        return self._download(f"/v1/batches/{batch_id}/artifacts/{name}", name, dest)
+
+    def _download(self, url: str, name: str, dest: str | Path) -> Path:
         dest = Path(dest)
         if dest.is_dir():
             dest = dest / name
         tmp = dest.with_name(dest.name + ".part")
         try:
-            with self._http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}",
-                                   timeout=self.upload_timeout) as response:
+            with self._http.stream("GET", url, timeout=self.upload_timeout) as response:
                 if not response.is_success:
                     response.read()
                     self._check(response)

@@ -143,3 +143,38 @@ def test_series_on_redis_and_postgres_beside_an_independent_batch(make_service, 
     assert all(j["result"]["series"] is None for j in others)  # independent jobs are plain estimates
     # the independent jobs ran while the series' chain was running (two workers)
     assert min(at(j["started_at"]) for j in others) < at(jobs[-1]["finished_at"])
+
+
+def test_w1_series_server_and_w1_batch_series(live_service, series_files, tmp_path):
+    """The client commands: `w1 series --server` follows the series and writes JSON, CSV and the plot from
+    the batch's artifacts; `w1 batch --series` runs a spec as a series and writes PREFIX.csv/.json/.png."""
+    from click.testing import CliRunner
+
+    from service.cli import main
+    from training.series_result import SeriesResult
+
+    real, fakes = series_files
+    env = {"W1_TOKEN": live_service.token, "COLUMNS": "200"}
+    opts = ["--critic", "fc", "--width", "32", "--steps", "40", "--eval-every", "20", "--device", "cpu", "--time", "0"]
+    out = {k: tmp_path / f"remote.{k}" for k in ("json", "csv", "png")}
+    res = CliRunner().invoke(main, ["series", str(real), *map(str, fakes[:3]), "--steps-from-names", *opts,
+                                    "--server", live_service.url, f"--json={out['json']}", f"--csv={out['csv']}",
+                                    "--plot", str(out["png"])], env=env, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "W1 over checkpoints" in res.output and fakes[2].stem in res.output
+    series = SeriesResult.from_json(out["json"].read_text())
+    assert [it.step for it in series.items] == [1000, 2000, 3000] and series.items[1].start in ("warm", "fallback")
+    assert out["csv"].read_text().count("\n") == 4 and out["png"].read_bytes()[:4] == b"\x89PNG"
+    res = CliRunner().invoke(main, ["series", str(real), str(fakes[0]), "--server", live_service.url, "--cold"],
+                             env=env)
+    assert res.exit_code == 1 and "--cold and --checkpoint-dir are for a series run here" in res.output
+
+    spec = tmp_path / "run.yaml"
+    spec.write_text(f"real: {real}\noptions: {{critic: fc, width: 32, steps: 40, device: cpu, time_budget_s: 0}}\n"
+                    "fakes:\n" + "".join(f"  - {{label: k{k}, source: {p}, step: {k}}}\n" for k, p in enumerate(fakes[:2])))
+    res = CliRunner().invoke(main, ["batch", str(spec), "--series", "--server", live_service.url],
+                             env=env, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (tmp_path / "run.csv").read_text().splitlines()
+    assert rows[0].startswith("index,label,step,start") and rows[1].startswith("0,k0,0,cold")

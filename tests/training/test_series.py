@@ -11,7 +11,8 @@ from training import Cancelled
 from training.data import split_indices
 from training.known_series import digits01, image_contraction
 from training.options import EstimateOptions
-from training.series import WarmStart, estimate_series, steps_from_names
+from training.series import WarmStart, estimate_series
+from training.series_result import steps_from_names
 from training.sources import open_source
 from training.sources.base import FiniteSource
 
