@@ -7,7 +7,8 @@ its s.e., steps and training seconds. Cases (training.known_series): `digits-gan
 small GAN on digits, 8x8), `digits` (digits contracted toward their mean, s = 0.5 ... 0.95: W1 known),
 `photos900` (16x16 grey photo patches, 900 per side, the same contraction: the issue's small-data case).
 
-    python bench/series_design.py [--cases digits-gan,digits,photos900] [--seeds 1] [--variants ...] [--out bench/results]
+    python bench/series_design.py [--cases digits-gan,digits,photos900] [--seeds 1] [--variants ...]
+        [--no-cold] [--out bench/results]
 """
 from __future__ import annotations
 
@@ -27,23 +28,27 @@ from training.known_series import digits01, digits_contraction, gan_series, phot
 from training.series import SeriesRunner, WarmStart
 
 VARIANTS = {
-    # the issue's measured schedule, fresh optimiser
-    "issue": WarmStart(carry_optimizer=False, cold_trial_steps=0),
-    "issue+adam": WarmStart(carry_optimizer=True, cold_trial_steps=0),  # Adam's moments carried
-    "issue+adam-noval0": WarmStart(carry_optimizer=True, validate_carried=False, cold_trial_steps=0),
-    "lr1e-3": WarmStart(lr=1e-3, steps=400, carry_optimizer=True, cold_trial_steps=0),
-    # the cold schedule unchanged, from the carried critic
-    "cold-schedule": WarmStart(lr=3e-3, lr_schedule="cosine", steps=2000, eval_every=100, patience=4,
-                               carry_optimizer=True, cold_trial_steps=0),
-    "lr3e-3": WarmStart(lr=3e-3, steps=400, cold_trial_steps=0),
-    "lr3e-3-cos": WarmStart(lr=3e-3, lr_schedule="cosine", steps=400, cold_trial_steps=0),
-    "lr1e-3-cos": WarmStart(lr=1e-3, lr_schedule="cosine", steps=400, cold_trial_steps=0),
-    "lr3e-3-cos-fresh": WarmStart(lr=3e-3, lr_schedule="cosine", steps=400, carry_optimizer=False, cold_trial_steps=0),
-    "lr3e-3-cos300-fresh": WarmStart(lr=3e-3, lr_schedule="cosine", steps=300, carry_optimizer=False,
-                                     cold_trial_steps=0),
-    "lr3e-3-cos300": WarmStart(lr=3e-3, lr_schedule="cosine", steps=300, cold_trial_steps=0),
-    "final": WarmStart(),  # the shipped default: issue+adam with a 100-step cold trial (fallback rule)
-    "final-trial50": WarmStart(cold_trial_steps=50),
+    # the issue's measured schedule: 3e-4 constant, <= 300 steps, validation every 50, patience 2
+    "issue": WarmStart(lr=3e-4, lr_schedule="constant", steps=300, cold_trial_steps=0),
+    "issue+adam": WarmStart(lr=3e-4, lr_schedule="constant", steps=300, carry_optimizer=True, cold_trial_steps=0),
+    "issue+adam-noval0": WarmStart(lr=3e-4, lr_schedule="constant", steps=300, carry_optimizer=True,
+                                   validate_carried=False, cold_trial_steps=0),
+    "lr1e-3": WarmStart(lr=1e-3, lr_schedule="constant", steps=400, carry_optimizer=True, cold_trial_steps=0),
+    "lr3e-3": WarmStart(lr=3e-3, lr_schedule="constant", steps=400, carry_optimizer=True, cold_trial_steps=0),
+    "lr1e-3-cos": WarmStart(lr=1e-3, steps=400, carry_optimizer=True, cold_trial_steps=0),
+    "lr3e-3-cos": WarmStart(lr=3e-3, steps=400, carry_optimizer=True, cold_trial_steps=0),
+    "lr3e-3-cos-fresh": WarmStart(lr=3e-3, steps=400, cold_trial_steps=0),  # = the default without its trial
+    "lr3e-3-cos300": WarmStart(lr=3e-3, steps=300, carry_optimizer=True, cold_trial_steps=0),
+    "lr3e-3-cos300-fresh": WarmStart(lr=3e-3, steps=300, cold_trial_steps=0),
+    "lr3e-3-cos-noval0": WarmStart(lr=3e-3, steps=400, validate_carried=False, cold_trial_steps=0),
+    # the cold schedule unchanged (2,000 steps, eval every 100, patience 4), from the carried critic
+    "cold-schedule": WarmStart(lr=3e-3, steps=2000, eval_every=100, patience=4, carry_optimizer=True,
+                               cold_trial_steps=0),
+    "w350-t50": WarmStart(steps=350, cold_trial_steps=50),
+    "w375-t25": WarmStart(steps=375, cold_trial_steps=25),
+    "w400-t50": WarmStart(steps=400, cold_trial_steps=50),
+    "default": WarmStart(),  # what ships: 375 steps of lr3e-3-cos-fresh + a 25-step cold trial (fallback rule)
+    "default-trial100": WarmStart(cold_trial_steps=100),
 }
 CASES = {
     "digits-gan": lambda: gan_series(digits01(), "digits"),  # Adam 2e-4, checkpoints 2000..3750

@@ -13,7 +13,9 @@ FID computation does not depend on the weights' values. The values are meaningle
 real side's statistics are computed once (FID tools cache them) and not counted; per checkpoint: the
 Inception features of its 2,000 samples (timed on --fid-samples of them, scaled linearly: on a CPU core
 one batch of 50 takes about a minute), mean and covariance, one Frechet distance (timed in full).
-Timed on --fid-items checkpoints per case.
+Timed on --fid-items checkpoints per case. Every time is given as wall seconds and as the process's CPU
+seconds (time.process_time, one torch thread): on a shared machine the CPU seconds are the steadier
+measure of the work done.
 
     python bench/series_speed.py [--cases digits,photos32x3] [--seeds 1] [--fid] [--fid-items 2] [--out bench/results]
 """
@@ -76,16 +78,17 @@ def fid_timer(samples: int):
         return torch.cat(feats).numpy()
 
     def time_one(fake01: np.ndarray) -> dict:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         features(fake01[:samples])
-        per_sample = (time.perf_counter() - t0) / samples
+        per_sample, cpu_per_sample = (time.perf_counter() - t0) / samples, (time.process_time() - c0) / samples
         f = np.random.default_rng(0).standard_normal((len(fake01) + 2048, 2048))
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         mu, sigma = f.mean(0), np.cov(f, rowvar=False)
         calculate_frechet_distance(mu, sigma, mu + 0.1, sigma)
-        frechet = time.perf_counter() - t1
-        return {"fid_s": per_sample * len(fake01) + frechet, "fid_per_sample_s": per_sample, "fid_frechet_s": frechet,
-                "fid_samples_timed": samples, "fid_samples": len(fake01)}
+        frechet, cpu_frechet = time.perf_counter() - t1, time.process_time() - c1
+        return {"fid_s": per_sample * len(fake01) + frechet, "fid_cpu_s": cpu_per_sample * len(fake01) + cpu_frechet,
+                "fid_per_sample_s": per_sample, "fid_frechet_s": frechet, "fid_samples_timed": samples,
+                "fid_samples": len(fake01)}
 
     return time_one
 
@@ -97,19 +100,19 @@ def run_case(name: str, seed: int, args, emit) -> None:
     timer = fid_timer(args.fid_samples) if args.fid else None
     t_series = t_cold = 0.0
     for k, (fake, label, step) in enumerate(zip(case.fakes, case.labels, case.steps)):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         item = runner.run_item(fake, label, step)
         t_series += time.perf_counter() - t0
         row = {"case": case.name, "seed": seed, "item": k, "label": label, "step": step, "start": item.start,
-               "warm": numbers(item.result, item.train_steps)}
+               "warm": {**numbers(item.result, item.train_steps), "cpu_s": time.process_time() - c0}}
         if k == 0:
             row["cold"] = row["warm"]  # the series' first item is a cold default estimate
             t_cold += time.perf_counter() - t0
         else:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             cold = estimate_w1(case.real, fake, opts)
             t_cold += time.perf_counter() - t0
-            row["cold"] = numbers(cold, cold_steps(cold))
+            row["cold"] = {**numbers(cold, cold_steps(cold)), "cpu_s": time.process_time() - c0}
         if timer is not None and k < args.fid_items:
             row.update(timer(fake))
         row.update({"series_wall_s": t_series, "cold_wall_s": t_cold})

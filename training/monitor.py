@@ -1,6 +1,6 @@
 """W1Monitor: W1 of a generator against one real set, inside its training loop (issue 13).
 
-    monitor = W1Monitor(real, {"seed": 0}, steps_per_update=300)
+    monitor = W1Monitor(real, {"seed": 0}, steps_per_update=375)
     for step in range(steps):
         train_one_step(generator)
         if step % 1000 == 0:
@@ -28,7 +28,7 @@ class W1Monitor:
     warm update (the first update is a cold estimate with `options`' steps and time budget);
     `warm` tunes the warm schedule (default WarmStart(); its `steps` is replaced by steps_per_update)."""
 
-    def __init__(self, real, options: EstimateOptions | dict | None = None, *, steps_per_update: int = 300,
+    def __init__(self, real, options: EstimateOptions | dict | None = None, *, steps_per_update: int = 375,
                  time_budget_s: float | None = None, warm: WarmStart | None = None,
                  progress: Callable[[SeriesEvent], None] | None = None, **overrides):
         if steps_per_update < 1:

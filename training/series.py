@@ -42,25 +42,28 @@ SERIES_VERSION = 1
 class WarmStart:
     """How a warm-started item trains: the carried critic, the estimate's own optimiser and learning rate
     (`lr` None) decayed to 0 by a cosine over `steps`, validation every `eval_every` steps, early stopping
-    after `patience` evaluations without improvement. Measured (bench/results/series_design_*.md) on GAN
-    checkpoints 250 generator steps apart: 400 steps at 3e-3 with a cosine decay come within 1 s.e. of a
-    cold 2,000-step estimate; the issue's 3e-4 constant for 300 steps stayed 3-5 s.e. below it, and so
-    did carrying Adam's moment estimates (`carry_optimizer`, slightly worse than a fresh optimiser).
+    after `patience` evaluations without improvement. Measured (bench/results/series_design_*.md) on 8
+    checkpoints of a GAN 250 generator steps apart: 375 steps at 3e-3 with a cosine decay plus the 25-step
+    cold trial (400 steps, 0.19 of a cold estimate's 2,100) stay within 1 s.e. of a cold estimate of every
+    item; the issue's 3e-4 constant for 300 steps stayed 3-5 s.e. below it, and carrying Adam's moment
+    estimates (`carry_optimizer`) did slightly worse than a fresh optimiser. On contraction series the
+    carried critic is already optimal: early stopping ends a warm item after 100 steps.
 
     What carries over is the previous item's final critic, nothing else: the validation reference is
     measured anew (`validate_carried`: the carried critic is validated on the new item before it trains,
-    so it is kept unless training on the new fake improves on it), because values of different fakes are
+    so it is kept unless training on the new fake improves on it; without that, the high rate wandered
+    off and lost up to 7 % of W1 by the end of a 10-item series), because values of different fakes are
     not comparable. `cold_trial_steps` is the short cold trial the warm critic must validate above, or
     the item falls back to a cold start (0: no trial, the warm critic is always kept)."""
 
     lr: float | None = None
     lr_schedule: str = "cosine"
-    steps: int = 400
+    steps: int = 375
     eval_every: int = 50
     patience: int = 2
     carry_optimizer: bool = False
     validate_carried: bool = True
-    cold_trial_steps: int = 50
+    cold_trial_steps: int = 25
 
     def schedule(self, opts: EstimateOptions, max_steps: int | None = None) -> Schedule:
         """The warm critic's schedule: never more steps than a cold estimate (`opts.steps`) or `max_steps`."""
@@ -191,7 +194,8 @@ class SeriesRunner:
                 f"(lead {lead:+.1f} s.e.)")}
         until = opts.steps if max_steps is None else min(opts.steps, max(max_steps, cold.step))
         run.planned = run.position + until - cold.step
-        train(cold, sides, Schedule.of(opts), until=until, deadline=deadline, validation=wants_validation(opts), run=run)
+        train(cold, sides, Schedule.of(opts), until=until, deadline=deadline, validation=wants_validation(opts),
+              run=run)
         return cold, run.position, {**info, "start": "fallback", "decision": (
             f"fell back to a cold start: the warm critic validated {w.value:.4g}, below the {trial}-step cold "
             f"trial's {c.value:.4g} ({lead:+.1f} s.e.)")}

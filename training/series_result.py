@@ -49,7 +49,8 @@ class SeriesItem(SeriesPosition):
     def csv_row(self) -> dict[str, Any]:
         lo, hi = self.certified_ci
         row = self.model_dump(include=set(CSV_COLUMNS))
-        return {**row, "certified_ci_low": lo, "certified_ci_high": hi, "step": self.step if self.step is not None else ""}
+        step = self.step if self.step is not None else ""
+        return {**row, "certified_ci_low": lo, "certified_ci_high": hi, "step": step}
 
 
 class SeriesResult(BaseModel):

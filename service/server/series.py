@@ -93,8 +93,8 @@ class Chain:
 
         index = self.ids.index(job.id)
         if self.runner is None:
-            self.runner = SeriesRunner(real, options, checkpoint_dir=batch_dir(self.settings, self.batch_id) / "checkpoint",
-                                       size=len(self.ids))
+            folder = batch_dir(self.settings, self.batch_id) / "checkpoint"
+            self.runner = SeriesRunner(real, options, checkpoint_dir=folder, size=len(self.ids))
         self.runner.progress = lambda event: attempt.progress(event.progress) if event.progress is not None else None
         self.runner.should_stop = attempt.should_stop
         done = next((it for it in self.runner.items if it.index == index), None)

@@ -171,7 +171,8 @@ def test_w1_series_server_and_w1_batch_series(live_service, series_files, tmp_pa
 
     spec = tmp_path / "run.yaml"
     spec.write_text(f"real: {real}\noptions: {{critic: fc, width: 32, steps: 40, device: cpu, time_budget_s: 0}}\n"
-                    "fakes:\n" + "".join(f"  - {{label: k{k}, source: {p}, step: {k}}}\n" for k, p in enumerate(fakes[:2])))
+                    "fakes:\n" + "".join(f"  - {{label: k{k}, source: {p}, step: {k}}}\n"
+                                          for k, p in enumerate(fakes[:2])))
     res = CliRunner().invoke(main, ["batch", str(spec), "--series", "--server", live_service.url],
                              env=env, catch_exceptions=False)
     assert res.exit_code == 0, res.output

@@ -64,7 +64,8 @@ def test_w1_series_bad_input_fails_before_training_naming_the_file(tmp_path):
     res = CliRunner().invoke(main, ["series", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"),
                                     str(tmp_path / "missing.npy")])
     assert res.exit_code == 1 and "missing.npy" in res.output and "Traceback" not in res.output
-    res = CliRunner().invoke(main, ["series", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"), "--labels", "a,b"])
+    res = CliRunner().invoke(main, ["series", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"),
+                                    "--labels", "a,b"])
     assert res.exit_code == 1 and "--labels has 2 values for 1 fakes" in res.output
     res = CliRunner().invoke(main, ["series", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"),
                                     "--steps-from-names"])
