@@ -35,6 +35,10 @@ from training.series_result import SeriesEvent, SeriesItem, SeriesResult, defaul
 from training.state import TrainState, load_checkpoint, save_checkpoint
 
 SERIES_CHECKPOINT = "series.pt"
+# A carried critic validating below this part of the warm critic's value means the generator moved far
+# (bench/results/series_design_*: 0.57-0.76 on checkpoints where the warm schedule matched a cold
+# estimate within 1 s.e., 0.29-0.35 where it stayed about 3 s.e. below): the item's notes say so.
+FAR = 0.5
 SERIES_VERSION = 1
 
 
@@ -277,6 +281,12 @@ def _item_notes(notes: list[str], state: TrainState, opts: EstimateOptions, info
         notes = [n for n in notes if n not in wrong]
         if state.ended_by == "time budget":
             notes.append(f"The time budget ended the warm critic's training at step {state.step}.")
+        carried, warm = info.get("carried_validation"), info.get("warm_validation")
+        if carried is not None and warm and warm > 0 and carried < FAR * warm:
+            notes.append(f"The generator moved far from the previous checkpoint: the carried critic validated at "
+                         f"{carried / warm:.0%} of this item's value, so the short warm schedule may stay below a "
+                         "cold estimate (measured: about 3 s.e. where it validated at 30-35 %); closer checkpoints, "
+                         "a longer warm schedule (WarmStart(steps=...)) or a cold estimate give a tighter bound.")
     return notes + [info["decision"]]
 
 
