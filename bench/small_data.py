@@ -35,6 +35,7 @@ def known_cases():
     """This checkout's training/known_cases.py, loaded by path (the before-tree may not have the case)."""
     spec = importlib.util.spec_from_file_location("w1_known_cases_here", HERE / "training" / "known_cases.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
