@@ -63,7 +63,7 @@ def test_the_pooled_standard_error_is_honest():
     """12 cross-fitted estimates of independent draws: z = (certified - theta) / s.e., with theta the
     pooled certified dual value of the fold critics over the whole distribution (all 1,797 digits and
     their images: no sampling error). The s.e. must not understate the spread of z (combining the folds'
-    errors as independent did: std 1.35 over 26 runs, bench notes), and the one-sided bound at 95 %
+    errors as independent did: bench/results/cross_fit_coverage_*), and the one-sided bound at 95 %
     covers theta in at least 10 of 12 runs (expected 12)."""
     digits = load_digits().images.astype(np.float64)[:, None] / 16.0
     c = digits.mean(axis=0, keepdims=True)
