@@ -23,8 +23,8 @@ import warnings
 
 import torch
 
-from critics.conv import LipschitzConv2d
-from critics.orthogonal import kept_orthonormal, orthonormality_error
+from critics.conv import LipschitzConv2d, pixel_unshuffle
+from critics.orthogonal import bjorck_step_applied, kept_orthonormal, orthonormality_error
 
 
 def _random_orthonormal(*shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -82,6 +82,24 @@ class BCOPConv2d(LipschitzConv2d):
     def build_weight(self) -> torch.Tensor:
         m, rs = self._factors(mutate=self.training)
         return self.compose(m, rs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A 1x1 kernel (no projectors: the layer is M on every pixel) in training, on fewer pixels than
+        min(c_out, c_in'): M applied without forming it (critics.orthogonal.bjorck_step_applied), the
+        same map as the conv with `weight`. Otherwise the conv with the built kernel."""
+        pixels = x.shape[0] * x.shape[-2] * x.shape[-1] // (self.stride * self.stride)
+        if not (self.training and self.effective_kernel_size == 1 and self.bjorck_iters == 1
+                and pixels < min(self.ortho.shape)):
+            return super().forward(x)
+        if self.stride > 1:
+            x = pixel_unshuffle(x, self.stride, name="stride")
+        self.last_retract_iters = 0
+        p, self.last_retract_iters = kept_orthonormal(self.ortho, mutate=True, tol=self.retract_tol,
+                                                      owner=type(self).__name__, materialize=False)
+        y = bjorck_step_applied(x.movedim(1, -1), p)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.movedim(-1, 1)
 
     def compose(self, m: torch.Tensor, rs: torch.Tensor) -> torch.Tensor:
         """The (c_out, c_in', k', k') kernel from M and the stacked projector bases: each projector
