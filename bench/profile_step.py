@@ -239,8 +239,9 @@ def profile_table(shapes, threads: int, steps: int, warmup: int, batch: int) -> 
     return lines
 
 
-def threads_table(shapes, thread_counts, steps: int, warmup: int, batch: int) -> list[str]:
-    """Step time (data included) of every critic and twin at each thread count, round-robin."""
+def threads_table(shapes, thread_counts, steps: int, warmup: int, batch: int, block: int = 5) -> list[str]:
+    """Step time (data included) of every critic and twin at each thread count: the counts take turns
+    in blocks of `block` steps (the first of each block unrecorded: the thread pool wakes up)."""
     opts = EstimateOptions(batch_size=batch).resolved()
     head = " | ".join(f"{t} thr (ms)" for t in thread_counts)
     lines = [f"| input | critic | variant | {head} | " + " | ".join(f"{t} / {thread_counts[0]}" for t in thread_counts[1:]) + " |",
@@ -249,10 +250,16 @@ def threads_table(shapes, thread_counts, steps: int, warmup: int, batch: int) ->
         shape = SHAPES[label]
         sides = make_sides(shape, opts=opts)
         for name, (critic, twin) in default_pairs(shape).items():
-            n = steps if shape != (3, 32, 32) or "conv" not in name else max(5, steps // 4)
+            n = steps if shape != (3, 32, 32) or "conv" not in name else max(block, steps // 4)
             for vname, model in (("certified", critic), ("plain twin", twin)):
                 vs = [Variant(vname, copy.deepcopy(model), sides, opts, t) for t in thread_counts]
-                run_round_robin(vs, n, warmup, reparam=False)
+                for v in vs:
+                    for _ in range(warmup):
+                        v.step(record=False)
+                for _ in range(max(1, n // (block - 1))):
+                    for v in vs:
+                        for i in range(block):
+                            v.step(record=i > 0)
                 ms = [v.median_ms("step") for v in vs]
                 lines.append(f"| {label} | {name} | {vname} | " + " | ".join(f"{m:.2f}" for m in ms) + " | "
                              + " | ".join(f"{m / ms[0]:.2f}" for m in ms[1:]) + " |")
