@@ -10,15 +10,16 @@ step each per round. A step is timed in the phases of training.loop.train_step:
   backward   (-objective).backward()
   optimiser  Adam.step() (and zero_grad)
 
-and, separately after each step on a copy of the state, the re-parameterisation alone: the drift
-check + re-projection of kept-orthonormal parameters (critics.orthogonal._retract_on_device), the
-differentiable Björck step + BCOP kernel build, and the backward through them. Medians over the
-timed rounds, after warm-up. Then the per-estimate costs outside the steps: one validation pass over
-the default validation split and one progress report (the read-back, the curve point, the event).
+and, separately after each step on the state the next step will see (then restored), the
+re-parameterisation alone: the drift check + re-projection of kept-orthonormal parameters
+(critics.orthogonal.kept_orthonormal), the differentiable Björck step + BCOP kernel build, and the
+backward through them. Medians over the timed rounds, after warm-up. Then the per-estimate costs
+outside the steps: one validation pass over the default validation split, and progress reports.
 
-    PYTHONPATH=. python bench/profile_step.py                     # 1 thread, all sizes, writes the .md
+    PYTHONPATH=. python bench/profile_step.py                     # 1 thread, all sizes, printed
+    PYTHONPATH=. python bench/profile_step.py --before-root /tmp/w1-before --out bench/results/profile_step_<date>_cpu.md
     PYTHONPATH=. python bench/profile_step.py --threads 1,2 --no-phases   # step time per thread count
-    PYTHONPATH=. python bench/profile_step.py --neighbour         # with a CPU-bound process beside it
+    PYTHONPATH=. python bench/profile_step.py --batch 256         # another batch size
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+CODE = Path(os.environ.get("W1_BENCH_ROOT") or ROOT)  # the checkout whose critics and training are measured
+sys.path.insert(0, str(CODE))
 
 from critics import build_critic  # noqa: E402
 from critics.conv import CachedWeight, LipschitzConv2d  # noqa: E402
@@ -214,7 +216,7 @@ def environment() -> str:
             f"(1 / 5 / 15 min, at the start)")
 
 
-def profile_table(shapes, threads: int, steps: int, warmup: int, batch: int) -> list[str]:
+def profile_table(shapes, threads: int, steps: int, warmup: int, batch: int, records: list) -> list[str]:
     opts = EstimateOptions(batch_size=batch).resolved()
     lines = [f"### {threads} thread(s)", "",
              "| input | critic | variant | data | forward | backward | optimiser | step (no data) | step / twin |"
@@ -234,8 +236,12 @@ def profile_table(shapes, threads: int, steps: int, warmup: int, batch: int) -> 
                 rp_txt = " | ".join("–" if np.isnan(x) else f"{x:.2f}" for x in rp)
                 lines.append(f"| {label} | {name} | {v.name} | " + " | ".join(f"{v.median_ms(p):.2f}" for p in PHASES)
                              + f" | {model[v.name]:.2f} | {ratio:.2f}× | {rp_txt} |")
+                records.append({"input": label, "critic": name, "variant": v.name, "threads": threads,
+                                "step_ms": model[v.name], "data_ms": v.median_ms("data"), "ratio": ratio})
+            val = validation_ms(critic, sides)
             lines.append(f"| {label} | {name} | validation pass (ms, {sides[0].n_validation} + "
-                         f"{sides[1].n_validation} samples) | {validation_ms(critic, sides):.1f} | | | | | | | | |")
+                         f"{sides[1].n_validation} samples) | {val:.1f} | | | | | | | | |")
+            records.append({"input": label, "critic": name, "variant": "validation", "threads": threads, "ms": val})
     return lines
 
 
@@ -266,6 +272,47 @@ def threads_table(shapes, thread_counts, steps: int, warmup: int, batch: int, bl
     return lines
 
 
+def compare(args) -> None:
+    """The profile of another checkout (--before-root) and of this one, alternating per input size in
+    fresh processes, with a summary of each critic's step / twin before and after."""
+    import json
+    import tempfile
+
+    sections, records = {"before": [], "after": []}, {"before": [], "after": []}
+    for label in args.shapes.split(","):
+        for which, root in (("before", args.before_root), ("after", ROOT)):
+            with tempfile.TemporaryDirectory() as tmp:
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--shapes", label, "--threads", args.threads,
+                       "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
+                       "--out", f"{tmp}/t.md", "--json", f"{tmp}/t.json"]
+                env = dict(os.environ, W1_BENCH_ROOT=str(Path(root).resolve()))
+                subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+                sections[which].append(Path(f"{tmp}/t.md").read_text())
+                records[which] += json.loads(Path(f"{tmp}/t.json").read_text())
+    key = lambda r: (r["input"], r["critic"], r["threads"])  # noqa: E731
+    after = {key(r): r for r in records["after"] if r["variant"] == "certified"}
+    lines = ["| input | critic | threads | step / plain twin before | after | certified step before (ms) | after (ms) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records["before"]:
+        if r["variant"] == "certified":
+            a = after[key(r)]
+            lines.append(f"| {r['input']} | {r['critic']} | {r['threads']} | {r['ratio']:.2f}× | **{a['ratio']:.2f}×** "
+                         f"| {r['step_ms']:.2f} | {a['step_ms']:.2f} |")
+    cmd = (f"PYTHONPATH=. python bench/profile_step.py --before-root {args.before_root} --threads {args.threads} "
+           f"--steps {args.steps} --out {args.out}")
+    text = "\n".join([
+        f"# Where a training step's time goes: default critics against their plain twins ({dt.date.today()}, CPU)", "",
+        __doc__.split("\n\n")[1].strip(), "",
+        f"Command: `{cmd}` (the before checkout: `git worktree add {args.before_root} <commit>`). Each input size "
+        "runs in a fresh process, before and after alternating. Times are process CPU time (ms, medians), "
+        "which a shared machine's load disturbs far less than wall time; step / twin compares forward + backward "
+        "+ optimiser (the data phase is the same code for both and listed apart).", "",
+        "## Summary", "", *lines, "", "## Before", "", *sections["before"], "", "## After", "", *sections["after"]])
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated: " + ", ".join(SHAPES))
@@ -278,28 +325,41 @@ def main() -> None:
     ap.add_argument("--clock", choices=sorted(CLOCKS), default=None,
                     help="cpu: process CPU time (the profile's default: robust on a shared machine), "
                          "wall: elapsed time (the thread table's default: what more threads buy)")
+    ap.add_argument("--before-root", default=None, help="another checkout: profile it and this one, with a summary")
     ap.add_argument("--out", default=None, help="write the markdown here (default: print only)")
+    ap.add_argument("--json", default=None, help="write the profile's numbers here as JSON")
     args = ap.parse_args()
+    if args.before_root:
+        return compare(args)
     global clock
     args.clock = args.clock or ("wall" if args.no_phases else "cpu")
     clock = CLOCKS[args.clock]
     shapes = [s for s in args.shapes.split(",") if s]
     threads = [int(t) for t in args.threads.split(",")]
-    header = [f"Environment: {environment()}; batch {args.batch} + {args.batch}, Adam, {args.clock} time, neighbour: "
-              f"{'one CPU-bound process' if args.neighbour else 'none started'}.", ""]
+    header = [f"Code: {CODE}. Environment: {environment()}; batch {args.batch} + {args.batch}, Adam, {args.clock} time, "
+              f"neighbour: {'one CPU-bound process' if args.neighbour else 'none started'}.", ""]
     body: list[str] = []
+    records: list[dict] = []
     with neighbour(args.neighbour):
         if args.no_phases:
             body += threads_table(shapes, threads, args.steps, args.warmup, args.batch)
         else:
             for t in threads:
-                body += profile_table(shapes, t, args.steps, args.warmup, args.batch) + [""]
-            body += [f"Progress report (read-back, curve point, event): {progress_ms() * 1e3:.1f} µs each."]
+                body += profile_table(shapes, t, args.steps, args.warmup, args.batch, records) + [""]
+            progress = progress_ms()
+            opts = EstimateOptions().resolved()
+            body += [f"Per estimate, besides the steps: a validation pass (rows above) every {opts.eval_every} steps, "
+                     f"{opts.steps // opts.eval_every} per critic at the default {opts.steps} steps; a progress point "
+                     f"(read-back, curve point, event) every {opts.progress_every} steps: {progress * 1e3:.1f} µs each, "
+                     f"{progress * opts.steps / opts.progress_every:.2f} ms per critic at {opts.steps} steps."]
     load = os.getloadavg()
     text = "\n".join(header + body + ["", f"Load average at the end: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}."])
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    if args.json:
+        import json
+        Path(args.json).write_text(json.dumps(records))
 
 
 if __name__ == "__main__":
