@@ -12,7 +12,8 @@ threads spin at every barrier waiting for a partner the scheduler has parked (a 
 - with more: one core is left for the rest of the machine, and the step must be large enough to share
   (one thread per `MACS_PER_THREAD` multiply-adds of a training step; on a GPU the CPU only prepares
   batches, so at most `ACCELERATOR_THREADS`);
-- `W1_THREADS=N`, `w1 estimate --threads N` or `with fixed_threads(N):` override it.
+- `W1_THREADS=N`, `w1 estimate --threads N` or `with fixed_threads(N):` override it; `OMP_NUM_THREADS`
+  caps the cores it counts.
 
 OpenMP's wait policy is fixed when torch loads its runtime, so `passive_openmp_waits()` (called when
 `training` is imported) asks for passive waits before torch is imported, unless the user chose one:
@@ -142,6 +143,9 @@ def choose_threads(critics, input_shape, batch_size: int, device_type: str = "cp
             raise ValueError(f"{ENV} must be a positive integer, got {requested!r}")
         return ThreadChoice(count, ENV)
     cores = owned_cores()
+    cap = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if cap.isdigit() and int(cap) >= 1 and int(cap) < cores:  # the usual knob: a cap on what we may use
+        cores = int(cap)
     if cores <= 2:
         return ThreadChoice(1, f"{cores} owned core(s): one thread, so a busy neighbour cannot stall it")
     if device_type != "cpu":

@@ -21,8 +21,8 @@ from training.threads import (ENV, MACS_PER_THREAD, WORKERS_ENV, cgroup_quota, c
 @pytest.fixture
 def cores(monkeypatch):
     """Pretend this process owns `n` cores (affinity), with no quota, no W1_THREADS, one worker."""
-    monkeypatch.delenv(ENV, raising=False)
-    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    for name in (ENV, WORKERS_ENV, "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr("training.threads.cgroup_quota", lambda: None)
 
     def own(n: int):
@@ -73,6 +73,15 @@ def test_policy_follows_cores_and_workload(cores):
     assert choose_threads([fc], (3, 32, 32), 64).intra_op == fc_threads  # a thread per MACS_PER_THREAD
     assert choose_threads([conv, fc], (3, 32, 32), 64).intra_op == 31  # the largest candidate; one core left free
     assert choose_threads([conv], (3, 32, 32), 64, "cuda").intra_op == 4  # the CPU only prepares batches
+
+
+def test_omp_num_threads_caps_the_cores_counted(cores, monkeypatch):
+    conv = build_critic("conv", (3, 32, 32))
+    cores(32)
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")
+    assert choose_threads([conv], (3, 32, 32), 64).intra_op == 5
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert choose_threads([conv], (3, 32, 32), 64).intra_op == 1
 
 
 def test_overrides(cores, monkeypatch):
