@@ -155,13 +155,31 @@ def choose_threads(critics, input_shape, batch_size: int, device_type: str = "cp
     return ThreadChoice(count, f"{cores} owned cores (one left free), {macs / 1e6:.0f}M multiply-adds per step")
 
 
+def onnx_session_options():
+    """onnxruntime options for a generator sampled on the CPU: the same thread count as a small step
+    (the override if any, else one on two owned cores or fewer, else all but one) and threads that
+    sleep instead of spinning while they wait (onnxruntime spins by default: the same stall)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if _override is not None:
+        threads = _override
+    elif os.environ.get(ENV, "").strip().isdigit() and int(os.environ[ENV]) >= 1:
+        threads = int(os.environ[ENV])
+    else:
+        cores = owned_cores()
+        threads = 1 if cores <= 2 else cores - 1
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def apply_threads(choice: ThreadChoice) -> ThreadChoice:
-    """Set torch's intra-op threads (and a single inter-op thread, once per process) to the choice."""
+    """Set torch's intra-op threads to the choice. (Inter-op threads are left alone: an estimate starts
+    no inter-op work, and torch allows setting them only once per process, so it is the caller's.)"""
     import torch
 
     torch.set_num_threads(choice.intra_op)
-    with contextlib.suppress(RuntimeError):  # only possible before the inter-op pool started
-        torch.set_num_interop_threads(1)
     return choice
 
 

@@ -140,3 +140,21 @@ def test_importing_training_before_torch_asks_openmp_for_passive_waits():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"  # the user's choice stands
+
+
+def test_onnx_generators_get_the_same_threads_and_do_not_spin(cores, monkeypatch, onnx_generator):
+    from training.sources import open_source
+    from training.threads import onnx_session_options
+
+    cores(2)
+    options = onnx_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    cores(8)
+    assert onnx_session_options().intra_op_num_threads == 7
+    with fixed_threads(3):
+        assert onnx_session_options().intra_op_num_threads == 3
+    monkeypatch.setenv(ENV, "2")
+    assert onnx_session_options().intra_op_num_threads == 2
+    path, _ = onnx_generator
+    assert open_source(f"onnx:{path}?latent=4").sample(3, torch.Generator().manual_seed(0)).shape == (3, 3, 8, 8)
