@@ -12,8 +12,8 @@ K(H P H^T, H Q H^T) H, so M absorbs H and only c_out x c_in' of it is ever neede
 
 Speed comes from keeping every parameter matrix (M and the R's, each projector its own c x c/2 R)
 orthonormal in place: before building, a matrix that drifted past `retract_tol` (an optimiser step)
-is re-projected without autograd (usually one iteration; in training decided on the device, so a step
-never waits for it: critics.orthogonal.kept_orthonormal), then `bjorck_iters` differentiable Björck
+is re-projected without autograd (usually one iteration; in training decided on the device on CUDA/MPS,
+so a step never waits for it, and on the host on the CPU: critics.orthogonal.kept_orthonormal), then `bjorck_iters` differentiable Björck
 steps are applied. At an orthonormal point one step's derivative equals the
 polar factor's, so the gradient is the gradient of the orthogonal parameterisation, at the cost of
 one iteration instead of the paper's twenty."""
@@ -47,7 +47,7 @@ class BCOPConv2d(LipschitzConv2d):
     max_retract_iters: cap for re-projecting a badly drifted parameter in an eval build (verified on the
         host); hitting it warns, and the layer is then non-expansive but not orthogonal (see
         orthogonality_error()). Training builds spend at most RETRACT_STEPS (2) re-projection steps,
-        chosen on the device, and write them into the parameters in place (under no_grad); a larger
+        chosen on the device (on the CPU: on the host, same bits), and write them into the parameters in place (under no_grad); a larger
         drift is finished over the following steps."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,

@@ -73,7 +73,7 @@ class OrthoLinear(CachedWeight):
     is the unit vector param/||param||, normalised exactly.
 
     The parameter is kept orthonormal in place (re-projected after optimiser steps, decided on the
-    device, see critics.orthogonal.kept_orthonormal), so `bjorck_iters` differentiable steps (default 1)
+    device on CUDA/MPS and on the host on the CPU, see critics.orthogonal.kept_orthonormal), so `bjorck_iters` differentiable steps (default 1)
     give the exact gradient of the orthogonal parameterisation. Like LipschitzConv2d, `weight` is rebuilt
     in training mode and cached in eval mode; a training forward on fewer rows than min(in, out) applies
     the step without forming the weight (same map, no Gram matrix)."""

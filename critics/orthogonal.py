@@ -53,7 +53,6 @@ def bjorck_step(w: torch.Tensor, beta: float = 0.5, g: torch.Tensor | None = Non
     return (1 + beta) * w - beta * (a @ b)
 
 
-
 def bjorck_step_applied(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """x @ bjorck_step(p).T without forming the step: 1.5 a - 0.5 (a p) p^T with a = x p^T.
 
@@ -62,6 +61,7 @@ def bjorck_step_applied(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     backward, so cheaper whenever x has fewer rows than min(p.shape)."""
     a = x.flatten(0, -2) @ p.mT
     return torch.addmm(a, a @ p, p.mT, beta=1.5, alpha=-0.5).view(*x.shape[:-1], p.shape[0])
+
 
 def gram_error_of(g: torch.Tensor) -> torch.Tensor:
     """Per-matrix ||G - I||_F of a batch of Gram matrices."""
@@ -107,10 +107,11 @@ def kept_orthonormal(p: torch.Tensor, *, mutate: bool, tol: float = 5e-3, max_it
     number of steps that bring the error under `tol` is known from e (no verification Gram needed);
     a larger drift is first scaled into the region of convergence and verified step by step.
 
-    With `mutate` (a training step) the decision is taken on the device, never on the host: up to
-    `retract_steps` steps are computed and each is kept or dropped by torch.where, and the result is
-    written back into the parameter, so the step never waits for the device (iterations come back as
-    a device tensor). Where the host rule needs more steps than that (a drift too large for the
+    With `mutate` (a training step) on CUDA/MPS the decision is taken on the device, never on the host:
+    up to `retract_steps` steps are computed and each is kept or dropped by torch.where, and the result
+    is written back into the parameter, so the step never waits for the device (iterations come back
+    as a device tensor). On the CPU the host takes the same decisions and computes only the steps it
+    keeps (decide_on_device; same bits). Where the host rule needs more steps than that (a drift too large for the
     learning rate), the rest happens in the following builds; the applied matrix stays non-expansive
     either way (a Björck step maps every singular value in [0, sqrt 3] into [0, 1]). Without
     `mutate` (eval builds, reports) the re-projection is used functionally and verified on the host,

@@ -46,7 +46,9 @@ def _bump_versions(optimizer: torch.optim.Optimizer, *_) -> None:
     critics' layers see that a parameter changed (re-projection, the eval-mode kernel cache)."""
     from torch.autograd.graph import increment_version
 
-    increment_version([p for group in optimizer.param_groups for p in group["params"]])
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            increment_version(p)
 
 
 @torch.no_grad()
