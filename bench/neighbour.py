@@ -54,8 +54,9 @@ def row(root: Path, mode: str, steps: int, critic: str) -> list[dict]:
     try:
         if spin is not None:
             time.sleep(0.5)
+        load = os.getloadavg()[0]
         procs = [launch(root, steps, critic, 2 if mode == "pair" else 1) for _ in range(2 if mode == "pair" else 1)]
-        return [finish(p) for p in procs]
+        return [dict(finish(p), load_at_start=load) for p in procs]
     finally:
         if spin is not None:
             spin.kill()
@@ -63,15 +64,16 @@ def row(root: Path, mode: str, steps: int, critic: str) -> list[dict]:
 
 
 def table(results: dict[str, dict[str, list[dict]]]) -> list[str]:
-    lines = ["| code | threads | quiet steps/s | + CPU-bound neighbour | vs quiet | two side by side (each) | vs quiet |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| code | threads | quiet steps/s | + CPU-bound neighbour | vs quiet | two side by side (each) | vs quiet "
+             "| load average at each row's start |", "|---|---|---|---|---|---|---|---|"]
     for label, rows in results.items():
         quiet = rows["quiet"][0]["steps_per_s"]
         nb = rows["neighbour"][0]["steps_per_s"]
         pair = [r["steps_per_s"] for r in rows["pair"]]
         threads = "/".join(sorted({str(r["threads"]) for rs in rows.values() for r in rs}))
         lines.append(f"| {label} | {threads} | {quiet:.1f} | {nb:.1f} | {quiet / nb:.2f}x slower | "
-                     f"{pair[0]:.1f}, {pair[1]:.1f} | {quiet / min(pair):.2f}x slower (worst) |")
+                     f"{pair[0]:.1f}, {pair[1]:.1f} | {quiet / min(pair):.2f}x slower (worst) | "
+                     + " / ".join(f"{rows[m][0]['load_at_start']:.1f}" for m in ("quiet", "neighbour", "pair")) + " |")
     return lines
 
 
