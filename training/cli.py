@@ -145,10 +145,13 @@ def _one_line(exc: BaseException) -> str:
 @click.option("--json", "json_out", default=None, metavar="[=FILE]",
               help="Write the result as JSON: --json alone to stdout, --json=FILE to FILE.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the training curve as a PNG.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for training [default: W1_THREADS, else chosen from the cores this process owns "
+                   "and the critic's size: one on a machine of two cores or fewer].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 def estimate(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
-             allow_torchscript, fid_mode, json_out, plot, quiet, debug, **fields):
+             allow_torchscript, fid_mode, json_out, plot, threads, quiet, debug, **fields):
     """Estimate the Wasserstein-1 distance between REAL and FAKE samples.
 
     REAL and FAKE are sample sources (below). A provably 1-Lipschitz critic is trained on part of
@@ -156,9 +159,12 @@ def estimate(real, fake, options_file, critic_option, value_range, size, channel
     divides it by the critic's certified Lipschitz bound. Options left unset take the preset's value
     (shown as [default: ...; paper preset: ...]).
     """
+    from training.threads import fixed_threads
+
     try:
-        _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
-             allow_torchscript, fid_mode, json_out, plot, quiet, fields)
+        with fixed_threads(threads):
+            _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
+                 allow_torchscript, fid_mode, json_out, plot, quiet, fields)
     except FIDUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -34,6 +34,7 @@ from training.report import Statistics, legend, same_heldout
 from training.result import CandidateRecord, ProgressEvent, SampleCounts, Selection, Timings, W1Result, CurvePoint
 from training.selection import TRIAL_SHARE, Candidate, auto_candidates, trial_steps
 from training.state import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
+from training.threads import apply_threads, choose_threads, restores_threads
 
 __all__ = ["estimate_w1", "pick_device", "HeldOutSealed", "CHECKPOINT_NAME"]
 
@@ -45,7 +46,7 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "unknown"
     return {"w1-service": version("w1-service"), "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "threads": str(torch.get_num_threads())}
 
 
 def _layer_dict(layer) -> dict[str, Any]:
@@ -100,6 +101,7 @@ def _certified_choice_value(state: TrainState, opts: EstimateOptions, input_shap
     return value / bound, bound
 
 
+@restores_threads
 def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
                 progress: Callable[[ProgressEvent], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
@@ -149,6 +151,7 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
                               width=cand.width, **cand.options).to(device)
         states.append(TrainState(cand.name, critic, make_optimizer(opts, critic.parameters()),
                                  real_side.stream(), fake_side.stream()))
+    apply_threads(choose_threads([s.critic for s in states], input_shape, opts.batch_size, device.type))
     fingerprint = _fingerprint(opts, sources)
     ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.exists():
