@@ -19,7 +19,7 @@ WORKDIR /opt/w1
 # constraints pin torch/torchvision to the image's CUDA builds so pip never swaps them for others.
 COPY pyproject.toml README.md ./
 COPY docker/requirements.py docker/
-RUN python docker/requirements.py > /tmp/requirements.txt \
+RUN python docker/requirements.py all > /tmp/requirements.txt \
     && python docker/requirements.py --keep torch torchvision > /tmp/constraints.txt \
     && pip install --constraint /tmp/constraints.txt -r /tmp/requirements.txt
 

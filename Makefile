@@ -18,9 +18,9 @@ $(PY):
 venv: $(PY)
 
 install: $(PY)
-	@echo "installing torch and w1 into $(VENV) (first time: a few minutes)"
+	@echo "installing torch and w1 (client, estimator and server: the [all] extra) into $(VENV) (first time: a few minutes)"
 	$(PIP_INSTALL) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH)
-	$(PIP_INSTALL) -e .
+	$(PIP_INSTALL) -e '.[all]'
 
 install-dev: $(PY)
 	@echo "installing torch, w1 and its test extras into $(VENV) (first time: a few minutes)"

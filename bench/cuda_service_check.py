@@ -60,7 +60,7 @@ def install(args):
     import torch
 
     import critics  # noqa: F401
-    import service.api  # noqa: F401
+    import service.server.app  # noqa: F401
     import training  # noqa: F401
 
     cuda = torch.cuda.is_available()

@@ -184,8 +184,8 @@ class Service:
         """Which worker runs a job: read from the job table (the API does not expose it)."""
         from sqlalchemy import select
 
-        from service.db import Job, make_engine
-        from service.settings import get_settings
+        from service.server.db import Job, make_engine
+        from service.server.settings import get_settings
 
         url = self.env.get("W1_DATABASE_URL") or get_settings(data_dir=self.env["W1_DATA_DIR"]).db_url
         engine = make_engine(url)

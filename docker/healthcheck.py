@@ -20,8 +20,8 @@ def api() -> bool:
 
 
 def worker() -> bool:
-    from service.queue import make_celery
-    from service.settings import get_settings
+    from service.server.queue import make_celery
+    from service.server.settings import get_settings
 
     host = socket.gethostname()
     replies = make_celery(get_settings()).control.ping(timeout=3.0) or []

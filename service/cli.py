@@ -1,5 +1,8 @@
 """The `w1` command. Subcommands live beside the code they drive and are imported lazily,
-so `w1 --help` and client commands do not pay for importing torch."""
+so `w1 --help` and client commands do not pay for importing torch.
+
+The client commands need only `pip install w1-service`; `estimate` needs the `[estimator]` extra,
+`serve`, `worker` and `keys` the `[server]` extra, and say so when it is missing."""
 from __future__ import annotations
 
 import importlib
@@ -9,14 +12,14 @@ import click
 # command name -> "module:attribute" of a click command
 COMMANDS = {
     "estimate": "training.cli:estimate",
-    "serve": "service.server_cli:serve",
-    "worker": "service.server_cli:worker",
-    "keys": "service.server_cli:keys",
-    "submit": "service.client_cli:submit",
-    "jobs": "service.client_cli:jobs",
-    "batch": "service.client_cli:batch",
-    "datasets": "service.client_cli:datasets",
-    "generators": "service.client_cli:generators",
+    "serve": "service.server.cli:serve",
+    "worker": "service.server.cli:worker",
+    "keys": "service.server.cli:keys",
+    "submit": "service.client.cli:submit",
+    "jobs": "service.client.cli:jobs",
+    "batch": "service.client.batch:batch",
+    "datasets": "service.client.cli:datasets",
+    "generators": "service.client.cli:generators",
 }
 
 
@@ -34,6 +37,21 @@ SUMMARIES = {
 }
 
 
+# commands that need an extra of the distribution (pyproject.toml), by name
+EXTRAS = {"estimate": "estimator", "serve": "server", "worker": "server", "keys": "server"}
+OUR_PACKAGES = ("critics", "training", "service")
+
+
+def missing_extra(name: str | None, exc: ModuleNotFoundError) -> click.ClickException | None:
+    """The one-line answer to `w1 NAME` failing on a missing third-party module: which extra to
+    install. None when it is not that (one of our modules, or a client command)."""
+    extra = EXTRAS.get(name or "")
+    if extra is None or not exc.name or exc.name.split(".")[0] in OUR_PACKAGES:
+        return None
+    return click.ClickException(f"`w1 {name}` needs the {extra}'s dependencies ({exc.name} is not installed): "
+                                f"pip install 'w1-service[{extra}]'")
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -47,7 +65,17 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            raise missing_extra(name, exc) or exc
+
+    def invoke(self, ctx):
+        """A command whose body imports what its extra brings fails with the same one line."""
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            raise missing_extra(ctx.invoked_subcommand, exc) or exc
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

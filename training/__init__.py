@@ -1,10 +1,14 @@
 """Sample sources, the input space, and the W1 estimator (`estimate_w1`, `w1 estimate`).
 
-Names are imported on first use (module __getattr__), so `import training.options` or
+Names are imported on first use (training/_lazy.py says why), so `import training.options` or
 `training.result` (the torch-free contracts the client and the service share) never loads torch."""
 from __future__ import annotations
 
-import importlib
+from training._lazy import lazy_exports
+
+from training.threads import passive_openmp_waits
+
+passive_openmp_waits()  # before torch loads OpenMP (training.threads: why)
 
 _HOME = {
     "estimate_w1": "training.estimator",
@@ -19,15 +23,4 @@ _HOME = {
     "SourceSpec": "training.sources",
 }
 __all__ = sorted(_HOME)
-
-
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module 'training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)

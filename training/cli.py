@@ -14,6 +14,7 @@ import click
 from pydantic import ValidationError
 
 from training.options import PRESETS, EstimateOptions
+from training.table import result_table
 
 # Fields that get hand-made options below instead of generated ones.
 _SPECIAL = {"space", "critic_options", "holdout", "validation", "fid"}
@@ -145,10 +146,13 @@ def _one_line(exc: BaseException) -> str:
 @click.option("--json", "json_out", default=None, metavar="[=FILE]",
               help="Write the result as JSON: --json alone to stdout, --json=FILE to FILE.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the training curve as a PNG.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for training [default: W1_THREADS, else chosen from the cores this process owns "
+                   "and the critic's size: one on a machine of two cores or fewer].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 def estimate(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
-             allow_torchscript, fid_mode, json_out, plot, quiet, debug, **fields):
+             allow_torchscript, fid_mode, json_out, plot, threads, quiet, debug, **fields):
     """Estimate the Wasserstein-1 distance between REAL and FAKE samples.
 
     REAL and FAKE are sample sources (below). A provably 1-Lipschitz critic is trained on part of
@@ -156,9 +160,12 @@ def estimate(real, fake, options_file, critic_option, value_range, size, channel
     divides it by the critic's certified Lipschitz bound. Options left unset take the preset's value
     (shown as [default: ...; paper preset: ...]).
     """
+    from training.threads import fixed_threads
+
     try:
-        _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
-             allow_torchscript, fid_mode, json_out, plot, quiet, fields)
+        with fixed_threads(threads):
+            _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
+                 allow_torchscript, fid_mode, json_out, plot, quiet, fields)
     except FIDUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -166,10 +173,16 @@ def estimate(real, fake, options_file, critic_option, value_range, size, channel
         click.echo("error: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
-        if debug:
+        if debug or _missing_library(exc):
             raise
         click.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(1)
+
+
+def _missing_library(exc: Exception) -> bool:
+    """A library of the estimator's extra is not installed (a client-only install): the `w1`
+    group turns that into the `pip install 'w1-service[estimator]'` line (service/cli.py)."""
+    return isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] not in ("critics", "training")
 
 
 class FIDUnavailable(RuntimeError):
@@ -285,7 +298,7 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
         bar.update(task, description="preparing the critic")
         progress = _progress_bar(bar, task, "held-out estimate" + (" and FID" if resolved.fid else ""))
         result = estimate_w1(real_src, fake_src, options, progress=progress, checkpoint_dir=checkpoint_dir)
-    out.print(result.summary_table())
+    out.print(result_table(result))
     if result.fid is not None and result.fid.note:
         err.print(result.fid.note, markup=False, highlight=False)
     if options.fid and result.fid is not None and result.fid.value is None and fid_mode == "on":

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from training.sources import SampleSource
 
 EVAL_BATCH = 256  # forward-only batch for validation and held-out evaluation
+# A finite side's training and validation samples are read and mapped into the input space once, and
+# kept on the device, when each split takes at most this much there: a step then only gathers rows.
+PREPARED_BYTES = 128 * 2 ** 20
 _PURPOSES = {"split": 0, "order": 1, "train": 2, "validation": 3, "heldout": 4, "noise": 5}
 
 
@@ -101,6 +104,7 @@ class Side:
         self.is_generator = bool(getattr(source, "is_generator", False))
         self.sealed = True
         self._validation_cache: torch.Tensor | None = None
+        self._prepared: dict[str, tuple[torch.Tensor, object]] = {}  # split -> (samples, the indices they are of)
         if self.is_generator:
             self.n_heldout, self.n_validation = opts.eval_samples, (opts.validation_samples if want_validation else 0)
             self.train, self.validation, self.heldout = None, None, None
@@ -151,8 +155,38 @@ class Side:
                 self._validation_cache = torch.cat(list(self._batches(None, self.n_validation, "validation", True)))
             for start in range(0, self.n_validation, EVAL_BATCH):
                 yield self.prepare(self._validation_cache[start:start + EVAL_BATCH])
+        elif self._fits(self.n_validation):
+            yield from self.prepared("validation")
         else:
             yield from self._batches(self.validation, self.n_validation, "validation", False)
+
+    def _fits(self, count: int) -> bool:
+        return count * 4 * int(np.prod(self.space.shape)) <= PREPARED_BYTES
+
+    def prepared(self, split: str):
+        """The split's samples in the input space, on the device, read once: a list of the batches
+        `_batches` yields (validation), or (one tensor in ascending source-index order, those indices)
+        (train). Rebuilt if the split's indices are replaced."""
+        indices = getattr(self, split)
+        cached = self._prepared.get(split)
+        if cached is None or cached[1] is not indices:
+            if split == "train":
+                value = (self.prepare(self.read(indices)), np.sort(indices.numpy()))
+            else:
+                value = list(self._batches(indices, len(indices), split, False))
+            cached = self._prepared[split] = (value, indices)
+        return cached[0]
+
+    def train_batch(self, indices: torch.Tensor) -> torch.Tensor:
+        """Training samples `indices` (source indices from the train split) in the input space, in
+        ascending index order: gathered from the prepared split when it fits, else read and mapped."""
+        if not self._fits(len(self.train)):
+            return self.prepare(self.read(indices))
+        samples, order = self.prepared("train")
+        rows = torch.from_numpy(np.searchsorted(order, np.sort(indices.numpy())))
+        if self.device.type == "cuda":
+            rows = rows.pin_memory().to(self.device, non_blocking=True)
+        return samples[rows.to(self.device)]
 
     def heldout_batches(self, raw: bool = False) -> Iterator[torch.Tensor]:
         """Held-out samples in the input space (raw=True: in the source's scale, for FID)."""
@@ -192,7 +226,7 @@ class BatchStream:
             self.position += len(take)
             if self.position == len(side.train):
                 self.epoch, self.position, self._order = self.epoch + 1, 0, None
-        return side.prepare(side.read(torch.cat(chunks)))
+        return side.train_batch(torch.cat(chunks))
 
     def state_dict(self) -> dict:
         state = {"epoch": self.epoch, "position": self.position}
@@ -236,6 +270,8 @@ class Sides:
             side = self.real
             if side.is_generator:
                 x = side.prepare(side.source.sample(EVAL_BATCH, _generator(stream_seed(side.seed, 0, "noise"))))
+            elif side._fits(len(side.train)):  # the training split as the steps will gather it
+                x = side.prepared("train")[0]
             else:
                 x = torch.cat([side.prepare(side.read(side.train[i:i + EVAL_BATCH]))
                                for i in range(0, len(side.train), EVAL_BATCH)])

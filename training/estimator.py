@@ -42,6 +42,7 @@ from training.report import Statistics, legend, same_heldout, stderr, training_n
 from training.result import CurvePoint, FoldRecord, ProgressEvent, SampleCounts, Selection, Timings, W1Result
 from training.selection import candidates, choose, selection_record
 from training.state import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
+from training.threads import apply_threads, choose_threads, restores_threads
 
 __all__ = ["estimate_w1", "finish", "pick_device", "HeldOutSealed", "CHECKPOINT_NAME"]
 
@@ -53,7 +54,7 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "unknown"
     return {"w1-service": version("w1-service"), "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "threads": str(torch.get_num_threads())}
 
 
 def _layer_dict(layer) -> dict[str, Any]:
@@ -109,6 +110,7 @@ def _checkpointing(checkpoint_dir, opts: EstimateOptions, sides: Sides, states: 
     return lambda: save_checkpoint(ckpt, fingerprint, states, run.extra)
 
 
+@restores_threads
 def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
                 progress: Callable[[ProgressEvent], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
@@ -152,6 +154,8 @@ def fit(sides: Sides, given: EstimateOptions, opts: EstimateOptions, run: Run, c
     """Steps 2 and 3 on one split: the candidates' critics, auto's choice on the validation split, and
     the winner's training to `steps`, early stopping or the deadline (held-out samples unread)."""
     states = [new_state(c, sides, opts) for c in candidates(given, opts, sides.input_shape, sides.train_samples)]
+    apply_threads(choose_threads([s.critic for s in states], sides.input_shape, opts.batch_size,
+                                 sides.device.type))
     run.states = states
     run.checkpoint = _checkpointing(checkpoint_dir, opts, sides, states, run)
     if clock.setup_end is None:

@@ -94,9 +94,26 @@ class Run:
 
 
 def make_optimizer(opts: EstimateOptions, params) -> torch.optim.Optimizer:
+    """The critic's optimiser. Adam is torch's fused kernel on the CPU and CUDA: 3-5x faster than the
+    per-tensor loop on the CPU (bench/results/profile_step_*), equal up to float32 rounding."""
+    params = list(params)
     if opts.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=opts.lr)
-    return torch.optim.Adam(params, lr=opts.lr, betas=(0.5, 0.999))
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    optimizer = torch.optim.Adam(params, lr=opts.lr, betas=(0.5, 0.999), fused=fused or None)
+    if fused:
+        optimizer.register_step_post_hook(_bump_versions)
+    return optimizer
+
+
+def _bump_versions(optimizer: torch.optim.Optimizer, *_) -> None:
+    """The fused kernel writes the parameters without bumping their version counters, which is how the
+    critics' layers see that a parameter changed (re-projection, the eval-mode kernel cache)."""
+    from torch.autograd.graph import increment_version
+
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            increment_version(p)
 
 
 def new_state(candidate, sides, opts: EstimateOptions, *, critic_state: dict | None = None,

@@ -221,12 +221,6 @@ class W1Result(BaseModel):
         rows += [("note", note) for note in self.notes]
         return rows
 
-    def summary_table(self):
-        """A rich Table of summary_rows(): the one result table (training.table)."""
-        from training.table import result_table
-
-        return result_table(self)
-
 
 def _describe_critic(spec: dict[str, Any]) -> str:
     parts = [str(spec.get("name"))]

@@ -23,7 +23,7 @@ def result_rows(result: W1Result | dict[str, Any]) -> list[tuple[str, str]]:
     try:
         return W1Result.model_validate(known).summary_rows()
     except ValidationError:
-        return [(key, _fmt(value)) for key, value in result.items()
+        return [(key, fmt(value)) for key, value in result.items()
                 if isinstance(value, (int, float, str, bool)) or value is None]
 
 
@@ -38,18 +38,19 @@ def result_table(result: W1Result | dict[str, Any] | None, job: dict[str, Any] |
     if job is not None:
         for key in JOB_FIELDS:
             if job.get(key) is not None:
-                table.add_row(key.replace("_", " "), _fmt(job[key]))
+                table.add_row(key.replace("_", " "), fmt(job[key]))
         progress = job.get("progress") or {}
         if progress and result is None:
             table.add_row("progress", f"step {progress.get('step')}/{progress.get('total')}, "
-                                      f"validation estimate {_fmt(progress.get('estimate'))}")
+                                      f"validation estimate {fmt(progress.get('estimate'))}")
     if result:
         for label, value in result_rows(result):
             table.add_row(label, value)
     return table
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A value in a table cell: None as "-", floats to 6 significant digits."""
     if value is None:
         return "-"
     if isinstance(value, float):

@@ -140,8 +140,8 @@ class LiveService:
 
     def _create_key(self, owner: str) -> str:
         """In-process (the same code as `w1 keys create`), to save a process start per key."""
-        from service.auth import create_key
-        from service.db import make_engine, make_sessionmaker, migrate
+        from service.server.auth import create_key
+        from service.server.db import make_engine, make_sessionmaker, migrate
 
         url = self.env.get("W1_DATABASE_URL") or f"sqlite:///{self.data_dir / 'w1.db'}"
         migrate(url)

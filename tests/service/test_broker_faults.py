@@ -210,7 +210,7 @@ def test_serve_sigkilled_orphaned_worker_stops(make_service, files):
         time.sleep(0.2)
     from sqlalchemy import select
 
-    from service.db import Job, make_engine, make_sessionmaker
+    from service.server.db import Job, make_engine, make_sessionmaker
 
     engine = make_engine(f"sqlite:///{svc.data_dir / 'w1.db'}")
     with make_sessionmaker(engine)() as s:

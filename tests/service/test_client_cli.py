@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from service.cli import main
 from service.client import W1Client, W1Error, parse_source
-from service.client_sources import LocalDataset
+from service.client.sources import LocalDataset
 
 pytestmark = pytest.mark.slow
 
@@ -124,6 +124,22 @@ def test_cancel(w1, samples, live_service):
     assert "already finished" in again.output
 
 
+def test_tables_keep_every_column_in_a_pipe(live_service, tmp_path):
+    """Piped or logged (not a terminal, no COLUMNS), a table is as wide as its columns: nothing is
+    fitted to 80 columns, folded or dropped."""
+    name = "checkpoints-of-a-generator-with-a-rather-long-descriptive-name-epoch-0123.npz"
+    np.savez(tmp_path / name, images=np.random.default_rng(7).integers(0, 256, (40, 1, 8, 8), dtype=np.uint8))
+    env = {"W1_SERVER": live_service.url, "W1_TOKEN": live_service.token, "COLUMNS": None}
+    runner = CliRunner()
+    assert runner.invoke(main, ["datasets", "add", str(tmp_path / name)], env=env).exit_code == 0
+    listed = runner.invoke(main, ["datasets", "list"], env=env).stdout
+    header = next(line for line in listed.splitlines() if " id " in line)
+    assert all(f" {h} " in header for h in ("name", "format", "count", "shape", "size bytes", "created at")), listed
+    assert any(name in line for line in listed.splitlines()) and max(map(len, listed.splitlines())) > 80, listed
+    jobs = runner.invoke(main, ["jobs", "list"], env=env).stdout
+    assert all(f" {h} " in jobs for h in ("status", "label", "progress", "estimate", "created")), jobs
+
+
 def test_batch_writes_csv_and_json(w1, samples, tmp_path):
     spec = tmp_path / "ckpts.yaml"
     spec.write_text(
@@ -221,7 +237,7 @@ def test_parse_source(tmp_path):
     np.savez(two, a=np.zeros((3, 4, 4), np.uint8), b=np.ones((5, 4, 4), np.float32))
     local = parse_source(f"{two}#b")
     assert local.key == "b" and local.name == "two.npz#b"
-    from service.client_sources import prepare
+    from service.client.sources import prepare
 
     with np.load(prepare(local, tmp_path)) as only:
         assert only.files == ["images"] and only["images"].shape == (5, 4, 4)
@@ -242,7 +258,7 @@ def test_folder_archives_are_deterministic(tmp_path):
     """The same folder gives the same bytes (so the server's copy is found by sha256); only images."""
     import os
 
-    from service.client_sources import archive_folder, sha256_of
+    from service.client.sources import archive_folder, sha256_of
 
     folder = _png_folder(tmp_path / "imgs", np.zeros((3, 1, 4, 4), np.uint8))
     (folder / "notes.txt").write_text("not an image")

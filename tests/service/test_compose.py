@@ -81,7 +81,7 @@ def test_base_image_is_cuda_pytorch_within_the_supported_torch(dockerfile):
     match = re.fullmatch(r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda(\d+\.\d+)-cudnn\d+-(runtime|devel)",
                          image)
     assert match, f"base image {image} is not a CUDA PyTorch image"
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["estimator"]
     torch_spec = next(d for d in deps if re.match(r"torch\b(?!vision)", d))
     assert match.group(1) in SpecifierSet(torch_spec[len("torch"):]), \
         f"the image's torch {match.group(1)} does not satisfy pyproject's {torch_spec}"
@@ -94,6 +94,20 @@ def test_pip_keeps_the_image_torch(dockerfile):
         for command in run.split("&&"):
             if "pip install" in command:
                 assert "--constraint" in command, f"pip may replace the image's torch: {command}"
+
+
+def test_image_installs_the_server_and_the_estimator(dockerfile):
+    """The one image runs the API and the workers: its requirements are the [all] extra's (the
+    client's, the estimator's and the server's), expanded by docker/requirements.py."""
+    runs = " ".join(a for k, a in dockerfile if k == "RUN")
+    extras = re.search(r"python docker/requirements.py ([\w ]+?) > /tmp/requirements.txt", runs).group(1).split()
+    out = subprocess.run([sys.executable, str(ROOT / "docker" / "requirements.py"), *extras], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    names = {re.match(r"[A-Za-z0-9_.-]+", line).group(0).lower() for line in out.stdout.splitlines()
+             if re.match(r"[A-Za-z]", line)}
+    assert {"torch", "fastapi", "celery", "sqlalchemy", "psycopg", "httpx", "click"} <= names, names
+    assert not any(n.startswith("w1-service") for n in names), "an extra of our own left unexpanded"
 
 
 def test_image_torch_is_the_torch_make_installs(dockerfile):

@@ -66,6 +66,8 @@ def test_one_error_model_and_every_status_declared(document):
     assert {"200", "201", "413"} <= set(ops["generators_upload"]["responses"])
     assert {"200", "202", "429"} <= set(ops["jobs_submit"]["responses"])  # 200: an Idempotency-Key replay
     assert "429" in ops["batches_submit"]["responses"] and "409" in ops["jobs_cancel"]["responses"]
+    # docs/api.md: a JSON body over W1_MAX_JSON_BYTES answers 413 (the request guard, before any route)
+    assert "413" in ops["jobs_submit"]["responses"] and "413" in ops["batches_submit"]["responses"]
     assert "409" in ops["datasets_delete"]["responses"]
     assert document["components"]["securitySchemes"]["HTTPBearer"] == {
         **document["components"]["securitySchemes"]["HTTPBearer"], "type": "http", "scheme": "bearer"}

@@ -88,6 +88,7 @@ def test_api_restart_loses_nothing_and_cancel_running(make_service, files):
     job = svc.wait(first, timeout=60)
     assert job["status"] == "cancelled" and time.monotonic() - t0 < 10, job
     assert "cancelled" in job["error"] and job["result"] is None
+    assert job["error"] == f"cancelled by request at step {job['progress']['step']}", job  # one step, not two
 
     # the queued ones run afterwards on the same worker, nothing lost
     for jid in queued:
@@ -116,8 +117,8 @@ def test_time_limit_and_quota(make_service, files):
 
 @pytest.fixture
 def table(tmp_path):
-    from service.db import make_engine, make_sessionmaker, migrate
-    from service.settings import get_settings
+    from service.server.db import make_engine, make_sessionmaker, migrate
+    from service.server.settings import get_settings
 
     settings = get_settings(data_dir=tmp_path, max_attempts=2, stale_after_s=5, reconcile_interval_s=1)
     migrate(settings.db_url)
@@ -137,7 +138,7 @@ class FakeCelery:
 
 
 def new_job(sessions, **values):
-    from service.db import Job
+    from service.server.db import Job
 
     with sessions() as s:
         job = Job(owner="alice", spec={"real": {}, "fake": {}, "options": {}}, dispatched_at=None, **values)
@@ -149,7 +150,7 @@ def new_job(sessions, **values):
 def make_stale(sessions, job_id, seconds=60):
     from sqlalchemy import update
 
-    from service.db import Job, now
+    from service.server.db import Job, now
 
     with sessions() as s:
         s.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=now() - timedelta(seconds=seconds)))
@@ -159,15 +160,15 @@ def make_stale(sessions, job_id, seconds=60):
 def get(sessions, job_id):
     from sqlalchemy import select
 
-    from service.db import Job
+    from service.server.db import Job
 
     with sessions() as s:
         return s.scalar(select(Job).where(Job.id == job_id))
 
 
 def test_zombie_attempt_cannot_overwrite_newer_one(table):
-    from service.reconciler import reconcile
-    from service.worker import Attempt
+    from service.server.reconciler import reconcile
+    from service.server.worker import Attempt
 
     settings, sessions = table
     job_id = new_job(sessions)
@@ -190,8 +191,8 @@ def test_zombie_attempt_cannot_overwrite_newer_one(table):
 
 
 def test_reconciler_caps_attempts_cancels_and_redispatches(table):
-    from service.reconciler import reconcile
-    from service.worker import Attempt
+    from service.server.reconciler import reconcile
+    from service.server.worker import Attempt
 
     settings, sessions = table
     capped = new_job(sessions)
@@ -206,7 +207,7 @@ def test_reconciler_caps_attempts_cancels_and_redispatches(table):
     assert Attempt(settings, sessions, cancelled, "w").claim()
     from sqlalchemy import update
 
-    from service.db import Job
+    from service.server.db import Job
 
     with sessions() as s:
         s.execute(update(Job).where(Job.id == cancelled).values(cancel_requested=True))
@@ -216,7 +217,7 @@ def test_reconciler_caps_attempts_cancels_and_redispatches(table):
     assert get(sessions, cancelled).status == "cancelled"
 
     # never dispatched (the API died between commit and send): dispatched now
-    from service.db import now
+    from service.server.db import now
 
     lost = new_job(sessions, created_at=now() - timedelta(seconds=60))
     celery = FakeCelery()

@@ -66,8 +66,8 @@ def test_serve_starts_one_worker_per_listed_gpu_and_parent_stays_off_cuda(tmp_pa
 
 @pytest.fixture
 def table(tmp_path):
-    from service.db import make_engine, make_sessionmaker, migrate
-    from service.settings import get_settings
+    from service.server.db import make_engine, make_sessionmaker, migrate
+    from service.server.settings import get_settings
 
     settings = get_settings(data_dir=tmp_path, catalog={"digits": {"source": "builtin:digits"}})
     migrate(settings.db_url)
@@ -77,7 +77,7 @@ def table(tmp_path):
 
 
 def new_job(sessions, options):
-    from service.db import Job
+    from service.server.db import Job
 
     with sessions() as s:
         job = Job(owner="alice", spec={"real": {"catalog": "digits"}, "fake": {"catalog": "digits"},
@@ -90,14 +90,14 @@ def new_job(sessions, options):
 def get(sessions, job_id):
     from sqlalchemy import select
 
-    from service.db import Job
+    from service.server.db import Job
 
     with sessions() as s:
         return s.scalar(select(Job).where(Job.id == job_id))
 
 
 def test_cuda_out_of_memory_is_a_job_error_and_the_worker_goes_on(table):
-    from service.worker import Attempt
+    from service.server.worker import Attempt
 
     class OutOfMemoryAtStep3(Attempt):
         """The device boundary of a real estimate: a progress report at step 3 finds the GPU full."""

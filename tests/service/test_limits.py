@@ -101,7 +101,7 @@ def bombs(tmp_path_factory):
 
 @pytest.fixture
 def settings(tmp_path):
-    from service.settings import get_settings
+    from service.server.settings import get_settings
 
     return get_settings(data_dir=tmp_path)
 
@@ -127,7 +127,7 @@ def test_bomb_files_are_what_they_claim(bombs):
 
 
 def test_amplifying_datasets_are_refused_from_headers(bombs, settings):
-    from service.storage import check_dataset_size
+    from service.server.storage import check_dataset_size
 
     msg = refused(check_dataset_size, bombs["zeros.npz"], ".npz", "zeros.npz", settings)
     assert msg.startswith("zeros.npz: decompresses") and "W1_MAX_COMPRESSION_RATIO" in msg
@@ -142,7 +142,7 @@ def test_amplifying_datasets_are_refused_from_headers(bombs, settings):
 
 
 def test_npy_header_checks(tmp_path, settings):
-    from service.storage import check_dataset_size
+    from service.server.storage import check_dataset_size
 
     p = tmp_path / "a.npy"
     p.write_bytes(npy_header((10**7, 3, 64, 64)) + bytes(1000))  # claims 123 GB
@@ -154,7 +154,7 @@ def test_npy_header_checks(tmp_path, settings):
 
 
 def test_archive_member_count_is_read_before_the_directory(tmp_path, settings):
-    from service.storage import check_dataset_size
+    from service.server.storage import check_dataset_size
 
     p = tmp_path / "many.zip"
     with zipfile.ZipFile(p, "w") as zf:
@@ -165,7 +165,7 @@ def test_archive_member_count_is_read_before_the_directory(tmp_path, settings):
 
 
 def test_generator_limits(bombs, settings):
-    from service.storage import check_latent, check_onnx_shapes
+    from service.server.storage import check_latent, check_onnx_shapes
 
     msg = refused(check_latent, [50_000_000], settings)
     assert "50,000,000 elements" in msg and "W1_MAX_LATENT_ELEMENTS" in msg
@@ -176,7 +176,7 @@ def test_generator_limits(bombs, settings):
 
 def test_option_checks_match_the_estimator(settings):
     """The API's split rule answers exactly when the estimator would refuse (both run here)."""
-    from service.limits import check_splits
+    from service.server.limits import check_splits
     from training.estimator import estimate_w1
     from training.options import EstimateOptions
 
@@ -200,7 +200,7 @@ def test_option_checks_match_the_estimator(settings):
 
 
 def test_option_bounds_critic_and_device(settings):
-    from service.limits import check_options, parse_cursor
+    from service.server.limits import check_options, parse_cursor
     from training.options import EstimateOptions
 
     def check(**o):
@@ -412,7 +412,7 @@ def test_request_guard_body_size_and_nul():
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from service.limits import RequestGuard
+    from service.server.limits import RequestGuard
 
     app = FastAPI()
 
@@ -458,10 +458,10 @@ def test_reconciler_retries_failed_sends_and_resends_unclaimed(tmp_path):
 
     from sqlalchemy import select, update
 
-    from service.db import Job, make_engine, make_sessionmaker, migrate, now
-    from service.reconciler import reconcile
-    from service.settings import get_settings
-    from service.worker import Attempt
+    from service.server.db import Job, make_engine, make_sessionmaker, migrate, now
+    from service.server.reconciler import reconcile
+    from service.server.settings import get_settings
+    from service.server.worker import Attempt
 
     settings = get_settings(data_dir=tmp_path, stale_after_s=5, redispatch_after_s=30, broker_url="memory://")
     migrate(settings.db_url)

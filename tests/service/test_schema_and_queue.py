@@ -6,7 +6,7 @@ def test_migrations_match_models(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from service.db import Base, make_engine, migrate
+    from service.server.db import Base, make_engine, migrate
 
     url = f"sqlite:///{tmp_path / 'w1.db'}"
     migrate(url)
@@ -19,8 +19,8 @@ def test_migrations_match_models(tmp_path):
 
 
 def test_queue_settings(tmp_path):
-    from service.queue import make_celery
-    from service.settings import get_settings
+    from service.server.queue import make_celery
+    from service.server.settings import get_settings
 
     app = make_celery(get_settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:1/0", job_time_limit_s=7200))
     conf = app.conf
@@ -69,7 +69,7 @@ def _race_publisher_and_consumer(transport, folder, count=400):
 def test_filesystem_broker_never_hands_out_a_half_written_message(tmp_path):
     """kombu's stock filesystem channel creates a message file before writing it; a worker polling in
     between read an empty file and died (it hung a batch in CI). Ours renames complete files into place."""
-    import service.queue  # noqa: F401  (registers the atomic transport for filesystem://)
+    import service.server.queue  # noqa: F401  (registers the atomic transport for filesystem://)
     from kombu.transport import resolve_transport
 
     assert resolve_transport("filesystem").__name__ == "AtomicFilesystemTransport"

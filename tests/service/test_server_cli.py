@@ -40,6 +40,9 @@ def test_keys_create_list_revoke(tmp_path):
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
     assert token.startswith("w1_") and "shown only once" in created.stderr
+    assert "first API key" in created.stderr and "every request needs a token" in created.stderr
+    second = w1("keys", "create", "--owner", "dave", env=env)
+    assert second.returncode == 0 and "first API key" not in second.stderr
     listed = w1("keys", "list", env=env).stdout
     assert "carol" in listed and "active" in listed and token not in listed
     key_id = listed.split()[0]
@@ -104,6 +107,18 @@ def test_serve_embedded_default_runs_a_job(tmp_path):
             assert sum(job["id"] in line and event in line for line in text.splitlines()) == 1, text
         for noise in ("celery@", "[tasks]", "superuser privileges", "No hostname was supplied", "INFO/"):
             assert noise not in text, text
+        assert "no API keys: loopback clients are served without a token" in text
+        # the first key ends local mode: `keys create` says so, then the server refuses and logs it
+        created = w1("keys", "create", "--owner", "erin", env=env)
+        assert created.returncode == 0 and "first API key" in created.stderr, created.stderr
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/v1/jobs", timeout=10).status_code != 401:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while "requests without a token answer 401" not in (tmp_path / "serve.log").read_text():
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
         assert (tmp_path / "data" / "w1.db").exists() and (tmp_path / "data" / "broker").is_dir()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -117,7 +132,7 @@ def test_serve_embedded_default_runs_a_job(tmp_path):
 
 
 def test_settings_env_file_and_defaults(tmp_path, monkeypatch):
-    from service.settings import get_settings
+    from service.server.settings import get_settings
 
     for k in list(os.environ):
         if k.startswith("W1_"):
@@ -150,14 +165,14 @@ def test_settings_env_file_and_defaults(tmp_path, monkeypatch):
 
 
 def test_gpu_count_without_cuda(monkeypatch):
-    from service.server_cli import count_gpus
+    from service.server.processes import count_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
     assert count_gpus() == ["0", "2"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert count_gpus() == []
     # the server side never initialises CUDA in the parent process
-    out = subprocess.run([sys.executable, "-c", "import service.server_cli, service.api, torch; "
+    out = subprocess.run([sys.executable, "-c", "import service.server.cli, service.server.app, torch; "
                           "print(torch.cuda.is_initialized())"], capture_output=True, text=True, cwd=ROOT,
                          env=env_for(ROOT / "none"))
     assert out.stdout.strip() == "False", out.stderr

@@ -70,7 +70,7 @@ def test_help_without_torch_under_a_second(args):
 
 def test_client_library_without_torch():
     code = BLOCK + ("from service.client import W1Client, parse_source\n"
-                    "from service.schemas import JobCreate, JobOut, JobStatus\n"
+                    "from service.contracts import JobCreate, JobOut, JobStatus\n"
                     "from training.options import EstimateOptions\n"
                     "from training.result import W1Result, ProgressEvent\n"
                     "from training.table import result_table\n"

@@ -20,7 +20,7 @@ import os
 import tarfile
 import zipfile
 import zlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,10 +28,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .base import ArraySource, FiniteSource, SourceError, as_index_array
+from .formats import IMAGE_SUFFIXES, in_skipped, skipped
 
 __all__ = ["open_image_set", "IMAGE_SUFFIXES", "ARCHIVE_SUFFIXES", "DEFAULT_CACHE_BYTES", "archive_kind"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _OTHER_IMAGE_SUFFIXES = (".gif", ".bmp", ".webp", ".tif", ".tiff")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 DEFAULT_CACHE_BYTES = 2 << 30
@@ -67,7 +67,7 @@ def open_image_set(path: Path, *, cache_limit_bytes: int | None = None, value_ra
 def _walk(root: Path) -> list[str]:
     out = []
     for d, dirs, files in os.walk(root):
-        dirs[:] = [x for x in dirs if not x.startswith(".") and x != "__MACOSX"]
+        dirs[:] = [x for x in dirs if not skipped(x)]
         rel = Path(d).relative_to(root)
         out.extend((rel / f).as_posix() for f in files)
     return out
@@ -86,8 +86,7 @@ def _select(names: list[str], where: str) -> tuple[list[str], int]:
     """Pick the image files (sorted); count the rest; refuse other image formats."""
     images, ignored = [], 0
     for n in names:
-        parts = PurePosixPath(n).parts
-        if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+        if in_skipped(n):
             continue
         low = n.lower()
         if low.endswith(IMAGE_SUFFIXES):

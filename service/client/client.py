@@ -1,0 +1,469 @@
+"""A small typed client for the w1 REST API v1 (docs/api.md).
+
+Used by the `w1 submit|jobs|batch` commands and from training scripts::
+
+    from service.client import W1Client
+    with W1Client("http://gpu-box:8000", token="...") as w1:
+        job = w1.submit_job("catalog:cifar10", "samples/epoch10.npz", options={"steps": 2000})
+        job = w1.wait_job(job["id"])
+        print(job["result"])
+
+Every failure is a `W1Error` with a one-line message naming the server (or the local file) and
+the problem, so callers can print it as is.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.client import sources
+from service.client.sources import LocalDataset, LocalGenerator
+from service.contracts import FINAL_STATUSES, GeneratorForm
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+# Samples drawn from a generator when neither `generator:ID:N` nor options.eval_samples say.
+DEFAULT_GENERATOR_SAMPLES = 6400
+
+Job = dict[str, Any]
+Source = dict[str, Any]
+
+
+class W1Error(Exception):
+    """A failure worth one line to the user; `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_source(text: str) -> Source | LocalDataset | LocalGenerator:
+    """A SOURCE object (`catalog:NAME`, `dataset:ID`, `generator:ID[:samples]`, `torchvision:NAME`),
+    or a LocalDataset / LocalGenerator to upload first: every form `w1 estimate` accepts
+    (service.client.sources)."""
+    try:
+        return sources.parse(str(text))
+    except sources.SourceProblem as exc:
+        raise W1Error(str(exc)) from None
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's error message on one line (FastAPI validation errors are lists)."""
+    try:
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text.strip() or response.reason_phrase
+    if isinstance(detail, list):
+        parts = []
+        for err in detail:
+            if isinstance(err, dict):
+                loc = ".".join(str(p) for p in err.get("loc", ())[1:])
+                parts.append(f"{loc}: {err.get('msg', err)}" if loc else str(err.get("msg", err)))
+            else:
+                parts.append(str(err))
+        detail = "; ".join(parts)
+    return " ".join(str(detail).split())
+
+
+class W1Client:
+    """The v1 API over one httpx connection pool. Server and token default to W1_SERVER / W1_TOKEN."""
+
+    def __init__(self, server: str | None = None, token: str | None = None, *,
+                 timeout: float = 30.0, upload_timeout: float = 600.0, reconnect_s: float = 120.0,
+                 on_upload: Callable[[str, int, int], None] | None = None):
+        self.server = (server or os.environ.get("W1_SERVER") or DEFAULT_SERVER).rstrip("/")
+        token = token if token is not None else os.environ.get("W1_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.upload_timeout = upload_timeout
+        self.reconnect_s = reconnect_s  # how long waits ride out an unreachable server (restarts)
+        self.on_upload = on_upload  # on_upload(name, bytes_sent, total) while a file is sent
+        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> W1Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _check(self, response: httpx.Response) -> httpx.Response:
+        if response.is_success:
+            return response
+        status, detail = response.status_code, _detail(response)
+        if status in (401, 403):
+            raise W1Error(f"{self.server} rejected the API token (HTTP {status}: {detail}); "
+                          "pass --token or set W1_TOKEN", status)
+        raise W1Error(f"{self.server}: {detail} (HTTP {status} on {response.request.method} "
+                      f"{response.request.url.path})", status)
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise W1Error(f"cannot reach the w1 server at {self.server}: "
+                          f"{exc or type(exc).__name__}") from None
+        return self._check(response)
+
+    def _json(self, method: str, path: str, **kwargs) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        return self._json("GET", "/healthz")
+
+    def ready(self) -> dict:
+        return self._json("GET", "/readyz")
+
+    def catalog(self) -> list[dict]:
+        return self._json("GET", "/v1/catalog")
+
+    # -- sample sets and generators --------------------------------------------------------------
+
+    def upload_dataset(self, path: str | Path, name: str | None = None, *, reuse: bool = True) -> dict:
+        """Upload a sample file. With `reuse`, a dataset of the same sha256 already on the server is
+        returned without sending the file (the server deduplicates by content anyway)."""
+        path = Path(path)
+        if reuse:
+            digest = self._sha256(path)
+            for item in self.list_datasets():
+                if item.get("sha256") == digest:
+                    return item
+        return self._upload("/v1/datasets", path, {"name": name or path.name})
+
+    def _sha256(self, path: Path) -> str:
+        try:
+            return sources.sha256_of(path)
+        except OSError as exc:
+            raise W1Error(f"{path}: cannot read ({exc.strerror})") from None
+
+    def _upload(self, endpoint: str, path: Path, form: dict) -> dict:
+        """POST a file as multipart, reporting progress to `on_upload(name, sent, total)`; errors name
+        the file."""
+        try:
+            handle = _Progress(path.open("rb"), path.name, self.on_upload)
+        except OSError as exc:
+            raise W1Error(f"{path}: cannot read ({exc.strerror})") from None
+        with handle:
+            try:
+                return self._json("POST", endpoint, files={"file": (path.name, handle)},
+                                  data=form, timeout=self.upload_timeout)
+            except W1Error as exc:
+                raise W1Error(f"{path}: upload refused: {exc}", exc.status) from None
+
+    def list_datasets(self) -> list[dict]:
+        data = self._json("GET", "/v1/datasets")
+        return data["items"] if isinstance(data, dict) and "items" in data else data
+
+    def get_dataset(self, dataset_id: str) -> dict:
+        return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    def list_generators(self) -> list[dict]:
+        data = self._json("GET", "/v1/generators")
+        return data["items"] if isinstance(data, dict) and "items" in data else data
+
+    def get_generator(self, generator_id: str) -> dict:
+        return self._json("GET", f"/v1/generators/{generator_id}")
+
+    def upload_generator(self, path: str | Path, latent_shape: str | tuple[int, ...],
+                         latent_distribution: str = "normal",
+                         output_range: str | tuple[float, float] = "-1,1", *,
+                         name: str | None = None, reuse: bool = True) -> dict:
+        """Upload an ONNX generator with its latent specification; with `reuse`, the server's
+        generator of the same sha256 and specification is returned without sending the file."""
+        path = Path(path)
+        text = lambda v: v if isinstance(v, str) else ",".join(map(str, v))  # noqa: E731
+        try:
+            spec = GeneratorForm.parse({"latent_shape": text(latent_shape), "latent_distribution": latent_distribution,
+                                        "output_range": text(output_range)})
+        except ValueError as exc:
+            raise W1Error(f"{path}: {exc}") from None
+        if reuse:
+            digest = self._sha256(path)
+            for item in self.list_generators():
+                if (item.get("sha256") == digest and tuple(item.get("latent_shape", ())) == spec.latent_shape
+                        and item.get("latent_distribution") == spec.latent_distribution
+                        and tuple(map(float, item.get("output_range", ()))) == spec.output_range):
+                    return item
+        form = spec.form()
+        if name:
+            form["name"] = name
+        return self._upload("/v1/generators", path, form)
+
+    def resolve_source(self, source: str | Path | Mapping[str, Any], *, samples: int | None = None) -> Source:
+        """A SOURCE object for the API. Local samples (files, folders, builtin:) are uploaded unless
+        the server already has them; an ONNX generator is uploaded with its latent spec and drawn
+        `samples` times (default: DEFAULT_GENERATOR_SAMPLES)."""
+        if isinstance(source, Mapping):
+            return dict(source)
+        parsed = parse_source(str(source))
+        if isinstance(parsed, dict):
+            if "generator" in parsed and "samples" not in parsed:
+                parsed["samples"] = samples or DEFAULT_GENERATOR_SAMPLES
+            return parsed
+        if isinstance(parsed, LocalGenerator):
+            try:
+                latent = parsed.latent or sources.onnx_latent(parsed.path)
+            except sources.SourceProblem as exc:
+                raise W1Error(str(exc)) from None
+            gen = self.upload_generator(parsed.path, latent, parsed.dist, parsed.output_range)
+            return {"generator": gen["id"], "samples": samples or DEFAULT_GENERATOR_SAMPLES}
+        with tempfile.TemporaryDirectory(prefix="w1-upload-") as tmp:
+            try:
+                path = sources.prepare(parsed, Path(tmp))
+            except sources.SourceProblem as exc:
+                raise W1Error(str(exc)) from None
+            except OSError as exc:
+                raise W1Error(f"{parsed.text}: cannot read ({exc.strerror or exc})") from None
+            return {"dataset": self.upload_dataset(path, name=parsed.name)["id"]}
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def submit_job(self, real: str | Path | Mapping, fake: str | Path | Mapping, *,
+                   options: Mapping[str, Any] | None = None, label: str | None = None,
+                   idempotency_key: str | None = None) -> Job:
+        """Submit one estimate. A fresh Idempotency-Key makes a retried call return the same job."""
+        samples = generator_samples(options)
+        body: dict[str, Any] = {"real": self.resolve_source(real, samples=samples),
+                                "fake": self.resolve_source(fake, samples=samples),
+                                "options": dict(options or {})}
+        if label is not None:
+            body["label"] = label
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        return self._json("POST", "/v1/jobs", json=body, headers=headers)
+
+    def get_job(self, job_id: str) -> Job:
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def list_jobs(self, *, status: str | None = None, batch_id: str | None = None,
+                  label: str | None = None, limit: int | None = None,
+                  cursor: str | None = None) -> dict:
+        """One page: `{items, next_cursor}`, newest first."""
+        params = {k: v for k, v in dict(status=status, batch_id=batch_id, label=label,
+                                        limit=limit, cursor=cursor).items() if v is not None}
+        return self._json("GET", "/v1/jobs", params=params)
+
+    def iter_jobs(self, **filters) -> Iterator[Job]:
+        """Every job matching the filters, following the cursor."""
+        cursor = None
+        while True:
+            page = self.list_jobs(cursor=cursor, **filters)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def cancel_job(self, job_id: str) -> Job:
+        try:
+            return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+        except W1Error as exc:
+            if exc.status == 409:
+                raise W1Error(f"{self.server}: job {job_id} has already finished, nothing to cancel",
+                              409) from None
+            raise
+
+    def events(self, job_id: str, read_timeout: float = 60.0) -> Iterator[tuple[str, Any]]:
+        """The job's Server-Sent Events as (event, data) pairs until the server ends the stream."""
+        timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout,
+                                   headers={"Accept": "text/event-stream"}) as response:
+                if not response.is_success:
+                    response.read()
+                    self._check(response)
+                event, data = "message", []
+                for line in response.iter_lines():
+                    if not line:
+                        if data:
+                            yield event, _decode("\n".join(data))
+                        event, data = "message", []
+                    elif line.startswith(":"):
+                        continue  # keep-alive comment
+                    else:
+                        field, _, value = line.partition(":")
+                        value = value[1:] if value.startswith(" ") else value
+                        if field == "event":
+                            event = value
+                        elif field == "data":
+                            data.append(value)
+                if data:
+                    yield event, _decode("\n".join(data))
+        except httpx.TransportError as exc:
+            raise W1Error(f"cannot reach the w1 server at {self.server}: "
+                          f"{exc or type(exc).__name__}") from None
+
+    def wait_job(self, job_id: str, *, on_update: Callable[[str, Any], None] | None = None,
+                 timeout: float | None = None, poll_interval: float = 1.0,
+                 use_events: bool = True) -> Job:
+        """Block until the job is final and return it. Follows the SSE stream when the server offers
+        one, otherwise (or when it breaks) polls, riding out a server restart of up to
+        `reconnect_s`. `on_update(event, data)` sees `progress` events (the progress dict) and
+        `status` events (the job)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        notify = on_update or (lambda event, data: None)
+        if use_events:
+            try:
+                for event, data in self.events(job_id):
+                    notify(event, data)
+                    if event == "status" and isinstance(data, dict) \
+                            and data.get("status") in FINAL_STATUSES:
+                        return data
+                    if deadline is not None and time.monotonic() > deadline:
+                        break
+            except W1Error as exc:
+                if exc.status in (401, 403, 404):
+                    raise
+                # Streaming is a convenience: a proxy or server without SSE falls back to polling.
+        outage = _Outage(self.reconnect_s)
+        while True:
+            job = outage.call(self.get_job, job_id)
+            if job is not None:
+                notify("status", job)
+                if job["status"] in FINAL_STATUSES:
+                    return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise W1Error(f"{self.server}: job {job_id} not finished after {timeout:g} s")
+            time.sleep(poll_interval)
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def submit_batch(self, real: str | Path | Mapping, fakes: list[tuple[str, str | Path | Mapping]],
+                     *, options: Mapping[str, Any] | None = None) -> dict:
+        """Many fakes (label, source) against one real set; returns `{id, jobs}`."""
+        samples = generator_samples(options)
+        body = {"real": self.resolve_source(real, samples=samples),
+                "fakes": [{"label": label, "fake": self.resolve_source(src, samples=samples)}
+                          for label, src in fakes],
+                "options": dict(options or {})}
+        return self._json("POST", "/v1/batches", json=body)
+
+    def get_batch(self, batch_id: str) -> dict:
+        return self._json("GET", f"/v1/batches/{batch_id}")
+
+    def wait_batch(self, batch_id: str, *, on_update: Callable[[dict], None] | None = None,
+                   timeout: float | None = None, poll_interval: float = 1.0) -> dict:
+        """Poll the batch until every job in it is final; returns the batch with its summary."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        outage = _Outage(self.reconnect_s)
+        while True:
+            batch = outage.call(self.get_batch, batch_id)
+            if batch is not None:
+                if on_update:
+                    on_update(batch)
+                if all(job["status"] in FINAL_STATUSES for job in batch["jobs"]):
+                    return batch
+            if deadline is not None and time.monotonic() > deadline:
+                raise W1Error(f"{self.server}: batch {batch_id} not finished after {timeout:g} s")
+            time.sleep(poll_interval)
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def list_artifacts(self, job_id: str) -> list:
+        data = self._json("GET", f"/v1/jobs/{job_id}/artifacts")
+        return data["items"] if isinstance(data, dict) and "items" in data else data
+
+    def download_artifact(self, job_id: str, name: str, dest: str | Path) -> Path:
+        """Stream one artifact (e.g. `curve.json`, `critic.onnx`) to `dest` (a file or a folder)."""
+        dest = Path(dest)
+        if dest.is_dir():
+            dest = dest / name
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}",
+                                   timeout=self.upload_timeout) as response:
+                if not response.is_success:
+                    response.read()
+                    self._check(response)
+                with tmp.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+        except httpx.TransportError as exc:
+            tmp.unlink(missing_ok=True)
+            raise W1Error(f"cannot reach the w1 server at {self.server}: "
+                          f"{exc or type(exc).__name__}") from None
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise W1Error(f"{dest}: cannot write ({exc.strerror})") from None
+        tmp.replace(dest)
+        return dest
+
+
+def generator_samples(options: Mapping[str, Any] | None) -> int | None:
+    """How many samples a generator source draws: options' eval_samples when set."""
+    value = (options or {}).get("eval_samples")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+class _Progress:
+    """A file wrapper for httpx's multipart body that reports bytes read (= sent)."""
+
+    def __init__(self, handle, name: str, report: Callable[[str, int, int], None] | None):
+        self.handle, self.name, self.report = handle, name, report
+        self.total = os.fstat(handle.fileno()).st_size
+        self.sent = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.handle.read(size)
+        self.sent += len(chunk)
+        if self.report is not None:
+            self.report(self.name, self.sent, self.total)
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self.handle.seek(offset, whence)
+        self.sent = position
+        return position
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def fileno(self) -> int:
+        return self.handle.fileno()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+
+class _Outage:
+    """Lets a wait survive a server restart: connection failures return None until they have
+    lasted `limit` seconds, then the last one is raised. HTTP errors are raised at once."""
+
+    def __init__(self, limit: float):
+        self.limit, self.since = limit, None
+
+    def call(self, fetch, *args):
+        try:
+            value = fetch(*args)
+        except W1Error as exc:
+            if exc.status is not None:
+                raise
+            self.since = self.since or time.monotonic()
+            if time.monotonic() - self.since > self.limit:
+                raise
+            return None
+        self.since = None
+        return value
+
+
+def _decode(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data

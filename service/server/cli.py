@@ -1,0 +1,233 @@
+"""`w1 serve`, `w1 worker`, `w1 keys`: the server side of the `w1` command.
+
+`w1 serve` is the embedded default: the API (uvicorn, with the reconciler) plus local worker
+processes: one per visible GPU (each with its own CUDA_VISIBLE_DEVICES) or one CPU worker.
+This parent process never initialises CUDA: GPUs are counted with nvidia-smi, and workers are
+separate processes started with `w1 worker`.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import click
+
+from service.server.processes import count_gpus, die_with_parent
+from service.server.settings import get_settings
+
+
+LOG_FORMAT = "%(asctime)s %(name)s: %(message)s"
+
+
+def job_log_lines() -> None:
+    """One line per job event (accepted, started, finished) from the `w1` loggers; the libraries'
+    own chatter (Celery, Kombu, uvicorn's access log) stays at warnings."""
+    import logging
+
+    logger = logging.getLogger("w1")
+    logger.setLevel(logging.INFO)
+    if not any(getattr(h, "_w1", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
+        handler._w1 = True
+        logger.addHandler(handler)
+        logger.propagate = False
+    # filesystem:// has no host: kombu warns "No hostname was supplied" on every connection
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+
+
+def _overrides(**kw) -> dict:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+class WorkerPool:
+    """Local `w1 worker` processes, restarted if they die, stopped with the server."""
+
+    def __init__(self, devices: list[str | None], env: dict):
+        self.devices, self.env = devices, env
+        self.procs: list[subprocess.Popen | None] = [None] * len(devices)
+        self.stopping = threading.Event()
+
+    def _start(self, i: int) -> None:
+        env = dict(self.env, W1_WORKER_NAME=f"local-{i}", W1_SERVE_PID=str(os.getpid()))
+        if self.devices[i] is not None:  # one GPU each; the job row's worker name says which
+            env.update(CUDA_VISIBLE_DEVICES=self.devices[i], W1_WORKER_NAME=f"local-{i}-gpu{self.devices[i]}")
+        # A worker gets SIGTERM when `w1 serve` dies, even by SIGKILL. SIGTERM is Celery's warm
+        # shutdown, which waits for the running job: that job notices the server is gone
+        # (W1_SERVE_PID, see service.server.worker.server_gone), checkpoints and requeues itself.
+        self.procs[i] = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env,
+                                         preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()))
+
+    def start(self) -> None:
+        for i in range(len(self.devices)):
+            self._start(i)
+        threading.Thread(target=self._watch, daemon=True, name="w1-worker-watch").start()
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(2.0):
+            for i, p in enumerate(self.procs):
+                if p is not None and p.poll() is not None and not self.stopping.is_set():
+                    click.echo(f"w1 serve: worker {i} exited with {p.returncode}; restarting", err=True)
+                    self._start(i)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for p in self.procs:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in self.procs:
+            if p is not None:
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on (default W1_HOST or 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default W1_PORT or 8000).")
+@click.option("--workers", type=int, default=None,
+              help="Local worker processes (default W1_WORKERS, else one per visible GPU or 1); 0 = API only.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (W1_DATA_DIR).")
+def serve(host, port, workers, data_dir):
+    """Run the API, the reconciler and local workers (SQLite + filesystem queue by default)."""
+    import uvicorn
+
+    from service.server import auth
+    from service.server.app import create_app
+    from service.server.db import make_engine, make_sessionmaker, migrate
+
+    settings = get_settings(**_overrides(host=host, port=port, workers=workers, data_dir=data_dir))
+    settings.ensure_dirs()
+    job_log_lines()
+    migrate(settings.db_url)
+    engine = make_engine(settings.db_url)
+    with make_sessionmaker(engine)() as s:
+        keys, local_mode = auth.active_keys(s), not auth.any_keys(s)
+    engine.dispose()
+    if keys == 0 and not auth.is_loopback(settings.host):
+        raise click.ClickException(
+            f"refusing to listen on {settings.host}: no API keys are configured, so anyone who can "
+            f"reach the port could use the service. Create one with `w1 keys create --owner NAME`, "
+            f"or listen on 127.0.0.1.")
+    if settings.workers is not None:
+        devices: list[str | None] = [None] * settings.workers
+    else:
+        devices = count_gpus() or [None]
+    env = dict(os.environ, W1_DATA_DIR=str(settings.data_dir))
+    env.setdefault("W1_HOST_WORKERS", str(len(devices)))  # they share this machine's cores (training.threads)
+    if settings.database_url:
+        env["W1_DATABASE_URL"] = settings.database_url
+    if settings.broker_url:
+        env["W1_BROKER_URL"] = settings.broker_url
+    pool = WorkerPool(devices, env)
+    pool.start()
+    click.echo(f"w1 serve: API on http://{settings.host}:{settings.port} (dashboard at /ui/, docs at /docs), "
+               f"{len(devices)} worker(s) {'on GPUs ' + ','.join(d for d in devices if d) if any(devices) else 'on CPU'}, "
+               f"data in {settings.data_dir}", err=True)
+    click.echo("w1 serve: " + (f"no API keys: loopback clients are served without a token, as owner "
+                               f"{auth.LOCAL_OWNER!r}. The first `w1 keys create` ends that."
+                               if local_mode else f"{keys} active API key(s): every request needs a token"), err=True)
+    try:
+        # workers stop in the app's shutdown: uvicorn re-raises SIGTERM after it, so a `finally`
+        # here would never run
+        uvicorn.run(create_app(settings, on_shutdown=[pool.stop]), host=settings.host, port=settings.port,
+                    log_level="warning", timeout_graceful_shutdown=5)
+    finally:
+        pool.stop()
+
+
+@click.command()
+@click.option("--name", default=None, help="Worker name shown in jobs (default host:pid).")
+@click.option("--loglevel", default="WARNING", show_default=True)
+def worker(name, loglevel):
+    """Run one worker: takes one job at a time from the broker (W1_BROKER_URL).
+
+    Prefork with one child: the child trains (and alone touches CUDA), the parent keeps talking
+    to the broker (so `celery inspect ping` health checks answer during long jobs)."""
+    if name:
+        os.environ["W1_WORKER_NAME"] = name
+    from service.server.db import migrate
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    migrate(settings.db_url)
+    from service.server.worker import app, worker_name
+
+    # no banner; job lines from the `w1` loggers only (see job_log_lines)
+    app.conf.worker_hijack_root_logger = False
+    job_log_lines()
+    # Celery warns about root on every start; the worker accepts JSON only (no pickle), which is
+    # what makes root dangerous there, and the image runs as a numeric non-root user anyway.
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*running the worker with superuser privileges")
+    app.worker_main(["--quiet", "worker", "--pool=prefork", "--concurrency=1", "--prefetch-multiplier=1",
+                     "--without-gossip", "--without-mingle", "--without-heartbeat",
+                     f"--loglevel={loglevel}", "-n", f"w1@{worker_name()}", "-Q", "w1"])
+
+
+@click.group()
+def keys():
+    """Manage API keys (stored hashed; a token is shown once, at creation)."""
+
+
+def _sessions():
+    from service.server.db import make_engine, make_sessionmaker, migrate
+
+    settings = get_settings()
+    migrate(settings.db_url)
+    return make_sessionmaker(make_engine(settings.db_url))
+
+
+@keys.command("create")
+@click.option("--owner", required=True, help="Owner name: every object created with this key belongs to it.")
+def keys_create(owner):
+    """Create a key and print its token (only now; it is stored hashed)."""
+    from service.server.auth import LOCAL_MODE_ENDS, any_keys, create_key
+
+    with _sessions()() as s:
+        first = not any_keys(s)
+        try:
+            key, token = create_key(s, owner)
+        except ValueError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"created key {key.id} for owner {key.owner!r}; the token is shown only once:", err=True)
+    if first:
+        click.echo(f"note: this is the server's first API key. {LOCAL_MODE_ENDS}", err=True)
+    click.echo(token)
+
+
+@keys.command("list")
+def keys_list():
+    """List keys (id, owner, created, revoked)."""
+    from sqlalchemy import select
+
+    from service.server.db import ApiKey
+
+    with _sessions()() as s:
+        rows = list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+    if not rows:
+        click.echo("no API keys (the server only serves loopback clients)")
+    for k in rows:
+        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        click.echo(f"{k.id}\t{k.owner}\t{k.prefix}…\t{k.created_at:%Y-%m-%d %H:%M}\t{state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id):
+    """Revoke a key by id (see `w1 keys list`)."""
+    from service.server.auth import revoke_key
+
+    with _sessions()() as s:
+        key = revoke_key(s, key_id)
+    if key is None:
+        raise click.ClickException(f"no key {key_id!r}")
+    click.echo(f"revoked {key.id} ({key.owner})")
