@@ -58,8 +58,8 @@ def main():
         row = {"s": s, "run": i, "estimate": r.certified_lower_bound, "theta": theta, "true_w1": case.true_w1,
                "z_independent": (r.certified_lower_bound - theta) / se_independent,
                "z_summed": (r.certified_lower_bound - theta) / se_summed,
-               "covered_independent": r.certified_lower_bound - z1 * se_independent <= theta,
-               "covered_summed": r.lower_confidence_bound <= theta}
+               "covered_independent": bool(r.certified_lower_bound - z1 * se_independent <= theta),
+               "covered_summed": bool(r.lower_confidence_bound <= theta)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
