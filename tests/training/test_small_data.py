@@ -3,8 +3,8 @@ and from their contraction toward the mean digit (training.known_cases.digits_co
 optimal critic is a norm, W1 exact), true W1 from 2.15 down to a fifth of it, 3 seeds each, DEFAULT
 options. The lower confidence bound never exceeds the truth; where W1 is large the estimate comes
 within 5 %; where it is small the shortfall is below the one measured before small-data training
-(bench/before_after.py, 2889359: 0.950 / 0.900 / 0.664 of W1 at s = 0.5 / 0.7 / 0.9, mean over these
-seeds; after: 0.962 / 0.922 / 0.731). A minute or two on 2 cores."""
+(bench/results/before_after_contraction_*: 2889359 reached 0.950 / 0.900 / 0.664 of W1 at s = 0.5 / 0.7 /
+0.9, mean over these seeds; now 0.961 / 0.924 / 0.809). About 3 minutes on one busy core."""
 from __future__ import annotations
 
 import numpy as np
