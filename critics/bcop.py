@@ -12,8 +12,8 @@ K(H P H^T, H Q H^T) H, so M absorbs H and only c_out x c_in' of it is ever neede
 
 Speed comes from keeping every parameter matrix (M and the R's, each projector its own c x c/2 R)
 orthonormal in place: before building, a matrix that drifted past `retract_tol` (an optimiser step)
-is re-projected without autograd (usually one iteration; in training decided on the device, so a step
-never waits for it: critics.orthogonal.kept_orthonormal), then `bjorck_iters` differentiable Björck
+is re-projected without autograd (usually one iteration; in training decided on the device on CUDA/MPS,
+so a step never waits for it, and on the host on the CPU: critics.orthogonal.kept_orthonormal), then `bjorck_iters` differentiable Björck
 steps are applied. At an orthonormal point one step's derivative equals the
 polar factor's, so the gradient is the gradient of the orthogonal parameterisation, at the cost of
 one iteration instead of the paper's twenty."""
@@ -23,8 +23,8 @@ import warnings
 
 import torch
 
-from critics.conv import LipschitzConv2d
-from critics.orthogonal import kept_orthonormal, orthonormality_error
+from critics.conv import LipschitzConv2d, pixel_unshuffle
+from critics.orthogonal import bjorck_step_applied, kept_orthonormal, orthonormality_error
 
 
 def _random_orthonormal(*shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -47,7 +47,7 @@ class BCOPConv2d(LipschitzConv2d):
     max_retract_iters: cap for re-projecting a badly drifted parameter in an eval build (verified on the
         host); hitting it warns, and the layer is then non-expansive but not orthogonal (see
         orthogonality_error()). Training builds spend at most RETRACT_STEPS (2) re-projection steps,
-        chosen on the device, and write them into the parameters in place (under no_grad); a larger
+        chosen on the device (on the CPU: on the host, same bits), and write them into the parameters in place (under no_grad); a larger
         drift is finished over the following steps."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
@@ -82,6 +82,24 @@ class BCOPConv2d(LipschitzConv2d):
     def build_weight(self) -> torch.Tensor:
         m, rs = self._factors(mutate=self.training)
         return self.compose(m, rs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A 1x1 kernel (no projectors: the layer is M on every pixel) in training, on fewer pixels than
+        min(c_out, c_in'): M applied without forming it (critics.orthogonal.bjorck_step_applied), the
+        same map as the conv with `weight`. Otherwise the conv with the built kernel."""
+        pixels = x.shape[0] * x.shape[-2] * x.shape[-1] // (self.stride * self.stride)
+        if not (self.training and self.effective_kernel_size == 1 and self.bjorck_iters == 1
+                and pixels < min(self.ortho.shape)):
+            return super().forward(x)
+        if self.stride > 1:
+            x = pixel_unshuffle(x, self.stride, name="stride")
+        self.last_retract_iters = 0
+        p, self.last_retract_iters = kept_orthonormal(self.ortho, mutate=True, tol=self.retract_tol,
+                                                      owner=type(self).__name__, materialize=False)
+        y = bjorck_step_applied(x.movedim(1, -1), p)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.movedim(-1, 1)
 
     def compose(self, m: torch.Tensor, rs: torch.Tensor) -> torch.Tensor:
         """The (c_out, c_in', k', k') kernel from M and the stacked projector bases: each projector

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from critics.conv import CachedWeight, pixel_unshuffle
-from critics.orthogonal import kept_orthonormal, orthonormality_error
+from critics.orthogonal import bjorck_step_applied, kept_orthonormal, orthonormality_error
 
 
 class MaxMin(nn.Module):
@@ -73,7 +73,7 @@ class OrthoLinear(CachedWeight):
     is the unit vector param/||param||, normalised exactly.
 
     The parameter is kept orthonormal in place (re-projected after optimiser steps, decided on the
-    device, see critics.orthogonal.kept_orthonormal), so `bjorck_iters` differentiable steps (default 1)
+    device on CUDA/MPS and on the host on the CPU, see critics.orthogonal.kept_orthonormal), so `bjorck_iters` differentiable steps (default 1)
     give the exact gradient of the orthogonal parameterisation. Like LipschitzConv2d, `weight` is rebuilt
     in training mode and cached in eval mode; a training forward on fewer rows than min(in, out) applies
     the step without forming the weight (same map, no Gram matrix)."""
@@ -117,8 +117,7 @@ class OrthoLinear(CachedWeight):
             # instead of matrix x matrix ones: cheaper when the batch has fewer rows than min(in, out).
             p, _ = kept_orthonormal(self.param, mutate=True, tol=self.retract_tol, owner="OrthoLinear",
                                     retract_steps=self.retract_steps, materialize=False)
-            a = x @ p.mT
-            y = torch.addmm(a.flatten(0, -2), a.flatten(0, -2) @ p, p.mT, beta=1.5, alpha=-0.5).view_as(a)
+            y = bjorck_step_applied(x, p)
             return y if self.bias is None else y + self.bias
         return F.linear(x, self.weight, self.bias)
 

@@ -1,6 +1,7 @@
 """Björck orthonormalisation, shared by every layer that needs an (almost) orthonormal matrix."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -52,6 +53,16 @@ def bjorck_step(w: torch.Tensor, beta: float = 0.5, g: torch.Tensor | None = Non
     return (1 + beta) * w - beta * (a @ b)
 
 
+def bjorck_step_applied(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """x @ bjorck_step(p).T without forming the step: 1.5 a - 0.5 (a p) p^T with a = x p^T.
+
+    The same map (W = 1.5 p - 0.5 p p^T p for tall and wide p alike) and the same gradients, for rows x
+    of the last dimension; three rows x matrix products instead of two matrix x matrix ones and their
+    backward, so cheaper whenever x has fewer rows than min(p.shape)."""
+    a = x.flatten(0, -2) @ p.mT
+    return torch.addmm(a, a @ p, p.mT, beta=1.5, alpha=-0.5).view(*x.shape[:-1], p.shape[0])
+
+
 def gram_error_of(g: torch.Tensor) -> torch.Tensor:
     """Per-matrix ||G - I||_F of a batch of Gram matrices."""
     eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
@@ -96,10 +107,11 @@ def kept_orthonormal(p: torch.Tensor, *, mutate: bool, tol: float = 5e-3, max_it
     number of steps that bring the error under `tol` is known from e (no verification Gram needed);
     a larger drift is first scaled into the region of convergence and verified step by step.
 
-    With `mutate` (a training step) the decision is taken on the device, never on the host: up to
-    `retract_steps` steps are computed and each is kept or dropped by torch.where, and the result is
-    written back into the parameter, so the step never waits for the device (iterations come back as
-    a device tensor). Where the host rule needs more steps than that (a drift too large for the
+    With `mutate` (a training step) on CUDA/MPS the decision is taken on the device, never on the host:
+    up to `retract_steps` steps are computed and each is kept or dropped by torch.where, and the result
+    is written back into the parameter, so the step never waits for the device (iterations come back
+    as a device tensor). On the CPU the host takes the same decisions and computes only the steps it
+    keeps (decide_on_device; same bits). Where the host rule needs more steps than that (a drift too large for the
     learning rate), the rest happens in the following builds; the applied matrix stays non-expansive
     either way (a Björck step maps every singular value in [0, sqrt 3] into [0, 1]). Without
     `mutate` (eval builds, reports) the re-projection is used functionally and verified on the host,
@@ -116,7 +128,8 @@ def kept_orthonormal(p: torch.Tensor, *, mutate: bool, tol: float = 5e-3, max_it
         # nothing may be written into a tensor that autograd has saved.
         iters = 0
         if getattr(p, "_w1_retracted_version", None) != p._version:
-            iters = _retract_on_device(p, tol, retract_steps)
+            retract = _retract_on_device if decide_on_device(p) else _retract_on_host
+            iters = retract(p, tol, retract_steps)
             p._w1_retracted_version = p._version
         if not materialize:
             return p, iters
@@ -128,6 +141,65 @@ def kept_orthonormal(p: torch.Tensor, *, mutate: bool, tol: float = 5e-3, max_it
     for _ in range(steps - 1):
         w = bjorck_step(w)
     return w, iters
+
+
+_DECIDE_ON_DEVICE: bool | None = None  # None: on the device wherever a host read would wait for it
+
+
+def decide_on_device(p: torch.Tensor) -> bool:
+    """Whether a training build decides its re-projection on the device (sync-free) or on the host.
+
+    On the CPU a host read costs nothing, so the host decides and computes only the steps it keeps
+    (the same operations in the same order: the same bits as the device rule). On CUDA or MPS the
+    device decides, so a step never waits for the device. `sync_free(True)` forces the device rule
+    (the tests count its host reads on the CPU)."""
+    return p.device.type != "cpu" if _DECIDE_ON_DEVICE is None else _DECIDE_ON_DEVICE
+
+
+@contextlib.contextmanager
+def sync_free(on: bool | None = True):
+    """Within the block, training builds decide re-projection on the device (True), on the host
+    (False) or by the parameter's device (None)."""
+    global _DECIDE_ON_DEVICE
+    previous, _DECIDE_ON_DEVICE = _DECIDE_ON_DEVICE, on
+    try:
+        yield
+    finally:
+        _DECIDE_ON_DEVICE = previous
+
+
+@torch.no_grad()
+def _retract_on_host(p: torch.Tensor, tol: float, max_steps: int) -> int:
+    """_retract_on_device's rule decided on the host: the steps it would keep, and only those, so the
+    result has the same bits. Returns the number of steps applied."""
+    w = p.detach()
+    g = gram(w)
+    rec = float(gram_error_of(g).amax())  # float32 value, compared in float64 as the device rule does
+    if rec <= tol:
+        return 0
+    big = rec > 0.5
+    if big:
+        bound = g.abs().sum(dim=-1).amax(dim=-1)
+        scale = torch.where(bound > 2.9, (2.9 / bound).sqrt(), torch.ones_like(bound))
+        w = w * scale[..., None, None]
+        g = g * (scale * scale)[..., None, None]
+    iters = 0
+    while True:
+        w = bjorck_step(w, g=g)
+        iters += 1
+        if iters == max_steps:
+            break
+        if big:
+            g = gram(w)
+            if float(gram_error_of(g).amax()) <= tol:
+                break
+        else:
+            rec = 0.75 * rec * rec * (1 + rec / 3) + 1e-6
+            if rec <= tol:
+                break
+            g = gram(w)
+    p.copy_(w)
+    return iters
 
 
 @torch.no_grad()

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from training._lazy import lazy_exports
 
+from training.threads import passive_openmp_waits
+
+passive_openmp_waits()  # before torch loads OpenMP (training.threads: why)
+
 _HOME = {
     "estimate_w1": "training.estimator",
     "estimate_series": "training.series",

@@ -159,10 +159,13 @@ def estimate_options(func):
 @click.option("--json", "json_out", default=None, metavar="[=FILE]",
               help="Write the result as JSON: --json alone to stdout, --json=FILE to FILE.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the training curve as a PNG.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for training [default: W1_THREADS, else chosen from the cores this process owns "
+                   "and the critic's size: one on a machine of two cores or fewer].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 def estimate(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
-             allow_torchscript, fid_mode, json_out, plot, quiet, debug, **fields):
+             allow_torchscript, fid_mode, json_out, plot, threads, quiet, debug, **fields):
     """Estimate the Wasserstein-1 distance between REAL and FAKE samples.
 
     REAL and FAKE are sample sources (below). A provably 1-Lipschitz critic is trained on part of
@@ -170,9 +173,12 @@ def estimate(real, fake, options_file, critic_option, value_range, size, channel
     divides it by the critic's certified Lipschitz bound. Options left unset take the preset's value
     (shown as [default: ...; paper preset: ...]).
     """
+    from training.threads import fixed_threads
+
     try:
-        _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
-             allow_torchscript, fid_mode, json_out, plot, quiet, fields)
+        with fixed_threads(threads):
+            _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
+                 allow_torchscript, fid_mode, json_out, plot, quiet, fields)
     except FIDUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -233,6 +239,20 @@ def _space(base: dict, value_range, size, channels, resize) -> dict:
     if resize is not None:
         space["resize"] = resize
     return space
+
+
+def _progress_bar(bar, task, evaluation: str):
+    """A progress callback drawing the phase, the critic, one step count over all critics and the
+    latest objective and validation value on a rich progress bar."""
+    def progress(event):
+        info = f"objective {event.objective:.4f}"
+        if event.estimate is not None:
+            info += f"  validation {event.estimate:.4f}"
+        what = {"selection": f"choosing the critic: {event.candidate}", "training": f"training {event.candidate}",
+                "evaluation": evaluation}.get(event.phase, "training critic")
+        bar.update(task, description=what, total=event.total, completed=event.step,
+                   steps=f"{event.step}/{event.total}", info=info)
+    return progress
 
 
 def build_options(options_file, critic_option, value_range, size, channels, resize, fid_mode, fields,
@@ -298,17 +318,7 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
         real_src = open_for_space(real, options.space, allow_torchscript=allow_torchscript)
         fake_src = open_for_space(fake, options.space, allow_torchscript=allow_torchscript)
         bar.update(task, description="preparing the critic")
-        after = "held-out estimate" + (" and FID" if resolved.fid else "")
-
-        def progress(event):
-            info = f"objective {event.objective:.4f}"
-            if event.estimate is not None:
-                info += f"  validation {event.estimate:.4f}"
-            what = {"selection": f"choosing the critic: {event.candidate}", "training": f"training {event.candidate}",
-                    "evaluation": after}.get(event.phase, "training critic")
-            bar.update(task, description=what, total=event.total, completed=event.step,
-                       steps=f"{event.step}/{event.total}", info=info)
-
+        progress = _progress_bar(bar, task, "held-out estimate" + (" and FID" if resolved.fid else ""))
         result = estimate_w1(real_src, fake_src, options, progress=progress, checkpoint_dir=checkpoint_dir)
     out.print(result_table(result))
     if result.fid is not None and result.fid.note:

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from training.sources import SampleSource
 
 EVAL_BATCH = 256  # forward-only batch for validation and held-out evaluation
-_PURPOSES = {"split": 0, "order": 1, "train": 2, "validation": 3, "heldout": 4}
+# A finite side's training and validation samples are read and mapped into the input space once, and
+# kept on the device, when each split takes at most this much there: a step then only gathers rows.
+PREPARED_BYTES = 128 * 2 ** 20
+_PURPOSES = {"split": 0, "order": 1, "train": 2, "validation": 3, "heldout": 4, "noise": 5}
 
 
 class HeldOutSealed(RuntimeError):
@@ -70,15 +73,23 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def split_indices(n: int, opts: EstimateOptions, want_validation: bool) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                  torch.Tensor]:
+def split_indices(n: int, opts: EstimateOptions, want_validation: bool, fold: tuple[int, int] | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(held-out, validation, train) indices of a finite side of n samples. The same permutation on
     both sides (side code 0): equal-size sets get the same held-out indices, so paired data
-    (fake = g(real)) is evaluated on pairs (see report.stderr)."""
-    n_heldout = split_count(opts.holdout, n)
-    n_validation = split_count(opts.validation, n) if want_validation else 0
+    (fake = g(real)) is evaluated on pairs (see report.stderr).
+
+    With fold=(k, K) (cross-fitting) the permutation is cut into K near-equal parts; part k is held out
+    and `validation` is taken from the rest, so over k = 0..K-1 every sample is held out exactly once."""
     perm = torch.randperm(n, generator=_generator(stream_seed(opts.seed, 0, "split")))
-    return perm[:n_heldout], perm[n_heldout:n_heldout + n_validation], perm[n_heldout + n_validation:]
+    n_validation = split_count(opts.validation, n) if want_validation else 0
+    if fold is None:
+        n_heldout = split_count(opts.holdout, n)
+        return perm[:n_heldout], perm[n_heldout:n_heldout + n_validation], perm[n_heldout + n_validation:]
+    k, folds = fold
+    lo, hi = round(k * n / folds), round((k + 1) * n / folds)
+    rest = torch.cat([perm[:lo], perm[hi:]])
+    return perm[lo:hi], rest[:n_validation], rest[n_validation:]
 
 
 class Side:
@@ -87,18 +98,19 @@ class Side:
     training batches from one seeded stream and validation / held-out samples from two others."""
 
     def __init__(self, source: "SampleSource", code: int, space, opts: EstimateOptions, device: torch.device,
-                 want_validation: bool):
+                 want_validation: bool, fold: tuple[int, int] | None = None):
         self.source, self.code, self.space, self.device = source, code, space, device
         self.seed, self.batch_size = opts.seed, opts.batch_size
         self.is_generator = bool(getattr(source, "is_generator", False))
         self.sealed = True
         self._validation_cache: torch.Tensor | None = None
+        self._prepared: dict[str, tuple[torch.Tensor, object]] = {}  # split -> (samples, the indices they are of)
         if self.is_generator:
             self.n_heldout, self.n_validation = opts.eval_samples, (opts.validation_samples if want_validation else 0)
             self.train, self.validation, self.heldout = None, None, None
             return
         n = len(source)
-        self.heldout, self.validation, self.train = split_indices(n, opts, want_validation)
+        self.heldout, self.validation, self.train = split_indices(n, opts, want_validation, fold)
         self.n_heldout, self.n_validation = len(self.heldout), len(self.validation)
         if want_validation and self.n_validation < 2:
             raise ValueError(f"{self.name} side: {n} samples leave {self.n_validation} for validation; "
@@ -143,8 +155,38 @@ class Side:
                 self._validation_cache = torch.cat(list(self._batches(None, self.n_validation, "validation", True)))
             for start in range(0, self.n_validation, EVAL_BATCH):
                 yield self.prepare(self._validation_cache[start:start + EVAL_BATCH])
+        elif self._fits(self.n_validation):
+            yield from self.prepared("validation")
         else:
             yield from self._batches(self.validation, self.n_validation, "validation", False)
+
+    def _fits(self, count: int) -> bool:
+        return count * 4 * int(np.prod(self.space.shape)) <= PREPARED_BYTES
+
+    def prepared(self, split: str):
+        """The split's samples in the input space, on the device, read once: a list of the batches
+        `_batches` yields (validation), or (one tensor in ascending source-index order, those indices)
+        (train). Rebuilt if the split's indices are replaced."""
+        indices = getattr(self, split)
+        cached = self._prepared.get(split)
+        if cached is None or cached[1] is not indices:
+            if split == "train":
+                value = (self.prepare(self.read(indices)), np.sort(indices.numpy()))
+            else:
+                value = list(self._batches(indices, len(indices), split, False))
+            cached = self._prepared[split] = (value, indices)
+        return cached[0]
+
+    def train_batch(self, indices: torch.Tensor) -> torch.Tensor:
+        """Training samples `indices` (source indices from the train split) in the input space, in
+        ascending index order: gathered from the prepared split when it fits, else read and mapped."""
+        if not self._fits(len(self.train)):
+            return self.prepare(self.read(indices))
+        samples, order = self.prepared("train")
+        rows = torch.from_numpy(np.searchsorted(order, np.sort(indices.numpy())))
+        if self.device.type == "cuda":
+            rows = rows.pin_memory().to(self.device, non_blocking=True)
+        return samples[rows.to(self.device)]
 
     def heldout_batches(self, raw: bool = False) -> Iterator[torch.Tensor]:
         """Held-out samples in the input space (raw=True: in the source's scale, for FID)."""
@@ -184,7 +226,7 @@ class BatchStream:
             self.position += len(take)
             if self.position == len(side.train):
                 self.epoch, self.position, self._order = self.epoch + 1, 0, None
-        return side.prepare(side.read(torch.cat(chunks)))
+        return side.train_batch(torch.cat(chunks))
 
     def state_dict(self) -> dict:
         state = {"epoch": self.epoch, "position": self.position}
@@ -215,6 +257,27 @@ class Sides:
     def device(self) -> torch.device:
         return self.real.device
 
+    @property
+    def train_samples(self) -> int | None:
+        """Training samples of the smaller finite side (None: both sides are generators, unlimited)."""
+        counts = [len(side.train) for side in (self.real, self.fake) if not side.is_generator]
+        return min(counts) if counts else None
+
+    def spread(self) -> float:
+        """The real training samples' spread in the input space: the root mean square over coordinates
+        of their standard deviation (the scale of a candidate's input noise); read once, then kept."""
+        if getattr(self, "_spread", None) is None:
+            side = self.real
+            if side.is_generator:
+                x = side.prepare(side.source.sample(EVAL_BATCH, _generator(stream_seed(side.seed, 0, "noise"))))
+            elif side._fits(len(side.train)):  # the training split as the steps will gather it
+                x = side.prepared("train")[0]
+            else:
+                x = torch.cat([side.prepare(side.read(side.train[i:i + EVAL_BATCH]))
+                               for i in range(0, len(side.train), EVAL_BATCH)])
+            self._spread = float(x.flatten(1).double().var(dim=0).mean().sqrt())
+        return self._spread
+
     def unseal(self) -> None:
         self.real.unseal()
         self.fake.unseal()
@@ -225,20 +288,29 @@ def wants_validation(opts: EstimateOptions) -> bool:
     return opts.critic == "auto" or bool(opts.early_stopping) or opts.validation > 0
 
 
-def open_sides(real, fake, opts: EstimateOptions, *, latent=None, dist=None, output_range=None) -> Sides:
+def open_sides(real, fake, opts: EstimateOptions, *, fold: tuple[int, int] | None = None, latent=None, dist=None,
+               output_range=None) -> Sides:
     """Step 1: open both sources (anything open_source takes, a SampleSource, or a generator module or
-    callable described by latent/dist/output_range), resolve the input space, split each side."""
+    callable described by latent/dist/output_range), resolve the input space, split each side (with
+    fold=(k, K): hold out part k of K, see split_indices)."""
     generator = dict(latent=latent, dist=dist, output_range=output_range)
     real_src, fake_src = (open_for_space(side, opts.space, **(generator if callable(side) else {}))
                           for side in (real, fake))
     space = opts.space.resolve(real_src.shape, fake_src.shape)
     device = pick_device(opts.device)
     validation = wants_validation(opts)
-    real_side = Side(real_src, 0, space, opts, device, validation)
-    fake_side = Side(fake_src, 1, space, opts, device, validation)
+    real_side = Side(real_src, 0, space, opts, device, validation, fold)
+    fake_side = Side(fake_src, 1, space, opts, device, validation, fold)
     input_shape = tuple(real_side.example().shape[1:])
     if tuple(fake_side.example().shape[1:]) != input_shape:
         raise ValueError(f"real and fake map to different shapes in the input space: {input_shape} vs "
                          f"{tuple(fake_side.example().shape[1:])}")
     return Sides(real_side, fake_side, space, input_shape,
                  {"real": real_src.describe(), "fake": fake_src.describe()})
+
+
+def folds_for(opts: EstimateOptions, sides: Sides) -> int:
+    """How many cross-fitting folds an estimate uses: `opts.folds`, when both sides are finite (a
+    generator side draws fresh held-out samples instead), else 1."""
+    finite = not (sides.real.is_generator or sides.fake.is_generator)
+    return opts.folds if finite and opts.folds > 1 else 1

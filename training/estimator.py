@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -34,13 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.data import HeldOutSealed, Sides, open_sides, pick_device, wants_validation
+from training.data import HeldOutSealed, Sides, folds_for, open_sides, pick_device, wants_validation
 from training.loop import Run, Schedule, best_critic, dual_value, new_state, train
 from training.options import EstimateOptions
-from training.report import Statistics, legend, same_heldout, training_notes
-from training.result import CurvePoint, ProgressEvent, SampleCounts, Selection, Timings, W1Result
+from training.report import Statistics, legend, same_heldout, stderr, training_notes
+from training.result import CurvePoint, FoldRecord, ProgressEvent, SampleCounts, Selection, Timings, W1Result
 from training.selection import candidates, choose, selection_record
 from training.state import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
+from training.threads import apply_threads, choose_threads, restores_threads
 
 __all__ = ["estimate_w1", "finish", "pick_device", "HeldOutSealed", "CHECKPOINT_NAME"]
 
@@ -52,7 +54,7 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "unknown"
     return {"w1-service": version("w1-service"), "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "threads": str(torch.get_num_threads())}
 
 
 def _layer_dict(layer) -> dict[str, Any]:
@@ -79,7 +81,7 @@ class Clock:
 
     start: float = dataclasses.field(default_factory=time.perf_counter)
     setup_end: float | None = None
-    chosen: float | None = None  # when auto's choice was made (several candidates only)
+    selection_s: float = 0.0  # time spent choosing among several candidates
     train_end: float | None = None
 
     def deadline(self, opts: EstimateOptions) -> float | None:
@@ -108,6 +110,7 @@ def _checkpointing(checkpoint_dir, opts: EstimateOptions, sides: Sides, states: 
     return lambda: save_checkpoint(ckpt, fingerprint, states, run.extra)
 
 
+@restores_threads
 def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
                 progress: Callable[[ProgressEvent], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
@@ -127,66 +130,152 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
     opts = given.resolved()
     _check(opts)
     sides = open_sides(real, fake, opts, latent=latent, dist=dist, output_range=output_range)  # 1. data
-    states = [new_state(c, sides, opts) for c in candidates(given, opts, sides.input_shape)]  # 2. critics
-    run = Run(progress, should_stop, states=states, planned=opts.steps)
-    run.checkpoint = _checkpointing(checkpoint_dir, opts, sides, states, run)
-    clock.setup_end = time.perf_counter()
-    deadline = clock.deadline(opts)
-    winner = choose(states, sides, opts, run, deadline=deadline)  # 3. selection (validation only)
-    clock.chosen = time.perf_counter() if len(states) > 1 else None
-    train(winner, sides, Schedule.of(opts), until=opts.steps, deadline=deadline,  # the winner trains on
-          validation=wants_validation(opts), run=run)
-    selection = selection_record(states, winner, sides, opts, run) if opts.critic == "auto" else None
+    folds = folds_for(opts, sides)
+    if folds > 1:
+        return cross_fit(sides, given, opts, folds, clock, progress=progress, should_stop=should_stop,
+                         checkpoint_dir=checkpoint_dir)
+    run = Run(progress, should_stop, planned=opts.steps)
+    fitted = fit(sides, given, opts, run, clock, checkpoint_dir, deadline=clock.deadline(opts))  # 2.-3.
     clock.train_end = time.perf_counter()
-    return finish(winner, sides, opts, clock, selection=selection, run=run)  # 4. report (held-out)
+    return report([fitted], opts, clock, run)  # 4. held-out estimate
+
+
+@dataclasses.dataclass
+class Fitted:
+    """A final critic's training state and the split it reports on (cross-fitting: one per fold)."""
+
+    state: TrainState
+    sides: Sides
+    selection: Selection | None = None
+
+
+def fit(sides: Sides, given: EstimateOptions, opts: EstimateOptions, run: Run, clock: Clock, checkpoint_dir,
+        *, deadline: float | None) -> Fitted:
+    """Steps 2 and 3 on one split: the candidates' critics, auto's choice on the validation split, and
+    the winner's training to `steps`, early stopping or the deadline (held-out samples unread)."""
+    states = [new_state(c, sides, opts) for c in candidates(given, opts, sides.input_shape, sides.train_samples)]
+    apply_threads(choose_threads([s.critic for s in states], sides.input_shape, opts.batch_size,
+                                 sides.device.type))
+    run.states = states
+    run.checkpoint = _checkpointing(checkpoint_dir, opts, sides, states, run)
+    if clock.setup_end is None:
+        clock.setup_end = time.perf_counter()
+    start = time.perf_counter()
+    winner = choose(states, sides, opts, run, deadline=deadline)  # validation only
+    if len(states) > 1:
+        clock.selection_s += time.perf_counter() - start
+    train(winner, sides, Schedule.of(opts, winner.candidate), until=opts.steps, deadline=deadline,  # trains on
+          validation=wants_validation(opts), run=run)
+    return Fitted(winner, sides, selection_record(states, winner, sides, opts, run) if opts.critic == "auto" else None)
+
+
+def cross_fit(sides: Sides, given: EstimateOptions, opts: EstimateOptions, folds: int, clock: Clock, *,
+              progress=None, should_stop=None, checkpoint_dir=None) -> W1Result:
+    """Cross-fitting: for each fold k of `folds`, a critic (chosen and trained as in a plain estimate, on
+    the other folds only, fold k sealed) is fitted; once every critic is final, each is evaluated on its
+    own fold and the values are pooled (Statistics.pooled). The time budget is shared equally by the
+    folds still to run; each fold checkpoints in its own folder."""
+    fitted: list[Fitted] = []
+    deadline = clock.deadline(opts)
+    run = Run(progress, should_stop)
+    for k in range(folds):
+        fold_sides = open_sides(sides.real.source, sides.fake.source, opts, fold=(k, folds))
+        run = Run(progress, should_stop, base=run.position, planned=run.position + opts.steps,
+                  later=(folds - k - 1) * opts.steps, t0=run.t0)
+        now = time.perf_counter()
+        fold_deadline = now + (deadline - now) / (folds - k) if deadline is not None else None
+        fold_dir = Path(checkpoint_dir) / f"fold-{k}-of-{folds}" if checkpoint_dir is not None else None
+        fitted.append(fit(fold_sides, given, opts, run, clock, fold_dir, deadline=fold_deadline))
+    clock.train_end = time.perf_counter()
+    return report(fitted, opts, clock, run)
 
 
 def finish(state: TrainState, sides: Sides, opts: EstimateOptions, clock: Clock, *,
            selection: Selection | None = None, run: Run | None = None) -> W1Result:
-    """Step 4: the critic `state` reports with (its best validated weights when early stopping keeps
-    the best) is final: unseal the held-out samples, evaluate, certify, and build the result."""
-    from critics import lipschitz_bound, orthogonality_error
+    """Step 4 for one critic: its training is over (its best validated weights are the final ones);
+    unseal the held-out samples, evaluate, certify, and build the result."""
+    return report([Fitted(state, sides, selection)], opts, clock, run)
 
-    t_eval = time.perf_counter()
-    if run is not None:
-        run.planned = run.position
-        objective = state.curve[-1]["objective"] if state.curve else 0.0
-        run.report(state, objective, state.last_validation, phase="evaluation")
+
+def _final_critic(fitted: Fitted, opts: EstimateOptions):
+    """The critic a fitted state reports with (its best validated weights when early stopping keeps the
+    best), loaded into the state's own module, in eval mode; then its held-out split is unsealed."""
+    state = fitted.state
     critic = best_critic(state, bool(opts.early_stopping))
     if critic is not state.critic:
         state.critic.load_state_dict(critic.state_dict())
-        critic = state.critic
-    critic.eval()
-    sides.unseal()
-    _, fr, ff = dual_value(critic, sides.real, sides.fake, "heldout")
-    cert = lipschitz_bound(critic, sides.input_shape)
-    stats = Statistics.of(fr, ff, same_heldout(sides.real, sides.fake), float(cert.bound), opts.confidence)
+    state.critic.eval()
+    fitted.sides.unseal()
+    return state.critic
+
+
+def report(fitted: list[Fitted], opts: EstimateOptions, clock: Clock, run: Run | None = None) -> W1Result:
+    """Step 4: every critic is final; each is evaluated on its own held-out samples and certified, and
+    the values give the estimate (pooled over folds when there are several)."""
+    from critics import lipschitz_bound
+
+    t_eval = time.perf_counter()
+    if run is not None:
+        last = fitted[-1].state
+        run.planned, run.later = run.position, 0
+        run.report(last, last.curve[-1]["objective"] if last.curve else 0.0, last.last_validation, phase="evaluation")
+    evaluated = []
+    for f in fitted:
+        critic = _final_critic(f, opts)
+        _, fr, ff = dual_value(critic, f.sides.real, f.sides.fake, "heldout")
+        evaluated.append((critic, fr, ff, same_heldout(f.sides.real, f.sides.fake), lipschitz_bound(
+            critic, f.sides.input_shape)))
+    if len(evaluated) == 1:
+        _, fr, ff, paired, cert = evaluated[0]
+        stats = Statistics.of(fr, ff, paired, float(cert.bound), opts.confidence)
+    else:
+        stats = Statistics.pooled([(fr, ff, p, float(c.bound)) for _, fr, ff, p, c in evaluated], opts.confidence)
     fid = None
     if opts.fid:
         from training.fid import compute_fid
-        fid = compute_fid(sides.real.heldout_batches(raw=True), sides.fake.heldout_batches(raw=True),
-                          opts.fid_weights, sides.device)
+        fid = compute_fid(itertools.chain.from_iterable(f.sides.real.heldout_batches(raw=True) for f in fitted),
+                          itertools.chain.from_iterable(f.sides.fake.heldout_batches(raw=True) for f in fitted),
+                          opts.fid_weights, fitted[0].sides.device)
+    return _result(fitted, evaluated, stats, fid, opts, clock, t_eval)
+
+
+def _result(fitted, evaluated, stats: Statistics, fid, opts: EstimateOptions, clock: Clock, t_eval: float) -> W1Result:
+    from critics import orthogonality_error
+
+    first, (critic, *_), state = fitted[0], evaluated[0], fitted[0].state
+    sides = first.sides
     end = time.perf_counter()
     setup_end = clock.setup_end if clock.setup_end is not None else clock.start
     train_end = clock.train_end if clock.train_end is not None else t_eval
-    selection_s = clock.chosen - clock.setup_end if clock.chosen is not None else 0.0
+    steps = sum(f.state.step for f in fitted)
+    train_s = sum(f.state.train_s for f in fitted)
+    folds = None if len(fitted) == 1 else [FoldRecord(
+        fold=k, real_heldout=len(fr), fake_heldout=len(ff), estimate=float(fr.mean() - ff.mean()),
+        stderr=stderr(fr, ff, paired), lipschitz_bound=float(cert.bound),
+        certified=float(fr.mean() - ff.mean()) / float(cert.bound), steps=f.state.step, critic=f.state.name)
+        for k, (f, (_, fr, ff, paired, cert)) in enumerate(zip(fitted, evaluated))]
+    notes = stats.notes() + [note for f in fitted
+                             for note in training_notes(f.state.step, f.state.ended_by, opts, f.selection)]
     result = W1Result(
         estimate=stats.estimate, stderr=stats.stderr, ci=stats.ci, confidence=opts.confidence,
-        lipschitz_bound=stats.lipschitz_bound, lipschitz_layers=[_layer_dict(layer) for layer in cert.layers],
+        lipschitz_bound=stats.lipschitz_bound,
+        lipschitz_layers=[_layer_dict(layer) for layer in evaluated[0][4].layers],
         certified_lower_bound=stats.certified, certified_ci=stats.certified_ci,
         lower_confidence_bound=stats.lower_confidence_bound,
-        orthogonality_error=float(orthogonality_error(critic)),
-        samples=SampleCounts(real_train=sides.real.train_count(state.step), real_heldout=len(fr),
-                             fake_train=sides.fake.train_count(state.step), fake_heldout=len(ff),
+        orthogonality_error=max(float(orthogonality_error(c)) for c, *_ in evaluated),
+        samples=SampleCounts(real_train=sides.real.train_count(state.step),
+                             real_heldout=sum(len(fr) for _, fr, *_ in evaluated),
+                             fake_train=sides.fake.train_count(state.step),
+                             fake_heldout=sum(len(ff) for _, _, ff, *_ in evaluated),
                              real_validation=sides.real.n_validation, fake_validation=sides.fake.n_validation),
         space=sides.space.describe(), sources=sides.sources, curve=[CurvePoint(**p) for p in state.curve],
-        steps_run=state.step, stopped_early=state.stopped_early,
+        steps_run=steps, stopped_early=all(f.state.stopped_early for f in fitted),
         timings=Timings(train_s=train_end - setup_end, eval_s=end - t_eval, total_s=end - clock.start,
-                        selection_s=selection_s, setup_s=setup_end - clock.start,
-                        steps_per_s=state.step / state.train_s if state.train_s > 0 else None),
+                        selection_s=clock.selection_s, setup_s=setup_end - clock.start,
+                        steps_per_s=steps / train_s if train_s > 0 else None),
         device=str(sides.device), seed=opts.seed, options=opts.model_dump(mode="json"), versions=_versions(),
-        fid=fid, critic_spec=critic.spec, selection=selection, legend=legend(opts.confidence),
-        notes=stats.notes() + training_notes(state.step, state.ended_by, opts, selection),
+        fid=fid, critic_spec=critic.spec, selection=first.selection, folds=folds, legend=legend(opts.confidence),
+        notes=list(dict.fromkeys(notes)),
     )
-    result._critic = critic
+    result._critics = [c for c, *_ in evaluated]
     return result

@@ -60,6 +60,31 @@ class Statistics:
                    certified_ci=(ci[0] / lipschitz, ci[1] / lipschitz),
                    lower_confidence_bound=max(0.0, (est - z1 * se) / lipschitz), confidence=confidence)
 
+    @classmethod
+    def pooled(cls, folds: list[tuple[np.ndarray, np.ndarray, bool, float]], confidence: float) -> "Statistics":
+        """Cross-fitting: fold k's critic, certified bound L_k, on fold k's held-out values (fr, ff, paired).
+        Folds are weighted by their share of held-out values and each fold's values are divided by its
+        own L_k. The standard error is the weighted SUM of the folds' own errors, as if their errors were
+        fully dependent: each fold's values are independent of its own critic, but that critic trained
+        on the other folds' samples, and a critic that memorised a training sample also scores its
+        neighbours in the fold it is evaluated on, so the folds' errors are positively correlated
+        (bench/cross_fit_coverage.py: errors 1.35x the independent combination on digits). The
+        sum is valid whatever the dependence; `lipschitz_bound` is the largest L_k."""
+        from scipy.stats import norm
+
+        weights = np.array([len(fr) + len(ff) for fr, ff, _, _ in folds], dtype=np.float64)
+        weights /= weights.sum()
+        est = np.array([fr.mean() - ff.mean() for fr, ff, _, _ in folds])
+        se = np.array([stderr(fr, ff, paired) for fr, ff, paired, _ in folds])
+        bounds = np.array([b for _, _, _, b in folds])
+        estimate, certified = float(weights @ est), float(weights @ (est / bounds))
+        se_raw, se_cert = float(weights @ se), float(weights @ (se / bounds))
+        z2, z1 = float(norm.ppf(0.5 + confidence / 2)), float(norm.ppf(confidence))
+        return cls(estimate=estimate, stderr=se_raw, ci=(estimate - z2 * se_raw, estimate + z2 * se_raw),
+                   lipschitz_bound=float(bounds.max()), certified=certified,
+                   certified_ci=(certified - z2 * se_cert, certified + z2 * se_cert),
+                   lower_confidence_bound=max(0.0, certified - z1 * se_cert), confidence=confidence)
+
     def notes(self) -> list[str]:
         """Plain-language warnings a reader needs next to the numbers."""
         notes = []

@@ -86,6 +86,8 @@ class CandidateRecord(BaseModel):
     behind_se: float | None = Field(None, description="How far the leader was ahead of it when its trial ended, in "
                                     "standard errors of the difference (None for the winner).")
     trial_ended_at: int | None = Field(None, description="Its step when its trial ended (None for the winner).")
+    training: dict[str, float] = Field(default_factory=dict, description="Training settings of its own (small "
+                                       "data): lr, input_noise (in units of the data's spread) and input_noise_std.")
     steps: int = 0
     train_s: float = 0.0
     stopped_early: bool = False
@@ -136,6 +138,20 @@ class SeriesPosition(BaseModel):
         return self.start == "warm"
 
 
+class FoldRecord(BaseModel):
+    """One fold of a cross-fitted estimate: its critic trained on the other folds, evaluated on this one."""
+
+    fold: int
+    real_heldout: int
+    fake_heldout: int
+    estimate: float = Field(description="Mean f(real) - mean f(fake) of this fold's critic on this fold.")
+    stderr: float
+    lipschitz_bound: float
+    certified: float = Field(description="estimate / lipschitz_bound.")
+    steps: int
+    critic: str = Field(description="The critic this fold trained (auto's choice on this fold's validation split).")
+
+
 class W1Result(BaseModel):
     """A W1 estimate with everything needed to judge and reproduce it.
 
@@ -173,16 +189,24 @@ class W1Result(BaseModel):
     selection: Selection | None = None
     series: SeriesPosition | None = Field(None, description="Set when the estimate is an item of a checkpoint "
                                           "series: its position and how its critic started.")
+    folds: list[FoldRecord] | None = Field(None, description="Cross-fitting (folds > 1): every fold's critic and "
+                                           "value; the estimate pools them (selection and curve: the first fold's).")
     notes: list[str] = Field(default_factory=list)
     legend: dict[str, str] = Field(default_factory=dict)
 
-    # the trained critic (eval mode) when the result comes straight from estimate_w1; never serialised
-    _critic: Any = PrivateAttr(default=None)
+    # the trained critics (eval mode) when the result comes straight from estimate_w1; never serialised
+    _critics: list = PrivateAttr(default_factory=list)
 
     @property
     def critic(self):
-        """The trained critic module, or None for a result read back from JSON."""
-        return self._critic
+        """The trained critic module (cross-fitting: the first fold's), or None for a result read back
+        from JSON."""
+        return self._critics[0] if self._critics else None
+
+    @property
+    def critics(self) -> list:
+        """Every trained critic: one, or one per fold (cross-fitting); empty for a result read from JSON."""
+        return list(self._critics)
 
     def to_json(self, indent: int | None = 2) -> str:
         return self.model_dump_json(indent=indent)

@@ -23,7 +23,9 @@ from training.state import TrainState
 
 @dataclass(frozen=True)
 class Candidate:
-    """A critic spec as build_critic takes it; `name` labels it in results and progress."""
+    """A critic spec as build_critic takes it, and how it trains when that differs from the options: its
+    own learning rate, and Gaussian noise added to its training batches (std `input_noise` times the
+    spread of the real training samples, data.Sides.spread). `name` labels it in results and progress."""
 
     name: str
     critic: str
@@ -31,9 +33,15 @@ class Candidate:
     activation: str | None = None  # None: the critic's own default (critics.models)
     width: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None
+    input_noise: float = 0.0
 
     def spec(self) -> dict[str, Any]:
         return asdict(self)
+
+    def training(self) -> dict[str, float]:
+        """The training settings this candidate sets itself (empty: the options' own)."""
+        return {k: v for k, v in (("lr", self.lr), ("input_noise", self.input_noise)) if v}
 
 
 def _conv_fits(shape: tuple[int, int, int]) -> bool:
@@ -42,18 +50,36 @@ def _conv_fits(shape: tuple[int, int, int]) -> bool:
     return h % 2 == 0 and w % 2 == 0 and h >= 2 and w >= 2
 
 
-def auto_candidates(input_shape: tuple[int, int, int]) -> list[Candidate]:
-    """The critics critic="auto" trains for inputs of this (C, H, W) shape (vectors are (1, 1, D)).
+# Fewer training samples than this on a side, and auto's candidates train for small data (below).
+SMALL_DATA = 1000
+# Small data: the FC critic's learning rate, and the conv critic's input noise (in units of the data's
+# spread). Measured on digits contractions with 630 training samples per side drawn independently
+# (bench/results/small_data_*): FC at lr 1e-3 reached 0.958 / 0.927 / 0.684 of W1 where 3e-3 reached
+# 0.945 / 0.892 / 0.636 (s = 0.5 / 0.7 / 0.9); conv with noise 0.2 per pixel (0.37 of the spread)
+# 0.916 / 0.771 (s = 0.5 / 0.9) where it reached 0.909 / 0.724 without, 0.19 and 0.74 pixels gaining too.
+# Both trade a little speed of fitting for less memorising of single training samples, which costs
+# most where W1 is small.
+SMALL_DATA_LR = 1e-3
+SMALL_DATA_NOISE = 0.35
+
+
+def auto_candidates(input_shape: tuple[int, int, int], train_samples: int | None = None) -> list[Candidate]:
+    """The critics critic="auto" trains for inputs of this (C, H, W) shape (vectors are (1, 1, D)),
+    with `train_samples` training samples on the smaller side (None: a generator side, unlimited).
 
     Images: the BCOP `conv` critic (stride-1 BCOP blocks between downsamplings, GroupSort, no expanding
     layer) and a Björck FC critic with GroupSort in groups of 8. On scaling cases (optimal critic a norm)
     they tie at 64-256 dimensions (0.993-0.999 of W1) and the conv critic wins at 32x32x3 (0.999 vs 0.984);
-    bench/results/critic_design_2026-12-03_cpu.md. Vectors and images too small for a conv stage: FC only."""
+    bench/results/critic_design_2026-12-03_cpu.md. Vectors and images too small for a conv stage: FC only.
+    Under SMALL_DATA training samples the FC critic trains at SMALL_DATA_LR and the conv critic on
+    noisy inputs (SMALL_DATA_NOISE)."""
+    small = train_samples is not None and train_samples < SMALL_DATA
     fc = Candidate("fc-groupsort8-256", critic="fc", activation="groupsort", width=256,
-                   options={"group_size": 8})
+                   options={"group_size": 8}, lr=SMALL_DATA_LR if small else None)
     if not _conv_fits(tuple(input_shape)):
         return [fc]
-    return [Candidate("conv-bcop-groupsort", critic="conv", conv="bcop", activation="groupsort"), fc]
+    return [Candidate("conv-bcop-groupsort", critic="conv", conv="bcop", activation="groupsort",
+                      input_noise=SMALL_DATA_NOISE if small else 0.0), fc]
 
 
 def trial_steps(opts) -> int:
@@ -73,7 +99,8 @@ TRIAL_SHARE = 0.5
 MARGIN_SE = 4.0
 
 
-def candidates(given: EstimateOptions, opts: EstimateOptions, input_shape) -> list[Candidate]:
+def candidates(given: EstimateOptions, opts: EstimateOptions, input_shape, train_samples: int | None = None,
+               ) -> list[Candidate]:
     """The named critic, or auto's candidates (then conv/activation/width/critic_options must be unset:
     they would silently not apply). `given`: the options as the caller set them, `opts` resolved."""
     if opts.critic != "auto":
@@ -87,7 +114,7 @@ def candidates(given: EstimateOptions, opts: EstimateOptions, input_shape) -> li
     if named:
         raise ValueError(f"{', '.join(named)} apply to a named critic; with critic='auto' the candidates are "
                          "fixed (training.selection.auto_candidates): name a critic, e.g. critic='dcgan'")
-    return auto_candidates(input_shape)
+    return auto_candidates(input_shape, train_samples)
 
 
 @dataclass
@@ -141,7 +168,7 @@ def choose(states: list[TrainState], sides, opts: EstimateOptions, run: Run, *,
 
 
 def _race(states, sides, opts: EstimateOptions, run: Run, race: dict, deadline: float | None) -> None:
-    trial, schedule, t_select = trial_steps(opts), Schedule.of(opts), time.perf_counter()
+    trial, t_select = trial_steps(opts), time.perf_counter()
     trial_end = t_select + TRIAL_SHARE * max(deadline - t_select, 0.0) if deadline is not None else None
     paired = same_indices(sides.real, sides.fake, "validation")
     run.phase = "selection"
@@ -150,7 +177,8 @@ def _race(states, sides, opts: EstimateOptions, run: Run, race: dict, deadline: 
         run.planned = run.position + sum(max(trial - s.step, 0) for s in alive) + opts.steps - trial
         until = min((race["round"] + 1) * opts.eval_every, trial)
         for state in alive:
-            train(state, sides, schedule, until=until, pause_at=trial_end, validation=True, run=run)
+            train(state, sides, Schedule.of(opts, state.candidate), until=until, pause_at=trial_end,
+                  validation=True, run=run)
         race["round"] += 1
         scores = {s.name: score(s, sides, opts) for s in alive}
         race["scores"].update({name: _summary(sc, paired) for name, sc in scores.items()})
@@ -199,6 +227,8 @@ def selection_record(states: list[TrainState], winner: TrainState, sides, opts: 
             name=s.name, spec=s.critic.spec, validation=sc.get("validation"), lipschitz_bound=sc.get("bound"),
             validation_stderr=sc.get("stderr"), behind_se=sc.get("behind_se") if s is not winner else None,
             trial_ended_at=out["step"] if out else (decided["step"] if s is not winner else None),
+            training=dict(s.candidate.training(), **({"input_noise_std": s.input_noise} if s.input_noise else {}))
+            if s.candidate is not None else {},
             steps=s.step, train_s=s.train_s, stopped_early=s.stopped_early))
     margin = decided["margin_se"]
     reason = (f"{winner.name} chosen at step {decided['step']}: {decided['why']}"

@@ -25,14 +25,15 @@ from pathlib import Path
 import torch
 
 from training.data import open_for_space, open_sides, wants_validation
-from training.estimator import Clock, _check, finish
+from training.estimator import Clock, _check, finish, fit
 from training.loop import Run, Schedule, new_state, train, validate
 from training.options import EstimateOptions
 from training.report import same_indices
-from training.selection import Candidate, candidates, choose, score, selection_record
+from training.selection import Candidate, score
 from training.result import SeriesPosition
 from training.series_result import SeriesEvent, SeriesItem, SeriesResult, default_label
 from training.state import TrainState, load_checkpoint, save_checkpoint
+from training.threads import apply_threads, choose_threads, restores_threads
 
 SERIES_CHECKPOINT = "series.pt"
 # A carried critic validating below this part of the warm critic's value means the generator moved far
@@ -69,10 +70,12 @@ class WarmStart:
     validate_carried: bool = True
     cold_trial_steps: int = 25
 
-    def schedule(self, opts: EstimateOptions, max_steps: int | None = None) -> Schedule:
-        """The warm critic's schedule: never more steps than a cold estimate (`opts.steps`) or `max_steps`."""
+    def schedule(self, opts: EstimateOptions, candidate=None, max_steps: int | None = None) -> Schedule:
+        """The warm critic's schedule: never more steps than a cold estimate (`opts.steps`) or `max_steps`;
+        `lr` None: the candidate's own rate (Schedule.of)."""
         steps = max(1, min(self.steps, opts.steps, max_steps or opts.steps))
-        return dataclasses.replace(Schedule.of(opts), lr=self.lr or opts.lr, lr_schedule=self.lr_schedule,
+        base = Schedule.of(opts, candidate)
+        return dataclasses.replace(base, lr=self.lr or base.lr, lr_schedule=self.lr_schedule,
                                    steps=steps, eval_every=min(self.eval_every, steps), patience=self.patience,
                                    early_stopping=True)
 
@@ -96,6 +99,9 @@ class SeriesRunner:
         self.given = EstimateOptions.build(options, **overrides)
         self.opts = self.given.resolved()
         _check(self.opts)
+        if self.opts.folds and self.opts.folds > 1:
+            raise ValueError("a series runs without cross-fitting (its carried critic has trained on every fold): "
+                             "set folds=1")
         self.real = open_for_space(real, self.opts.space)
         self.warm, self.progress, self.should_stop, self.size = warm, progress, should_stop, size
         self.generator = dict(latent=latent, dist=dist, output_range=output_range)
@@ -108,6 +114,7 @@ class SeriesRunner:
             self._resume()
 
     # ---- one item ----
+    @restores_threads
     def run_item(self, fake, label: str, step: int | None = None, *, index: int | None = None,
                  max_steps: int | None = None, time_budget_s: float | None = None) -> SeriesItem:
         """Estimate W1(real, fake) as the next item (`index`: its position in the series when items were
@@ -124,7 +131,7 @@ class SeriesRunner:
         item_dir = self.dir / f"item-{index}" if self.dir is not None else None
         clock.setup_end = time.perf_counter()
         if self.carry is None:
-            state, trained, info = self._first(sides, run, deadline, item_dir)
+            state, trained, info = self._first(sides, run, clock, deadline, item_dir)
         elif self.warm is None:
             state, trained, info = self._cold(sides, run, deadline, item_dir)
         else:
@@ -142,28 +149,20 @@ class SeriesRunner:
         self._emit(SeriesEvent(kind="finished", index=index, label=label, items=self.size, item=item))
         return item
 
-    def _first(self, sides, run: Run, deadline, item_dir):
-        """A cold estimate as estimate_w1 runs it; critic='auto' chooses the family here, once."""
-        opts = self.opts
-        cands = candidates(self.given, opts, sides.input_shape)
-        states = [new_state(c, sides, opts) for c in cands]
-        run.states = states
-        self._checkpointing(item_dir, sides, run)
-        winner = choose(states, sides, opts, run, deadline=deadline)
-        train(winner, sides, Schedule.of(opts), until=opts.steps, deadline=deadline,
-              validation=wants_validation(opts), run=run)
-        if opts.critic == "auto":
-            self.selection = selection_record(states, winner, sides, opts, run)
-        self._chosen = cands[states.index(winner)]
-        return winner, run.position, {"start": "cold", "decision": "first item: a cold estimate"}
+    def _first(self, sides, run: Run, clock: Clock, deadline, item_dir):
+        """A cold estimate as estimate_w1 runs it (estimator.fit); critic='auto' chooses the family here, once."""
+        fitted = fit(sides, self.given, self.opts, run, clock, item_dir, deadline=deadline)
+        self.selection, self._chosen = fitted.selection, fitted.state.candidate
+        return fitted.state, run.position, {"start": "cold", "decision": "first item: a cold estimate"}
 
     def _cold(self, sides, run: Run, deadline, item_dir):
         """warm_start=False: a cold estimate of the series' family (no new choice)."""
         opts = self.opts
         state = new_state(self.carry.candidate, sides, opts)
+        _threads([state], sides, opts)
         run.states = [state]
         self._checkpointing(item_dir, sides, run)
-        train(state, sides, Schedule.of(opts), until=opts.steps, deadline=deadline,
+        train(state, sides, Schedule.of(opts, state.candidate), until=opts.steps, deadline=deadline,
               validation=wants_validation(opts), run=run)
         return state, run.position, {"start": "cold", "decision": "warm start off: a cold estimate"}
 
@@ -175,10 +174,11 @@ class SeriesRunner:
                          optimizer_state=carry.optimizer if ws.carry_optimizer else None)
         cold = new_state(carry.candidate, sides, opts)
         warm.name, cold.name = "warm", "cold"
+        _threads([warm, cold], sides, opts)
         run.states = [warm, cold]
         run.planned = ws.steps + ws.cold_trial_steps
         self._checkpointing(item_dir, sides, run)
-        schedule = ws.schedule(opts, max_steps)
+        schedule, cold_schedule = ws.schedule(opts, carry.candidate, max_steps), Schedule.of(opts, carry.candidate)
         trial = min(ws.cold_trial_steps, opts.steps, max_steps if max_steps is not None else opts.steps)
         if ws.validate_carried and warm.step == 0 and warm.best_state is None:
             validate(warm, sides, schedule)  # the carried critic as it is: the warm run keeps it unless it improves
@@ -187,7 +187,7 @@ class SeriesRunner:
         if trial == 0:  # no cold trial: the warm critic is kept
             return warm, run.position, {"start": "warm", "decision": "warm start (no cold trial)",
                                         "carried_validation": run.extra.get("carried")}
-        train(cold, sides, Schedule.of(opts), until=trial, deadline=deadline, validation=True, run=run)
+        train(cold, sides, cold_schedule, until=trial, deadline=deadline, validation=True, run=run)
         w, c = score(warm, sides, opts), score(cold, sides, opts)
         lead = w.lead(c, same_indices(sides.real, sides.fake, "validation"))
         info = {"warm_validation": w.value, "cold_trial_validation": c.value, "lead_se": lead,
@@ -198,7 +198,7 @@ class SeriesRunner:
                 f"(lead {lead:+.1f} s.e.)")}
         until = opts.steps if max_steps is None else min(opts.steps, max(max_steps, cold.step))
         run.planned = run.position + until - cold.step
-        train(cold, sides, Schedule.of(opts), until=until, deadline=deadline, validation=wants_validation(opts),
+        train(cold, sides, cold_schedule, until=until, deadline=deadline, validation=wants_validation(opts),
               run=run)
         return cold, run.position, {**info, "start": "fallback", "decision": (
             f"fell back to a cold start: the warm critic validated {w.value:.4g}, below the {trial}-step cold "
@@ -269,6 +269,11 @@ class SeriesRunner:
     def result(self) -> SeriesResult:
         warm = dataclasses.asdict(self.warm) if self.warm is not None else None
         return SeriesResult.of([item.result for item in self.items], warm, total_s=time.perf_counter() - self.t0)
+
+
+def _threads(states: list[TrainState], sides, opts: EstimateOptions) -> None:
+    """The estimator's thread policy for these critics (training.threads; run_item restores the caller's)."""
+    apply_threads(choose_threads([s.critic for s in states], sides.input_shape, opts.batch_size, sides.device.type))
 
 
 def _item_notes(notes: list[str], state: TrainState, opts: EstimateOptions, info: dict) -> list[str]:

@@ -25,9 +25,13 @@ class TrainState:
     points, so a training step never waits for the host."""
 
     def __init__(self, name: str, critic: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 real: BatchStream, fake: BatchStream):
+                 real: BatchStream, fake: BatchStream, *, input_noise: float = 0.0, noise_seed: int = 0):
         self.name, self.critic, self.optimizer, self.real, self.fake = name, critic, optimizer, real, fake
         device = next(critic.parameters()).device
+        self.candidate = None  # the selection.Candidate it was built from, when it was
+        # std of the Gaussian noise added to each training batch (0: none), from its own seeded stream
+        self.input_noise = input_noise
+        self.noise_gen = torch.Generator(device).manual_seed(noise_seed) if input_noise else None
         self.step = 0
         self.curve: list[dict] = []
         acc = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
@@ -48,6 +52,7 @@ class TrainState:
             "train_s": self.train_s,
             "critic": self.critic.state_dict(), "optimizer": self.optimizer.state_dict(),
             "real": self.real.state_dict(), "fake": self.fake.state_dict(), "torch_rng": torch.get_rng_state(),
+            "noise_rng": self.noise_gen.get_state() if self.noise_gen is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -67,6 +72,8 @@ class TrainState:
             best["value"], best["step"], best["state"], best["bad"])
         self.stopped_early, self.done, self.train_s = state["stopped_early"], state["done"], state["train_s"]
         self.ended_by = state.get("ended_by")
+        if self.noise_gen is not None and state.get("noise_rng") is not None:
+            self.noise_gen.set_state(state["noise_rng"].cpu())
 
 
 def save_checkpoint(path: Path, fingerprint: str, states: list[TrainState], extra: dict) -> None:

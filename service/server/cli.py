@@ -121,6 +121,7 @@ def serve(host, port, workers, data_dir):
     else:
         devices = count_gpus() or [None]
     env = dict(os.environ, W1_DATA_DIR=str(settings.data_dir))
+    env.setdefault("W1_HOST_WORKERS", str(len(devices)))  # they share this machine's cores (training.threads)
     if settings.database_url:
         env["W1_DATABASE_URL"] = settings.database_url
     if settings.broker_url:

@@ -269,3 +269,24 @@ def test_separate_real_and_fake_forwards_share_one_backward():
         assert layer.ortho.grad.abs().sum() > 0 and layer.proj.grad.abs().sum() > 0
         opt.step()
     assert_orthogonal(layer)
+
+
+@pytest.mark.parametrize("c_in,c_out,k,s,size", [(64, 48, 2, 2, 2), (32, 32, 1, 1, 1), (16, 40, 1, 1, 1)])
+def test_training_forward_of_a_1x1_kernel_without_forming_it_is_the_same_map(c_in, c_out, k, s, size):
+    """A 1x1 effective kernel on fewer pixels than min(c_out, c_in') is applied in training as
+    1.5 x M'^T - 0.5 (x M'^T M') M'^T (M' the re-projected parameter): the same values and gradients
+    as the convolution with the kernel `weight` builds from that parameter."""
+    torch.manual_seed(0)
+    layer = BCOPConv2d(c_in, c_out, k, stride=s).double()
+    with torch.no_grad():
+        layer.ortho.add_(1e-3 * torch.randn_like(layer.ortho))
+        layer.bias.normal_()
+    x = torch.randn(3, c_in, size, size, dtype=torch.float64)
+    assert 3 * size * size // (s * s) < min(layer.ortho.shape)  # the path under test
+    y = layer(x)  # re-projects in place, then applies the step without forming the kernel
+    grads = torch.autograd.grad((y * y).sum(), [layer.ortho, layer.bias])
+    ref = F.conv2d(F.pixel_unshuffle(x, s) if s > 1 else x, layer.weight, layer.bias)
+    ref_grads = torch.autograd.grad((ref * ref).sum(), [layer.ortho, layer.bias])
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)

@@ -2,14 +2,16 @@
 (.item(), float(t), bool(t), data-dependent shapes) runs in forward, backward, optimiser step or
 re-projection. Counted with a TorchDispatchMode on the CPU, so it runs in CI without a GPU: every such
 op reaches the dispatcher on any device, and on CUDA each one would be a host synchronisation.
-The counter is tests/conftest.py's `host_reads` fixture."""
+On the CPU itself the re-projection is decided on the host (a read costs nothing there), so these
+tests force the device rule with `sync_free()`; that the two rules give the same bits is tested here
+too. The counter is tests/conftest.py's `host_reads` fixture."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from critics import build_critic
-from critics.orthogonal import kept_orthonormal
+from critics.orthogonal import _retract_on_device, _retract_on_host, kept_orthonormal, sync_free
 
 
 def optimizer_step_counters(opt):
@@ -28,7 +30,7 @@ def test_the_counter_sees_host_reads(host_reads):
     with host_reads() as reads:
         kept_orthonormal(p, mutate=False)
     assert reads.seen
-    with host_reads() as reads:
+    with host_reads() as reads, sync_free():
         kept_orthonormal(p, mutate=True)
     assert reads.seen == []
 
@@ -56,7 +58,7 @@ def test_training_step_reads_nothing_back(name, conv, shape, width, batch, host_
     x = torch.rand(2 * batch, *shape) * 2 - 1
     for _ in range(2):  # warm-up (OSSN's first power iteration, optimiser state)
         train_step(critic, opt, x)
-    with host_reads(optimizer_step_counters(opt)) as reads:
+    with host_reads(optimizer_step_counters(opt)) as reads, sync_free():
         for _ in range(3):
             train_step(critic, opt, x)
     assert reads.seen == []
@@ -65,3 +67,23 @@ def test_training_step_reads_nothing_back(name, conv, shape, width, batch, host_
     for m in critic.modules():
         if hasattr(m, "orthogonality_error") and conv == "bcop":
             assert m.orthogonality_error() < 1e-3
+
+
+@pytest.mark.parametrize("drift,max_steps", [(1e-4, 2), (3e-3, 2), (0.05, 2), (0.3, 2), (0.3, 1), (0.45, 3),
+                                             (1.5, 2), (1.5, 4)])
+def test_host_rule_is_the_device_rule_bit_for_bit(drift, max_steps):
+    """The CPU's host-decided re-projection applies exactly the steps the device rule keeps (none, some,
+    as many as the cap allows, the scaled start of a large drift), so a run has the same bits either way."""
+    torch.manual_seed(0)
+    q = torch.linalg.qr(torch.randn(3, 24, 12))[0]
+    d = torch.randn_like(q)
+    p = q + drift * d / torch.linalg.matrix_norm(d)[..., None, None]
+    on_host, on_device = p.clone(), p.clone()
+    steps_host = _retract_on_host(on_host, 5e-3, max_steps)
+    steps_device = _retract_on_device(on_device, 5e-3, max_steps)
+    assert steps_host == int(steps_device)
+    assert torch.equal(on_host, on_device)
+    if drift < 1e-3:
+        assert steps_host == 0
+    elif drift > 0.01:
+        assert steps_host >= 1

@@ -67,7 +67,7 @@ def test_auto_reads_heldout_only_after_the_choice(scaled_digits):
     for c in sel.candidates:
         if c.name != sel.chosen:
             assert c.trial_ended_at == c.steps == sel.decided_at_step and c.behind_se >= 0
-            assert (c.behind_se >= MARGIN_SE) == ("margin" in sel.reason)
+            assert (c.behind_se >= MARGIN_SE) == ("its lead reached the margin" in sel.reason)
     assert r.options["critic"] == "auto" and r.timings.selection_s > 0 and r.timings.steps_per_s > 0
     back = W1Result.from_json(r.to_json())
     assert back.selection == sel and back.lower_confidence_bound == r.lower_confidence_bound
@@ -196,7 +196,7 @@ def test_a_candidate_far_behind_is_out_after_one_round_and_the_winner_runs_as_al
     train(winner, sides, Schedule.of(opts), until=opts.steps, validation=True, run=run)
     sel = selection_record(states, winner, sides, opts, run)
     narrow, wide = sel.candidates
-    assert sel.decided_at_step == 50 and sel.margin_se >= MARGIN_SE and "margin" in sel.reason
+    assert sel.decided_at_step == 50 and sel.margin_se >= MARGIN_SE and "lead reached the margin" in sel.reason
     assert narrow.trial_ended_at == narrow.steps == 50 and narrow.behind_se == sel.margin_se
     assert wide.steps == 150 and wide.validation > narrow.validation + MARGIN_SE * narrow.validation_stderr
     phases = [(e.phase, e.candidate) for e in events]

@@ -156,8 +156,10 @@ def open_onnx(path: Path, latent=None, dist=None, output_range=None) -> Generato
 
     _existing(path, "ONNX model")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    from training.threads import onnx_session_options
+
     try:
-        session = ort.InferenceSession(str(path), providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=onnx_session_options(), providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for bad models
         raise SourceError(f"{path}: cannot load ONNX model ({e})") from None
     inputs = session.get_inputs()

@@ -1,0 +1,160 @@
+"""Threads are chosen, not inherited (training.threads): from W1_THREADS / --threads / fixed_threads, else
+from the cores this process owns (affinity, cgroup quota, workers sharing the machine) and the size of
+a training step; estimate_w1 runs with them, records them and gives the caller's count back."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from critics import build_critic
+from training import W1Result, estimate_w1
+from training.threads import (ENV, MACS_PER_THREAD, WORKERS_ENV, cgroup_quota, choose_threads, fixed_threads,
+                              owned_cores, step_macs)
+
+
+@pytest.fixture
+def cores(monkeypatch):
+    """Pretend this process owns `n` cores (affinity), with no quota, no W1_THREADS, one worker."""
+    for name in (ENV, WORKERS_ENV, "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("training.threads.cgroup_quota", lambda: None)
+
+    def own(n: int):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(n)))
+    return own
+
+
+def test_cgroup_quota_v1_and_v2(tmp_path):
+    v2 = tmp_path / "v2"
+    (v2 / "job").mkdir(parents=True)
+    (v2 / "job" / "cpu.max").write_text("250000 100000\n")
+    proc = tmp_path / "cgroup-v2"
+    proc.write_text("0::/job\n")
+    assert cgroup_quota(proc, v2) == 2.5
+    (v2 / "job" / "cpu.max").write_text("max 100000\n")
+    assert cgroup_quota(proc, v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu,cpuacct" / "job").mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "job" / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu,cpuacct" / "job" / "cpu.cfs_period_us").write_text("100000\n")
+    proc.write_text("4:memory:/job\n3:cpu,cpuacct:/job\n")
+    assert cgroup_quota(proc, v1) == 3.0
+    (v1 / "cpu,cpuacct" / "job" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_quota(proc, v1) is None
+    assert cgroup_quota(tmp_path / "missing", v1) is None
+
+
+def test_cores_are_shared_among_the_workers_and_capped_by_the_quota(cores, monkeypatch):
+    cores(16)
+    assert owned_cores() == 16
+    monkeypatch.setenv(WORKERS_ENV, "4")
+    assert owned_cores() == 4
+    monkeypatch.setattr("training.threads.cgroup_quota", lambda: 2.5)
+    assert owned_cores() == 1  # 2 cores of quota for 4 workers: never below one
+
+
+def test_policy_follows_cores_and_workload(cores):
+    small = build_critic("conv", (1, 8, 8))
+    fc, conv = build_critic("fc", (3, 32, 32)), build_critic("conv", (3, 32, 32))
+    assert step_macs(small, (1, 8, 8), 64) < MACS_PER_THREAD
+    fc_threads = int(step_macs(fc, (3, 32, 32), 64) // MACS_PER_THREAD)
+    assert 2 < fc_threads < 31 < step_macs(conv, (3, 32, 32), 64) // MACS_PER_THREAD
+    for n in (1, 2):
+        cores(n)  # two cores or fewer: one thread whatever the workload
+        assert choose_threads([conv], (3, 32, 32), 64).intra_op == 1
+    cores(32)
+    assert choose_threads([small], (1, 8, 8), 64).intra_op == 1  # too small to share
+    assert choose_threads([fc], (3, 32, 32), 64).intra_op == fc_threads  # a thread per MACS_PER_THREAD
+    assert choose_threads([conv, fc], (3, 32, 32), 64).intra_op == 31  # the largest candidate; one core left free
+    assert choose_threads([conv], (3, 32, 32), 64, "cuda").intra_op == 4  # the CPU only prepares batches
+
+
+def test_omp_num_threads_caps_the_cores_counted(cores, monkeypatch):
+    conv = build_critic("conv", (3, 32, 32))
+    cores(32)
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")
+    assert choose_threads([conv], (3, 32, 32), 64).intra_op == 5
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert choose_threads([conv], (3, 32, 32), 64).intra_op == 1
+
+
+def test_overrides(cores, monkeypatch):
+    cores(2)
+    critic = build_critic("fc", (1, 4, 4), width=8)
+    monkeypatch.setenv(ENV, "3")
+    assert choose_threads([critic], (1, 4, 4), 64).intra_op == 3
+    with fixed_threads(5):
+        assert choose_threads([critic], (1, 4, 4), 64).intra_op == 5
+    assert choose_threads([critic], (1, 4, 4), 64).intra_op == 3
+    monkeypatch.setenv(ENV, "two")
+    with pytest.raises(ValueError, match="W1_THREADS must be a positive integer"):
+        choose_threads([critic], (1, 4, 4), 64)
+    with pytest.raises(ValueError, match="positive integer"):
+        with fixed_threads(0):
+            pass
+
+
+def test_estimate_runs_with_the_chosen_threads_and_gives_the_callers_back(cores):
+    cores(2)
+    rng = np.random.default_rng(0)
+    real = rng.random((120, 1, 4, 4), dtype=np.float32)
+    fake = real * 0.5
+    opts = dict(critic="fc", width=8, steps=3, batch_size=8, early_stopping=False, validation=0, device="cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert estimate_w1(real, fake, **opts).versions["threads"] == "1"
+        assert torch.get_num_threads() == 2
+        with fixed_threads(2):
+            assert estimate_w1(real, fake, **opts).versions["threads"] == "2"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cli_threads_flag(tmp_path):
+    from service.cli import main
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "real.npy", rng.random((120, 4), dtype=np.float32))
+    np.save(tmp_path / "fake.npy", rng.random((120, 4), dtype=np.float32) * 0.5)
+    args = ["estimate", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"), "--critic", "fc", "--width", "8",
+            "--steps", "3", "--quiet", "--threads", "2", "--json"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert W1Result.from_json(res.stdout).versions["threads"] == "2"
+    res = CliRunner().invoke(main, args[:-2] + ["--threads", "0"])
+    assert res.exit_code == 2 and "--threads" in res.output
+
+
+def test_importing_training_before_torch_asks_openmp_for_passive_waits():
+    code = "import os, sys, training; assert 'torch' not in sys.modules; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"  # the user's choice stands
+
+
+def test_onnx_generators_get_the_same_threads_and_do_not_spin(cores, monkeypatch, onnx_generator):
+    from training.sources import open_source
+    from training.threads import onnx_session_options
+
+    cores(2)
+    options = onnx_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    cores(8)
+    assert onnx_session_options().intra_op_num_threads == 7
+    with fixed_threads(3):
+        assert onnx_session_options().intra_op_num_threads == 3
+    monkeypatch.setenv(ENV, "2")
+    assert onnx_session_options().intra_op_num_threads == 2
+    path, _ = onnx_generator
+    assert open_source(f"onnx:{path}?latent=4").sample(3, torch.Generator().manual_seed(0)).shape == (3, 3, 8, 8)
