@@ -55,7 +55,7 @@ class ServerWait(tenacity.wait.wait_base):
     """How long before the next try: the server's Retry-After when it sent one, else exponential
     backoff with jitter (an unreachable server says nothing)."""
 
-    backoff = tenacity.wait_exponential_jitter(initial=0.5, max=10)
+    backoff = tenacity.wait_random_exponential(multiplier=0.5, max=10)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         after = getattr(retry_state.outcome.exception(), "retry_after", None)
