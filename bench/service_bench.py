@@ -335,7 +335,7 @@ async def _load_round(port: int, job_ids: list[str], submit: bytes, clients: int
     async def stream(i: int):
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"GET /v1/jobs/{job_ids[i % len(job_ids)]}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            writer.write(f"GET /v1/jobs/{job_ids[i % len(job_ids)]}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             while b"event: status" not in await asyncio.wait_for(reader.readline(), 120):
                 pass
             opened.append(i)
@@ -408,6 +408,8 @@ def _measure_load(name: str, api_workers: int, args) -> list[dict]:
                     body = {"real": {"dataset": ids["real"]}, "fake": {"dataset": ids["fake"]}, "options": TINY}
                     job_ids = [http.post("/v1/jobs", json=body).json()["id"] for _ in range(5)]
                 submit = json.dumps(dict(body, label="load")).encode()
+                # not recorded: warms every API process (first requests import and fill per-process caches)
+                asyncio.run(_load_round(service.port, job_ids, submit, 32, 3.0, 0))
                 for clients in (int(c) for c in args.load_clients.split(",")):
                     for streams in (int(n) for n in args.streams.split(",")):
                         row = asyncio.run(_load_round(service.port, job_ids, submit, clients, args.seconds, streams))

@@ -75,7 +75,7 @@ async def current_owner(request: Request, ctx: CtxDep,
         answer = await run_in_threadpool(_authenticate, request, ctx)
         cache.put(key, answer)
     if isinstance(answer, Unauthenticated):
-        raise answer
+        raise answer.with_traceback(None)  # a cached refusal: no traceback piling up across requests
     return answer
 
 

@@ -17,9 +17,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,21 +28,10 @@ from httpx_sse import connect_sse
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = {"critic": "fc", "width": 16, "steps": 10, "batch_size": 32, "device": "cpu"}
 
 
-def wait_for(check, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:g} s")
-
-
-def test_lead_is_held_once_and_taken_over(fresh_postgres_url, tmp_path):
+def test_lead_is_held_once_and_taken_over(fresh_postgres_url, tmp_path, wait_for):
     from sqlalchemy import create_engine, text
 
     from service.server.leader import FileLead, PostgresLead
@@ -93,26 +80,6 @@ def _lock_holders(url: str) -> list[str]:
         engine.dispose()
 
 
-def start_api(svc, log_name: str) -> tuple[subprocess.Popen, str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = svc._spawn(["serve", "--workers", "0", "--host", "127.0.0.1", "--port", str(port)], log_name)
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        assert proc.poll() is None, svc.log_tail()
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, 60, f"API on {url}")
-    return proc, url
-
-
 def follow(url: str, token: str, job_id: str, opened: list, seen: dict) -> None:
     """Read a job's event stream to its end; ``seen[job_id]``: the statuses it announced."""
     statuses = []
@@ -126,151 +93,118 @@ def follow(url: str, token: str, job_id: str, opened: list, seen: dict) -> None:
     seen[job_id] = statuses
 
 
-def test_two_api_processes_on_postgres_and_redis(make_service, redis_url, fresh_postgres_url, tmp_path):
+def test_two_api_processes_on_postgres_and_redis(make_service, redis_url, fresh_postgres_url, tmp_path, wait_for):
     import redis
 
     broker = redis_url.replace("/0", "/3")
     redis.Redis.from_url(broker).flushdb()
     svc = make_service(workers=0, W1_DATABASE_URL=fresh_postgres_url, W1_BROKER_URL=broker,
                        W1_MAX_QUEUED_PER_OWNER="1000")
-    other, other_url = start_api(svc, "api2.log")
-    urls, procs = [svc.url, other_url], {svc.api.pid: svc.api, other.pid: other}
-    try:
-        holders = wait_for(lambda: _lock_holders(fresh_postgres_url), 30, "a reconciler lead")
-        assert len(holders) == 1 and int(holders[0].rsplit("-", 1)[1]) in procs, holders
-        leader = int(holders[0].rsplit("-", 1)[1])
+    other = svc.spawn_api("api2.log")
+    urls, procs = [svc.url, other.url], {svc.api.pid: svc.api, other.pid: other}
+    holders = wait_for(lambda: _lock_holders(fresh_postgres_url), 30, "a reconciler lead")
+    assert len(holders) == 1 and int(holders[0].rsplit("-", 1)[1]) in procs, holders
+    leader = int(holders[0].rsplit("-", 1)[1])
 
-        rng = np.random.default_rng(5)
-        ids = []
-        for i, lo in enumerate((0, 100)):  # one set uploaded through each process
-            np.save(tmp_path / f"{lo}.npy", rng.integers(lo, 256, (64, 1, 8, 8), dtype=np.uint8))
-            with httpx.Client(base_url=urls[i], headers={"Authorization": f"Bearer {svc.token}"}, timeout=60) as c, \
-                    open(tmp_path / f"{lo}.npy", "rb") as f:
-                ids.append(c.post("/v1/datasets", files={"file": (f"{lo}.npy", f)}).json()["id"])
-        body = {"real": {"dataset": ids[0]}, "fake": {"dataset": ids[1]}, "options": OPTIONS}
+    rng = np.random.default_rng(5)
+    ids = []
+    for i, lo in enumerate((0, 100)):  # one set uploaded through each process
+        np.save(tmp_path / f"{lo}.npy", rng.integers(lo, 256, (64, 1, 8, 8), dtype=np.uint8))
+        with httpx.Client(base_url=urls[i], headers={"Authorization": f"Bearer {svc.token}"}, timeout=60) as c, \
+                open(tmp_path / f"{lo}.npy", "rb") as f:
+            ids.append(c.post("/v1/datasets", files={"file": (f"{lo}.npy", f)}).json()["id"])
+    body = {"real": {"dataset": ids[0]}, "fake": {"dataset": ids[1]}, "options": OPTIONS}
 
-        def submit(i: int, out: list) -> None:  # alternately through each process; the last two share a key
-            with httpx.Client(base_url=urls[i % 2], headers={"Authorization": f"Bearer {svc.token}"}, timeout=60) as c:
-                same = i >= 38
-                r = c.post("/v1/jobs", json=dict(body, label="same" if same else f"j{i}"),
-                           headers={"Idempotency-Key": "same"} if same else {})
-                out.append((i, r.status_code, r.json()["id"] if r.status_code in (200, 202) else r.text))
+    def submit(i: int, out: list) -> None:  # alternately through each process; the last two share a key
+        with httpx.Client(base_url=urls[i % 2], headers={"Authorization": f"Bearer {svc.token}"}, timeout=60) as c:
+            same = i >= 38
+            r = c.post("/v1/jobs", json=dict(body, label="same" if same else f"j{i}"),
+                       headers={"Idempotency-Key": "same"} if same else {})
+            out.append((i, r.status_code, r.json()["id"] if r.status_code in (200, 202) else r.text))
 
-        answers: list = []
-        threads = [threading.Thread(target=submit, args=(i, answers)) for i in range(40)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert Counter(code for _, code, _ in answers) == {202: 39, 200: 1}, answers
-        through = {job_id: i % 2 for i, _, job_id in sorted(answers)}  # the process each job came through
-        accepted = sorted(through)
-        assert len(accepted) == 39
+    answers: list = []
+    threads = [threading.Thread(target=submit, args=(i, answers)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Counter(code for _, code, _ in answers) == {202: 39, 200: 1}, answers
+    through = {job_id: i % 2 for i, _, job_id in sorted(answers)}  # the process each job came through
+    accepted = sorted(through)
+    assert len(accepted) == 39
 
-        # 20 streams, each on the process a job did not come through; the jobs are then cancelled
-        # through the process they came through
-        opened, seen = [], {}
-        streams = [threading.Thread(target=follow, args=(urls[1 - through[j]], svc.token, j, opened, seen))
-                   for j in accepted[:20]]
-        for t in streams:
-            t.start()
-        wait_for(lambda: len(opened) == 20, 60, "20 event streams open")
-        for job_id in accepted:
-            with httpx.Client(base_url=urls[through[job_id]], headers={"Authorization": f"Bearer {svc.token}"}) as c:
-                assert c.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
-        for t in streams:
-            t.join(timeout=60)
-        assert sorted(seen) == accepted[:20], "an event stream ended without its final status"
-        assert all(s == ["queued", "cancelled"] for s in seen.values()), seen
+    # 20 streams, each on the process a job did not come through; the jobs are then cancelled
+    # through the process they came through
+    opened, seen = [], {}
+    streams = [threading.Thread(target=follow, args=(urls[1 - through[j]], svc.token, j, opened, seen))
+               for j in accepted[:20]]
+    for t in streams:
+        t.start()
+    wait_for(lambda: len(opened) == 20, 60, "20 event streams open")
+    for job_id in accepted:
+        with httpx.Client(base_url=urls[through[job_id]], headers={"Authorization": f"Bearer {svc.token}"}) as c:
+            assert c.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    for t in streams:
+        t.join(timeout=60)
+    assert sorted(seen) == accepted[:20], "an event stream ended without its final status"
+    assert all(s == ["queued", "cancelled"] for s in seen.values()), seen
 
-        with httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {svc.token}"}) as c:
-            stored = [j["id"] for j in c.get("/v1/jobs", params={"limit": 500}).json()["items"]]
-        assert sorted(stored) == accepted  # each job stored once
-        sent = Counter(json.loads(m)["headers"]["argsrepr"].strip("()[]',\" ")
-                       for m in redis.Redis.from_url(broker).lrange("w1", 0, -1))
-        assert set(sent) == set(accepted) and set(sent.values()) == {1}, sent.most_common(3)  # sent once each
+    with httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {svc.token}"}) as c:
+        stored = [j["id"] for j in c.get("/v1/jobs", params={"limit": 500}).json()["items"]]
+    assert sorted(stored) == accepted  # each job stored once
+    sent = Counter(json.loads(m)["headers"]["argsrepr"].strip("()[]',\" ")
+                   for m in redis.Redis.from_url(broker).lrange("w1", 0, -1))
+    assert set(sent) == set(accepted) and set(sent.values()) == {1}, sent.most_common(3)  # sent once each
 
-        # the leader dies: the other process takes the lead and reconciles. A job whose worker vanished
-        # (running, heartbeat long gone) is requeued by whoever leads now.
-        from sqlalchemy import create_engine, text
+    # the leader dies: the other process takes the lead and reconciles. A job whose worker vanished
+    # (running, heartbeat long gone) is requeued by whoever leads now.
+    from sqlalchemy import create_engine, text
 
-        engine = create_engine(fresh_postgres_url)
-        with engine.begin() as conn:
-            conn.execute(text("UPDATE jobs SET status = 'running', attempts = 1, started_at = now(), "
-                              "heartbeat_at = now() - interval '1 hour', finished_at = NULL, error = NULL, cancel_requested = false "
-                              "WHERE id = :id"), {"id": accepted[0]})
-        procs[leader].send_signal(signal.SIGKILL)
-        procs[leader].wait(timeout=20)
-        survivor = next(pid for pid in procs if pid != leader)
-        assert wait_for(lambda: _lock_holders(fresh_postgres_url) == [f"w1-reconciler-{survivor}"], 30,
-                        "the lead taken over")
-        with engine.connect() as conn:
-            requeued = lambda: conn.execute(text("SELECT status, error FROM jobs WHERE id = :id"),  # noqa: E731
-                                            {"id": accepted[0]}).one()
-            row = wait_for(lambda: (r := requeued()).status == "queued" and r, 30, "the stale job requeued")
-        engine.dispose()
-        assert "lost its worker" in row.error
-        log = (svc.logs / ("api.log" if survivor == svc.api.pid else "api2.log")).read_text()
-        assert f"reconciler: running in this API process (pid {survivor})" in log, log[-2000:]
-    finally:
-        if other.poll() is None:
-            other.send_signal(signal.SIGTERM)
-            other.wait(timeout=30)
+    engine = create_engine(fresh_postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET status = 'running', attempts = 1, started_at = now(), "
+                          "heartbeat_at = now() - interval '1 hour', finished_at = NULL, error = NULL, cancel_requested = false "
+                          "WHERE id = :id"), {"id": accepted[0]})
+    procs[leader].send_signal(signal.SIGKILL)
+    procs[leader].wait(timeout=20)
+    survivor = next(pid for pid in procs if pid != leader)
+    assert wait_for(lambda: _lock_holders(fresh_postgres_url) == [f"w1-reconciler-{survivor}"], 30,
+                    "the lead taken over")
+    with engine.connect() as conn:
+        requeued = lambda: conn.execute(text("SELECT status, error FROM jobs WHERE id = :id"),  # noqa: E731
+                                        {"id": accepted[0]}).one()
+        row = wait_for(lambda: (r := requeued()).status == "queued" and r, 30, "the stale job requeued")
+    engine.dispose()
+    assert "lost its worker" in row.error
+    log = (svc.logs / ("api.log" if survivor == svc.api.pid else "api2.log")).read_text()
+    assert f"reconciler: running in this API process (pid {survivor})" in log, log[-2000:]
 
 
-def test_serve_api_workers_share_one_port(tmp_path):
-    """`w1 serve --api-workers 2` on SQLite: two processes, one port, one lead, counters added up."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("W1_")}
-    env.update(W1_DATA_DIR=str(data), W1_RECONCILE_INTERVAL_S="0.3", CUDA_VISIBLE_DEVICES="",
-               PYTHONPATH=str(ROOT))
-    log = open(tmp_path / "serve.log", "wb")
-    serve = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--workers", "0", "--api-workers", "2",
-                              "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    children = lambda: subprocess.run(["pgrep", "-P", str(serve.pid), "-f", "spawn_main"],  # noqa: E731
+def test_serve_api_workers_share_one_port(make_service, wait_for):
+    """`w1 serve --api-workers 2` (W1_API_WORKERS) on SQLite: two processes on one port, one lead,
+    counters added up; a SIGKILLed one is replaced and the lead moves; all stop with `w1 serve`."""
+    svc = make_service(workers=0, W1_API_WORKERS="2")
+    children = lambda: subprocess.run(["pgrep", "-P", str(svc.api.pid), "-f", "spawn_main"],  # noqa: E731
                                       capture_output=True, text=True).stdout.split()
-    try:
-        def up():
-            assert serve.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+    assert "in 2 process(es)" in (svc.logs / "api.log").read_text()
+    api = wait_for(lambda: len(children()) == 2 and children(), 60, "two API processes")
+    lock = svc.data_dir / "reconciler.lock"
+    leader = wait_for(lambda: lock.exists() and lock.read_text().strip(), 30, "a reconciler lead")
+    assert leader in api
+    with svc.client() as c:
+        for _ in range(30):
+            assert c.get("/v1/jobs").status_code == 200
+    metrics = httpx.get(f"{svc.url}/metrics", timeout=10).text
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                  if line.startswith('w1_http_requests_total{method="GET",route="/v1/jobs"'))
+    assert counted == 30, metrics  # both processes' counts, whichever one answered the scrape
 
-        wait_for(up, 90, "w1 serve --api-workers 2")
-        assert "in 2 process(es)" in (tmp_path / "serve.log").read_text()
-        api = wait_for(lambda: len(children()) == 2 and children(), 30, "two API processes")
-        lock = data / "reconciler.lock"
-        leader = wait_for(lambda: lock.exists() and lock.read_text().strip(), 30, "a reconciler lead")
-        assert leader in api
-        for _ in range(30):  # keyless local mode: loopback clients are served
-            assert httpx.get(f"{url}/v1/jobs", timeout=10).status_code == 200
-        metrics = httpx.get(f"{url}/metrics", timeout=10).text
-        counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                      if line.startswith('w1_http_requests_total{method="GET",route="/v1/jobs"'))
-        assert counted == 30, metrics  # both processes' counts, whichever one answered the scrape
-
-        os.kill(int(leader), signal.SIGKILL)  # uvicorn starts a replacement; another process leads
-        wait_for(lambda: lock.read_text().strip() not in ("", leader), 60, "the lead taken over")
-        assert lock.read_text().strip() in wait_for(lambda: len(children()) == 2 and leader not in children()
-                                                    and children(), 60, "the killed API process replaced")
-        assert httpx.get(f"{url}/v1/jobs", timeout=10).status_code == 200
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-    session = lambda: subprocess.run(["ps", "-o", "pid=,args=", "-s", str(serve.pid)],  # noqa: E731
-                                     capture_output=True, text=True).stdout.strip()
-    try:  # every process of the session goes with it (multiprocessing's helper within moments)
-        wait_for(lambda: session() == "", 15, "the API processes stopped")
-    except AssertionError:
-        raise AssertionError(f"left running: {session()}") from None
+    os.kill(int(leader), signal.SIGKILL)  # uvicorn starts a replacement; another process leads
+    wait_for(lambda: lock.read_text().strip() not in ("", leader), 60, "the lead taken over")
+    now = wait_for(lambda: len(children()) == 2 and leader not in children() and children(), 60,
+                   "the killed API process replaced")
+    assert lock.read_text().strip() in now
+    with svc.client() as c:
+        assert c.get("/v1/jobs").status_code == 200
+    svc.stop_api()
+    assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in now), 15, "the API processes stopped")

@@ -17,7 +17,7 @@ from streaming_form_data.targets import BaseTarget, ValueTarget
 from streaming_form_data.validators import MaxSizeValidator, ValidationError
 
 from service.contracts import GeneratorForm
-from service.server.errors import Invalid, Problem, TooLarge
+from service.server.errors import Invalid, TooLarge
 
 FIELDS = ("name", *GeneratorForm.model_fields)  # every form field an upload route reads
 MAX_FIELD_BYTES = 10_000
@@ -102,12 +102,12 @@ async def receive_upload(request: Request, tmp_dir: Path, limit: int) -> Upload:
         async for chunk in request.stream():
             parser.data_received(chunk)
         return _received(target, values)
-    except Problem:
-        target.path.unlink(missing_ok=True)
-        raise
     except (ParseFailedException, ValidationError, UnicodeDecodeError) as exc:
         target.path.unlink(missing_ok=True)
         raise Invalid(f"malformed multipart body: {exc}") from None
+    except BaseException:  # refused, or the client went away: nothing is kept
+        target.path.unlink(missing_ok=True)
+        raise
     finally:
         target.close()
 

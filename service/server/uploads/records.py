@@ -21,7 +21,7 @@ from service.server.domain import Context, owned
 from service.server.errors import Conflict, Invalid
 from service.server.uploads.receive import Upload, receive_upload
 from service.server.uploads.sizes import check_latent
-from service.server.uploads.store import GENERATOR_SUFFIXES, store, suffix_of, with_suffix
+from service.server.uploads.store import GENERATOR_SUFFIXES, address, store, suffix_of, with_suffix
 from service.server.uploads.validate import open_dataset, open_generator
 from training.sources.formats import UPLOAD_SUFFIXES
 
@@ -91,9 +91,8 @@ def _register(ctx: Context, up: Upload, who: str, model, suffix: str, same: list
     if prior is not None:
         return prior, False
     with_suffix(up, suffix)
-    path = ctx.settings.uploads_dir / f"{up.sha256}{suffix}"
-    row = record(path)  # checks the file where it was received; raises before anything is stored
-    store(up, ctx.settings.uploads_dir, suffix)
+    row = record(address(ctx.settings.uploads_dir, up, suffix))  # checks the received file; nothing stored yet
+    path = store(up, ctx.settings.uploads_dir, suffix)
     with ctx.sessions() as s:
         s.add(row)
         try:

@@ -29,10 +29,15 @@ def with_suffix(upload: Upload, suffix: str) -> Path:
     return named
 
 
+def address(uploads_dir: Path, upload: Upload, suffix: str) -> Path:
+    """Where content like this upload's is stored."""
+    return uploads_dir / f"{upload.sha256}{suffix}"
+
+
 def store(upload: Upload, uploads_dir: Path, suffix: str) -> Path:
     """Move a checked upload to its content address (keeping an identical existing file)."""
     uploads_dir.mkdir(parents=True, exist_ok=True)
-    dest = uploads_dir / f"{upload.sha256}{suffix}"
+    dest = address(uploads_dir, upload, suffix)
     if dest.exists():
         upload.discard()
     else:
