@@ -180,7 +180,7 @@ class GeneratorForm(BaseModel):
     """The form fields of a generator upload (multipart, beside the file), in their text form
     (``latent_shape="100,1,1"``, ``output_range="-1,1"``): the client writes them with
     :meth:`form`, the server reads them with :meth:`parse`. Limits (axes, elements) are the
-    server's own (service/server/storage.py)."""
+    server's own (service/server/uploads/sizes.py)."""
 
     latent_shape: tuple[int, ...] = Field(min_length=1)
     latent_distribution: Literal["normal", "uniform"] = "normal"
