@@ -85,7 +85,8 @@ def _field_options(func):
 def _preset_default(name: str) -> str:
     """'[default: 2000; paper preset: 25600]': the value each preset gives an unset option."""
     values = {preset: PRESETS[preset][name] for preset in PRESETS}
-    shown = {k: ("the critic's own" if v is None else str(v).lower() if isinstance(v, bool) else v)
+    shown = {k: ("the critic's own" if v is None else str(v).lower() if isinstance(v, bool)
+                 else "0 = none" if name == "time_budget_s" and v == 0 else f"{v:g}" if isinstance(v, float) else v)
              for k, v in values.items()}
     if len(set(map(str, shown.values()))) == 1:
         return f" [default: {shown['default']}]"
@@ -227,6 +228,20 @@ def _space(base: dict, value_range, size, channels, resize) -> dict:
     return space
 
 
+def _progress_bar(bar, task, evaluation: str):
+    """A progress callback drawing the phase, the critic, one step count over all critics and the
+    latest objective and validation value on a rich progress bar."""
+    def progress(event):
+        info = f"objective {event.objective:.4f}"
+        if event.estimate is not None:
+            info += f"  validation {event.estimate:.4f}"
+        what = {"selection": f"choosing the critic: {event.candidate}", "training": f"training {event.candidate}",
+                "evaluation": evaluation}.get(event.phase, "training critic")
+        bar.update(task, description=what, total=event.total, completed=event.step,
+                   steps=f"{event.step}/{event.total}", info=info)
+    return progress
+
+
 def _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
          allow_torchscript, fid_mode, json_out, plot, quiet, fields):
     from rich.console import Console
@@ -281,17 +296,7 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
         real_src = open_for_space(real, options.space, allow_torchscript=allow_torchscript)
         fake_src = open_for_space(fake, options.space, allow_torchscript=allow_torchscript)
         bar.update(task, description="preparing the critic")
-        total = resolved.steps
-
-        def progress(event):
-            info = f"objective {event.objective:.4f}"
-            if event.estimate is not None:
-                info += f"  validation {event.estimate:.4f}"
-            done = event.step >= event.total
-            after = "held-out estimate" + (" and FID" if resolved.fid else "")
-            bar.update(task, description=after if done else "training critic", total=total,
-                       completed=event.step, steps=f"{event.step}/{total}", info=info)
-
+        progress = _progress_bar(bar, task, "held-out estimate" + (" and FID" if resolved.fid else ""))
         result = estimate_w1(real_src, fake_src, options, progress=progress, checkpoint_dir=checkpoint_dir)
     out.print(result_table(result))
     if result.fid is not None and result.fid.note:

@@ -7,7 +7,8 @@ on. Every random stream is seeded from (seed, side, purpose), so a run is reprod
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ EVAL_BATCH = 256  # forward-only batch for validation and held-out evaluation
 # A finite side's training and validation samples are read and mapped into the input space once, and
 # kept on the device, when each split takes at most this much there: a step then only gathers rows.
 PREPARED_BYTES = 128 * 2 ** 20
-_PURPOSES = {"split": 0, "order": 1, "train": 2, "validation": 3, "heldout": 4}
+_PURPOSES = {"split": 0, "order": 1, "train": 2, "validation": 3, "heldout": 4, "noise": 5}
 
 
 class HeldOutSealed(RuntimeError):
@@ -72,15 +73,23 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def split_indices(n: int, opts: EstimateOptions, want_validation: bool) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                  torch.Tensor]:
+def split_indices(n: int, opts: EstimateOptions, want_validation: bool, fold: tuple[int, int] | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(held-out, validation, train) indices of a finite side of n samples. The same permutation on
     both sides (side code 0): equal-size sets get the same held-out indices, so paired data
-    (fake = g(real)) is evaluated on pairs (see report.stderr)."""
-    n_heldout = split_count(opts.holdout, n)
-    n_validation = split_count(opts.validation, n) if want_validation else 0
+    (fake = g(real)) is evaluated on pairs (see report.stderr).
+
+    With fold=(k, K) (cross-fitting) the permutation is cut into K near-equal parts; part k is held out
+    and `validation` is taken from the rest, so over k = 0..K-1 every sample is held out exactly once."""
     perm = torch.randperm(n, generator=_generator(stream_seed(opts.seed, 0, "split")))
-    return perm[:n_heldout], perm[n_heldout:n_heldout + n_validation], perm[n_heldout + n_validation:]
+    n_validation = split_count(opts.validation, n) if want_validation else 0
+    if fold is None:
+        n_heldout = split_count(opts.holdout, n)
+        return perm[:n_heldout], perm[n_heldout:n_heldout + n_validation], perm[n_heldout + n_validation:]
+    k, folds = fold
+    lo, hi = round(k * n / folds), round((k + 1) * n / folds)
+    rest = torch.cat([perm[:lo], perm[hi:]])
+    return perm[lo:hi], rest[:n_validation], rest[n_validation:]
 
 
 class Side:
@@ -89,7 +98,7 @@ class Side:
     training batches from one seeded stream and validation / held-out samples from two others."""
 
     def __init__(self, source: "SampleSource", code: int, space, opts: EstimateOptions, device: torch.device,
-                 want_validation: bool):
+                 want_validation: bool, fold: tuple[int, int] | None = None):
         self.source, self.code, self.space, self.device = source, code, space, device
         self.seed, self.batch_size = opts.seed, opts.batch_size
         self.is_generator = bool(getattr(source, "is_generator", False))
@@ -101,7 +110,7 @@ class Side:
             self.train, self.validation, self.heldout = None, None, None
             return
         n = len(source)
-        self.heldout, self.validation, self.train = split_indices(n, opts, want_validation)
+        self.heldout, self.validation, self.train = split_indices(n, opts, want_validation, fold)
         self.n_heldout, self.n_validation = len(self.heldout), len(self.validation)
         if want_validation and self.n_validation < 2:
             raise ValueError(f"{self.name} side: {n} samples leave {self.n_validation} for validation; "
@@ -229,3 +238,79 @@ class BatchStream:
         self.epoch, self.position, self._order = state["epoch"], state["position"], None
         if self._gen is not None:
             self._gen.set_state(state["train_gen"])
+
+
+@dataclass
+class Sides:
+    """Both sides of one estimate, split and mapped into one input space. `open_sides` with the same
+    real source and options always gives the real side the same split (it depends only on the seed,
+    the sample count and the split options), so a series of fakes against one real set never lets a
+    critic train on a real sample that another item holds out."""
+
+    real: Side
+    fake: Side
+    space: Any  # the resolved InputSpace
+    input_shape: tuple[int, int, int]
+    sources: dict[str, dict]
+
+    @property
+    def device(self) -> torch.device:
+        return self.real.device
+
+    @property
+    def train_samples(self) -> int | None:
+        """Training samples of the smaller finite side (None: both sides are generators, unlimited)."""
+        counts = [len(side.train) for side in (self.real, self.fake) if not side.is_generator]
+        return min(counts) if counts else None
+
+    def spread(self) -> float:
+        """The real training samples' spread in the input space: the root mean square over coordinates
+        of their standard deviation (the scale of a candidate's input noise); read once, then kept."""
+        if getattr(self, "_spread", None) is None:
+            side = self.real
+            if side.is_generator:
+                x = side.prepare(side.source.sample(EVAL_BATCH, _generator(stream_seed(side.seed, 0, "noise"))))
+            elif side._fits(len(side.train)):  # the training split as the steps will gather it
+                x = side.prepared("train")[0]
+            else:
+                x = torch.cat([side.prepare(side.read(side.train[i:i + EVAL_BATCH]))
+                               for i in range(0, len(side.train), EVAL_BATCH)])
+            self._spread = float(x.flatten(1).double().var(dim=0).mean().sqrt())
+        return self._spread
+
+    def unseal(self) -> None:
+        self.real.unseal()
+        self.fake.unseal()
+
+
+def wants_validation(opts: EstimateOptions) -> bool:
+    """Whether the sides need a validation split: auto chooses on it, early stopping watches it."""
+    return opts.critic == "auto" or bool(opts.early_stopping) or opts.validation > 0
+
+
+def open_sides(real, fake, opts: EstimateOptions, *, fold: tuple[int, int] | None = None, latent=None, dist=None,
+               output_range=None) -> Sides:
+    """Step 1: open both sources (anything open_source takes, a SampleSource, or a generator module or
+    callable described by latent/dist/output_range), resolve the input space, split each side (with
+    fold=(k, K): hold out part k of K, see split_indices)."""
+    generator = dict(latent=latent, dist=dist, output_range=output_range)
+    real_src, fake_src = (open_for_space(side, opts.space, **(generator if callable(side) else {}))
+                          for side in (real, fake))
+    space = opts.space.resolve(real_src.shape, fake_src.shape)
+    device = pick_device(opts.device)
+    validation = wants_validation(opts)
+    real_side = Side(real_src, 0, space, opts, device, validation, fold)
+    fake_side = Side(fake_src, 1, space, opts, device, validation, fold)
+    input_shape = tuple(real_side.example().shape[1:])
+    if tuple(fake_side.example().shape[1:]) != input_shape:
+        raise ValueError(f"real and fake map to different shapes in the input space: {input_shape} vs "
+                         f"{tuple(fake_side.example().shape[1:])}")
+    return Sides(real_side, fake_side, space, input_shape,
+                 {"real": real_src.describe(), "fake": fake_src.describe()})
+
+
+def folds_for(opts: EstimateOptions, sides: Sides) -> int:
+    """How many cross-fitting folds an estimate uses: `opts.folds`, when both sides are finite (a
+    generator side draws fresh held-out samples instead), else 1."""
+    finite = not (sides.real.is_generator or sides.fake.is_generator)
+    return opts.folds if finite and opts.folds > 1 else 1

@@ -9,12 +9,20 @@
               confidence bound, notes
 5. plot       (training.plot)      the training curve
 
-`estimate_w1` runs steps 1-4 in that order; the CLI and the job service draw step 5."""
+`estimate_w1` runs steps 1-4 in that order; the CLI and the job service draw step 5.
+
+The same steps train one critic from a given start (a checkpoint series, issue 13):
+
+    sides = open_sides(real_src, fake_k, opts)            # the real split is the same for every item
+    state = new_state(candidate, sides, opts, critic_state=prev.critic.state_dict(),
+                      optimizer_state=prev.optimizer.state_dict())
+    train(state, sides, schedule, until=schedule.steps, validation=True, run=Run(states=[state]))
+    result = finish(state, sides, opts, Clock())          # unseals, evaluates, certifies"""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -27,16 +35,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.data import HeldOutSealed, Side, open_for_space, pick_device
-from training.loop import dual_value, make_optimizer, train
-from training.options import PRESETS, EstimateOptions
-from training.report import Statistics, legend, same_heldout
-from training.result import CandidateRecord, ProgressEvent, SampleCounts, Selection, Timings, W1Result, CurvePoint
-from training.selection import TRIAL_SHARE, Candidate, auto_candidates, trial_steps
+from training.data import HeldOutSealed, Sides, folds_for, open_sides, pick_device, wants_validation
+from training.loop import Run, Schedule, best_critic, dual_value, new_state, train
+from training.options import EstimateOptions
+from training.report import Statistics, legend, same_heldout, stderr, training_notes
+from training.result import CurvePoint, FoldRecord, ProgressEvent, SampleCounts, Selection, Timings, W1Result
+from training.selection import candidates, choose, selection_record
 from training.state import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
 from training.threads import apply_threads, choose_threads, restores_threads
 
-__all__ = ["estimate_w1", "pick_device", "HeldOutSealed", "CHECKPOINT_NAME"]
+__all__ = ["estimate_w1", "finish", "pick_device", "HeldOutSealed", "CHECKPOINT_NAME"]
 
 
 def _versions() -> dict[str, str]:
@@ -67,38 +75,39 @@ def _fingerprint(opts: EstimateOptions, sources: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _candidates(given: EstimateOptions, opts: EstimateOptions, input_shape) -> list[Candidate]:
-    """The named critic, or auto's candidates (then conv/activation/width/critic_options must be unset:
-    they would silently not apply)."""
-    if opts.critic != "auto":
-        return [Candidate(opts.critic, critic=opts.critic, conv=opts.conv, activation=opts.activation,
-                          width=opts.width, options=dict(opts.critic_options))]
-    # a value equal to the preset's is not a choice: resolved options (as the service stores them) carry
-    # the preset's conv, and they must run as they are
-    preset = PRESETS[given.preset]
-    named = [k for k in ("conv", "activation", "width") if getattr(given, k) not in (None, preset.get(k))]
-    named += ["critic_options"] if given.critic_options else []
-    if named:
-        raise ValueError(f"{', '.join(named)} apply to a named critic; with critic='auto' the candidates are "
-                         "fixed (training.selection.auto_candidates): name a critic, e.g. critic='dcgan'")
-    return auto_candidates(input_shape)
+@dataclasses.dataclass
+class Clock:
+    """When the estimate started, and when setup and training ended (perf_counter seconds)."""
+
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+    setup_end: float | None = None
+    selection_s: float = 0.0  # time spent choosing among several candidates
+    train_end: float | None = None
+
+    def deadline(self, opts: EstimateOptions) -> float | None:
+        return self.start + opts.time_budget_s if opts.time_budget_s else None
 
 
-def _certified_choice_value(state: TrainState, opts: EstimateOptions, input_shape) -> tuple[float | None, float | None]:
-    """(validation value / L, L) of the critic this candidate would report with: the best one when
-    early stopping keeps the best, else the current one."""
-    from critics import lipschitz_bound
+def _check(opts: EstimateOptions) -> None:
+    if opts.early_stopping and opts.validation == 0:
+        raise ValueError("early stopping needs a validation split: set validation > 0 or early_stopping=False")
+    if opts.critic == "auto" and opts.validation == 0:
+        raise ValueError("critic='auto' chooses on a validation split: set validation > 0 or name a critic")
 
-    keep_best = opts.early_stopping and state.best_state is not None
-    value = state.best_value if keep_best else state.last_validation
-    if value is None or value == -float("inf"):
-        return None, None
-    critic = state.critic
-    if keep_best:
-        critic = copy.deepcopy(critic)
-        critic.load_state_dict(state.best_state)
-    bound = float(lipschitz_bound(critic, input_shape).bound)
-    return value / bound, bound
+
+def _checkpointing(checkpoint_dir, opts: EstimateOptions, sides: Sides, states: list[TrainState], run: Run):
+    """Resume `states` (and the selection's state, run.extra) from checkpoint_dir when a checkpoint of
+    this run is there; return the function that saves them."""
+    if checkpoint_dir is None:
+        return None
+    ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME
+    fingerprint = _fingerprint(opts, sides.sources)
+    if ckpt.exists():
+        blob = load_checkpoint(ckpt, fingerprint, sides.device)
+        for state, saved in zip(states, blob["states"]):
+            state.load_state_dict(saved)
+        run.extra.update(blob["extra"])
+    return lambda: save_checkpoint(ckpt, fingerprint, states, run.extra)
 
 
 @restores_threads
@@ -116,124 +125,157 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
     `checkpoint_every` steps and resumes from a checkpoint it finds there.
     A side may also be a torch nn.Module or a callable z -> images: `latent` (its latent shape),
     `dist` and `output_range` describe it."""
-    from critics import build_critic, lipschitz_bound, orthogonality_error
-
-    t_start = time.perf_counter()
+    clock = Clock()
     given = EstimateOptions.build(options, **overrides)
     opts = given.resolved()
-    deadline = t_start + opts.time_budget_s if opts.time_budget_s else None
-    auto = opts.critic == "auto"
-    if opts.early_stopping and opts.validation == 0:
-        raise ValueError("early stopping needs a validation split: set validation > 0 or early_stopping=False")
-    if auto and opts.validation == 0:
-        raise ValueError("critic='auto' chooses on a validation split: set validation > 0 or name a critic")
-    want_validation = auto or bool(opts.early_stopping) or opts.validation > 0
+    _check(opts)
+    sides = open_sides(real, fake, opts, latent=latent, dist=dist, output_range=output_range)  # 1. data
+    folds = folds_for(opts, sides)
+    if folds > 1:
+        return cross_fit(sides, given, opts, folds, clock, progress=progress, should_stop=should_stop,
+                         checkpoint_dir=checkpoint_dir)
+    run = Run(progress, should_stop, planned=opts.steps)
+    fitted = fit(sides, given, opts, run, clock, checkpoint_dir, deadline=clock.deadline(opts))  # 2.-3.
+    clock.train_end = time.perf_counter()
+    return report([fitted], opts, clock, run)  # 4. held-out estimate
 
-    # 1. data
-    generator = dict(latent=latent, dist=dist, output_range=output_range)
-    real_src, fake_src = (open_for_space(side, opts.space, **(generator if callable(side) else {}))
-                          for side in (real, fake))
-    space = opts.space.resolve(real_src.shape, fake_src.shape)
-    device = pick_device(opts.device)
-    real_side = Side(real_src, 0, space, opts, device, want_validation)
-    fake_side = Side(fake_src, 1, space, opts, device, want_validation)
-    input_shape = tuple(real_side.example().shape[1:])
-    if tuple(fake_side.example().shape[1:]) != input_shape:
-        raise ValueError(f"real and fake map to different shapes in the input space: {input_shape} vs "
-                         f"{tuple(fake_side.example().shape[1:])}")
-    sources = {"real": real_src.describe(), "fake": fake_src.describe()}
 
-    # 2. one training state per critic (all built before a checkpoint is loaded into them)
-    states = []
-    for cand in _candidates(given, opts, input_shape):
-        torch.manual_seed(opts.seed)  # every candidate starts as it would alone
-        critic = build_critic(cand.critic, input_shape, conv=cand.conv, activation=cand.activation,
-                              width=cand.width, **cand.options).to(device)
-        states.append(TrainState(cand.name, critic, make_optimizer(opts, critic.parameters()),
-                                 real_side.stream(), fake_side.stream()))
-    apply_threads(choose_threads([s.critic for s in states], input_shape, opts.batch_size, device.type))
-    fingerprint = _fingerprint(opts, sources)
-    ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    if ckpt is not None and ckpt.exists():
-        blob = load_checkpoint(ckpt, fingerprint, device)
-        for state, saved in zip(states, blob["states"]):
-            state.load_state_dict(saved)
+@dataclasses.dataclass
+class Fitted:
+    """A final critic's training state and the split it reports on (cross-fitting: one per fold)."""
 
-    def checkpoint():
-        if ckpt is not None:
-            save_checkpoint(ckpt, fingerprint, states, {})
+    state: TrainState
+    sides: Sides
+    selection: Selection | None = None
 
-    run = dict(progress=progress, should_stop=should_stop, checkpoint=checkpoint)
 
-    # 3. selection (validation only; the held-out sides are still sealed)
-    t_select = time.perf_counter()
-    selection = None
+def fit(sides: Sides, given: EstimateOptions, opts: EstimateOptions, run: Run, clock: Clock, checkpoint_dir,
+        *, deadline: float | None) -> Fitted:
+    """Steps 2 and 3 on one split: the candidates' critics, auto's choice on the validation split, and
+    the winner's training to `steps`, early stopping or the deadline (held-out samples unread)."""
+    states = [new_state(c, sides, opts) for c in candidates(given, opts, sides.input_shape, sides.train_samples)]
+    apply_threads(choose_threads([s.critic for s in states], sides.input_shape, opts.batch_size,
+                                 sides.device.type))
+    run.states = states
+    run.checkpoint = _checkpointing(checkpoint_dir, opts, sides, states, run)
+    if clock.setup_end is None:
+        clock.setup_end = time.perf_counter()
+    start = time.perf_counter()
+    winner = choose(states, sides, opts, run, deadline=deadline)  # validation only
     if len(states) > 1:
-        trial = trial_steps(opts)
-        # of the budget left after setup, TRIAL_SHARE goes to the trials (equally), the rest to the winner
-        share = TRIAL_SHARE * max(deadline - t_select, 0.0) / len(states) if deadline is not None else None
-        for i, state in enumerate(states):
-            until_t = t_select + share * (i + 1) if share is not None else None  # unused time passes on
-            train(state, real_side, fake_side, opts, until=trial, pause_at=until_t, validation=True, **run)
-        records = []
-        for state in states:
-            value, bound = _certified_choice_value(state, opts, input_shape)
-            records.append(CandidateRecord(name=state.name, spec=state.critic.spec, validation=value,
-                                           lipschitz_bound=bound, steps=state.step, train_s=state.train_s,
-                                           stopped_early=state.stopped_early))
-        scored = [i for i, r in enumerate(records) if r.validation is not None]
-        winner = states[max(scored, key=lambda i: records[i].validation) if scored else 0]
-        selection = Selection(chosen=winner.name, candidates=records, trial_steps=trial)
-    else:
-        winner = states[0]
-    selection_s = time.perf_counter() - t_select if selection is not None else 0.0
+        clock.selection_s += time.perf_counter() - start
+    train(winner, sides, Schedule.of(opts, winner.candidate), until=opts.steps, deadline=deadline,  # trains on
+          validation=wants_validation(opts), run=run)
+    return Fitted(winner, sides, selection_record(states, winner, sides, opts, run) if opts.critic == "auto" else None)
 
-    # the winner continues to `steps` (with the rest of the time budget)
-    train(winner, real_side, fake_side, opts, until=opts.steps, deadline=deadline, validation=want_validation, **run)
-    if selection is not None:
-        for record, state in zip(selection.candidates, states):
-            record.steps, record.train_s = state.step, state.train_s
-    elif auto:  # one candidate for this input shape: recorded all the same
-        value, bound = _certified_choice_value(winner, opts, input_shape)
-        selection = Selection(chosen=winner.name, trial_steps=0, candidates=[CandidateRecord(
-            name=winner.name, spec=winner.critic.spec, validation=value, lipschitz_bound=bound, steps=winner.step,
-            train_s=winner.train_s, stopped_early=winner.stopped_early)])
-    train_s = time.perf_counter() - t_select
 
-    # 4. report, on the held-out samples, now unsealed
+def cross_fit(sides: Sides, given: EstimateOptions, opts: EstimateOptions, folds: int, clock: Clock, *,
+              progress=None, should_stop=None, checkpoint_dir=None) -> W1Result:
+    """Cross-fitting: for each fold k of `folds`, a critic (chosen and trained as in a plain estimate, on
+    the other folds only, fold k sealed) is fitted; once every critic is final, each is evaluated on its
+    own fold and the values are pooled (Statistics.pooled). The time budget is shared equally by the
+    folds still to run; each fold checkpoints in its own folder."""
+    fitted: list[Fitted] = []
+    deadline = clock.deadline(opts)
+    run = Run(progress, should_stop)
+    for k in range(folds):
+        fold_sides = open_sides(sides.real.source, sides.fake.source, opts, fold=(k, folds))
+        run = Run(progress, should_stop, base=run.position, planned=run.position + opts.steps,
+                  later=(folds - k - 1) * opts.steps, t0=run.t0)
+        now = time.perf_counter()
+        fold_deadline = now + (deadline - now) / (folds - k) if deadline is not None else None
+        fold_dir = Path(checkpoint_dir) / f"fold-{k}-of-{folds}" if checkpoint_dir is not None else None
+        fitted.append(fit(fold_sides, given, opts, run, clock, fold_dir, deadline=fold_deadline))
+    clock.train_end = time.perf_counter()
+    return report(fitted, opts, clock, run)
+
+
+def finish(state: TrainState, sides: Sides, opts: EstimateOptions, clock: Clock, *,
+           selection: Selection | None = None, run: Run | None = None) -> W1Result:
+    """Step 4 for one critic: its training is over (its best validated weights are the final ones);
+    unseal the held-out samples, evaluate, certify, and build the result."""
+    return report([Fitted(state, sides, selection)], opts, clock, run)
+
+
+def _final_critic(fitted: Fitted, opts: EstimateOptions):
+    """The critic a fitted state reports with (its best validated weights when early stopping keeps the
+    best), loaded into the state's own module, in eval mode; then its held-out split is unsealed."""
+    state = fitted.state
+    critic = best_critic(state, bool(opts.early_stopping))
+    if critic is not state.critic:
+        state.critic.load_state_dict(critic.state_dict())
+    state.critic.eval()
+    fitted.sides.unseal()
+    return state.critic
+
+
+def report(fitted: list[Fitted], opts: EstimateOptions, clock: Clock, run: Run | None = None) -> W1Result:
+    """Step 4: every critic is final; each is evaluated on its own held-out samples and certified, and
+    the values give the estimate (pooled over folds when there are several)."""
+    from critics import lipschitz_bound
+
     t_eval = time.perf_counter()
-    critic = winner.critic
-    if opts.early_stopping and winner.best_state is not None:
-        critic.load_state_dict(winner.best_state)
-    critic.eval()
-    real_side.unseal()
-    fake_side.unseal()
-    _, fr, ff = dual_value(critic, real_side, fake_side, "heldout")
-    cert = lipschitz_bound(critic, input_shape)
-    stats = Statistics.of(fr, ff, same_heldout(real_side, fake_side), float(cert.bound), opts.confidence)
+    if run is not None:
+        last = fitted[-1].state
+        run.planned, run.later = run.position, 0
+        run.report(last, last.curve[-1]["objective"] if last.curve else 0.0, last.last_validation, phase="evaluation")
+    evaluated = []
+    for f in fitted:
+        critic = _final_critic(f, opts)
+        _, fr, ff = dual_value(critic, f.sides.real, f.sides.fake, "heldout")
+        evaluated.append((critic, fr, ff, same_heldout(f.sides.real, f.sides.fake), lipschitz_bound(
+            critic, f.sides.input_shape)))
+    if len(evaluated) == 1:
+        _, fr, ff, paired, cert = evaluated[0]
+        stats = Statistics.of(fr, ff, paired, float(cert.bound), opts.confidence)
+    else:
+        stats = Statistics.pooled([(fr, ff, p, float(c.bound)) for _, fr, ff, p, c in evaluated], opts.confidence)
     fid = None
     if opts.fid:
         from training.fid import compute_fid
-        fid = compute_fid(real_side.heldout_batches(raw=True), fake_side.heldout_batches(raw=True),
-                          opts.fid_weights, device)
-    eval_s = time.perf_counter() - t_eval
+        fid = compute_fid(itertools.chain.from_iterable(f.sides.real.heldout_batches(raw=True) for f in fitted),
+                          itertools.chain.from_iterable(f.sides.fake.heldout_batches(raw=True) for f in fitted),
+                          opts.fid_weights, fitted[0].sides.device)
+    return _result(fitted, evaluated, stats, fid, opts, clock, t_eval)
 
+
+def _result(fitted, evaluated, stats: Statistics, fid, opts: EstimateOptions, clock: Clock, t_eval: float) -> W1Result:
+    from critics import orthogonality_error
+
+    first, (critic, *_), state = fitted[0], evaluated[0], fitted[0].state
+    sides = first.sides
+    end = time.perf_counter()
+    setup_end = clock.setup_end if clock.setup_end is not None else clock.start
+    train_end = clock.train_end if clock.train_end is not None else t_eval
+    steps = sum(f.state.step for f in fitted)
+    train_s = sum(f.state.train_s for f in fitted)
+    folds = None if len(fitted) == 1 else [FoldRecord(
+        fold=k, real_heldout=len(fr), fake_heldout=len(ff), estimate=float(fr.mean() - ff.mean()),
+        stderr=stderr(fr, ff, paired), lipschitz_bound=float(cert.bound),
+        certified=float(fr.mean() - ff.mean()) / float(cert.bound), steps=f.state.step, critic=f.state.name)
+        for k, (f, (_, fr, ff, paired, cert)) in enumerate(zip(fitted, evaluated))]
+    notes = stats.notes() + [note for f in fitted
+                             for note in training_notes(f.state.step, f.state.ended_by, opts, f.selection)]
     result = W1Result(
         estimate=stats.estimate, stderr=stats.stderr, ci=stats.ci, confidence=opts.confidence,
-        lipschitz_bound=stats.lipschitz_bound, lipschitz_layers=[_layer_dict(layer) for layer in cert.layers],
+        lipschitz_bound=stats.lipschitz_bound,
+        lipschitz_layers=[_layer_dict(layer) for layer in evaluated[0][4].layers],
         certified_lower_bound=stats.certified, certified_ci=stats.certified_ci,
         lower_confidence_bound=stats.lower_confidence_bound,
-        orthogonality_error=float(orthogonality_error(critic)),
-        samples=SampleCounts(real_train=real_side.train_count(winner.step), real_heldout=len(fr),
-                             fake_train=fake_side.train_count(winner.step), fake_heldout=len(ff),
-                             real_validation=real_side.n_validation, fake_validation=fake_side.n_validation),
-        space=space.describe(), sources=sources, curve=[CurvePoint(**p) for p in winner.curve],
-        steps_run=winner.step, stopped_early=winner.stopped_early,
-        timings=Timings(train_s=train_s, eval_s=eval_s, total_s=time.perf_counter() - t_start,
-                        selection_s=selection_s, setup_s=t_select - t_start,
-                        steps_per_s=winner.step / winner.train_s if winner.train_s > 0 else None),
-        device=str(device), seed=opts.seed, options=opts.model_dump(mode="json"), versions=_versions(), fid=fid,
-        critic_spec=critic.spec, selection=selection, notes=stats.notes(), legend=legend(opts.confidence),
+        orthogonality_error=max(float(orthogonality_error(c)) for c, *_ in evaluated),
+        samples=SampleCounts(real_train=sides.real.train_count(state.step),
+                             real_heldout=sum(len(fr) for _, fr, *_ in evaluated),
+                             fake_train=sides.fake.train_count(state.step),
+                             fake_heldout=sum(len(ff) for _, _, ff, *_ in evaluated),
+                             real_validation=sides.real.n_validation, fake_validation=sides.fake.n_validation),
+        space=sides.space.describe(), sources=sides.sources, curve=[CurvePoint(**p) for p in state.curve],
+        steps_run=steps, stopped_early=all(f.state.stopped_early for f in fitted),
+        timings=Timings(train_s=train_end - setup_end, eval_s=end - t_eval, total_s=end - clock.start,
+                        selection_s=clock.selection_s, setup_s=setup_end - clock.start,
+                        steps_per_s=steps / train_s if train_s > 0 else None),
+        device=str(sides.device), seed=opts.seed, options=opts.model_dump(mode="json"), versions=_versions(),
+        fid=fid, critic_spec=critic.spec, selection=first.selection, folds=folds, legend=legend(opts.confidence),
+        notes=list(dict.fromkeys(notes)),
     )
-    result._critic = critic
+    result._critics = [c for c, *_ in evaluated]
     return result

@@ -1,15 +1,20 @@
-"""Step 2b: the training loop of one critic.
+"""Step 2: training one critic.
 
-The step itself is forward, loss, backward, optimizer.step (the critic's layers re-project their
-parameters inside their own forward): nothing in it reads a number back to the host. The objective
-is summed on the device and read at progress points; validation (which does read back) runs every
-`eval_every` steps."""
+`new_state` builds a critic (optionally from a given critic and optimiser state: a warm start),
+`train` trains it on given sides with a given `Schedule` until a step, early stopping, a deadline or a
+pause time. The step itself is forward, loss, backward, optimizer.step (the critic's layers re-project
+their parameters inside their own forward): nothing in it reads a number back to the host. The
+objective is summed on the device and read at progress points; validation (which does read back)
+runs every `eval_every` steps. A `Run` carries the callbacks and counts the steps of every critic of
+one estimate, so progress has one monotone position."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,13 +24,73 @@ from training.result import Cancelled, ProgressEvent
 from training.state import TrainState
 
 
-def lr_at(opts: EstimateOptions, step: int) -> float:
-    """The learning rate for training step `step` (0-based): a pure function, so resuming needs no state."""
-    if opts.lr_schedule == "step" and opts.lr_decay_every:
-        return opts.lr * opts.lr_decay_factor ** (step // opts.lr_decay_every)
-    if opts.lr_schedule == "cosine":
-        return opts.lr * 0.5 * (1 + math.cos(math.pi * step / opts.steps))
-    return opts.lr
+@dataclass(frozen=True)
+class Schedule:
+    """How one critic trains: learning rate and its schedule, the step horizon, validation and early
+    stopping. `Schedule.of(opts)` is the estimate's own; a warm-started critic (a checkpoint series)
+    passes another, e.g. `dataclasses.replace(Schedule.of(opts), lr=3e-4, lr_schedule="constant",
+    steps=300, eval_every=50, patience=2)`."""
+
+    steps: int
+    lr: float
+    lr_schedule: str = "constant"
+    lr_decay_every: int = 0
+    lr_decay_factor: float = 0.1
+    eval_every: int = 100
+    early_stopping: bool = True
+    patience: int = 4
+    min_delta: float = 1e-3
+    progress_every: int = 10
+    checkpoint_every: int = 500
+
+    @classmethod
+    def of(cls, opts: EstimateOptions, candidate=None) -> "Schedule":
+        """The options' schedule, with a candidate's own learning rate when it sets one."""
+        schedule = cls(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(cls)})
+        lr = getattr(candidate, "lr", None)
+        return dataclasses.replace(schedule, lr=lr) if lr else schedule
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate for training step `step` (0-based): a pure function, so resuming needs no state."""
+        if self.lr_schedule == "step" and self.lr_decay_every:
+            return self.lr * self.lr_decay_factor ** (step // self.lr_decay_every)
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * step / self.steps))
+        return self.lr
+
+
+@dataclass
+class Run:
+    """One estimate's training as its caller sees it: the callbacks, and the position over every critic
+    it trains (`states`, after `base` steps of earlier folds), so progress never goes back when training
+    moves from one critic to another. `planned` is the overall number of steps now expected up to the
+    end of this split (the selection lowers it when it decides early), `later` those of the folds still
+    to come; `extra` is saved with every checkpoint (the selection's state)."""
+
+    progress: Callable[[ProgressEvent], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    checkpoint: Callable[[], None] | None = None
+    states: Sequence[TrainState] = ()
+    planned: int = 0
+    phase: str = "training"
+    extra: dict = field(default_factory=dict)
+    t0: float = field(default_factory=time.perf_counter)
+    base: int = 0
+    later: int = 0
+
+    @property
+    def position(self) -> int:
+        return self.base + sum(s.step for s in self.states)
+
+    def report(self, state: TrainState | None, objective: float, estimate: float | None, phase: str | None = None,
+               ) -> None:
+        if self.progress is None:
+            return
+        position = self.position
+        self.progress(ProgressEvent(
+            step=position, total=max(self.planned + self.later, position), objective=objective, estimate=estimate,
+            elapsed_s=time.perf_counter() - self.t0, phase=phase or self.phase,
+            candidate=state.name if state is not None else "", candidate_step=state.step if state is not None else 0))
 
 
 def make_optimizer(opts: EstimateOptions, params) -> torch.optim.Optimizer:
@@ -51,6 +116,31 @@ def _bump_versions(optimizer: torch.optim.Optimizer, *_) -> None:
             increment_version(p)
 
 
+def new_state(candidate, sides, opts: EstimateOptions, *, critic_state: dict | None = None,
+              optimizer_state: dict | None = None) -> TrainState:
+    """A critic of `candidate` (training.selection.Candidate) ready to train on `sides`, initialised
+    from `opts.seed` as it would be alone, or from `critic_state` (and `optimizer_state`) when given:
+    a warm start. Its batch streams are fresh, its step and validation bookkeeping start at 0. Its
+    schedule is `Schedule.of(opts, candidate)`."""
+    from critics import build_critic
+
+    from training.data import stream_seed
+
+    torch.manual_seed(opts.seed)  # every candidate starts as it would alone
+    critic = build_critic(candidate.critic, sides.input_shape, conv=candidate.conv, activation=candidate.activation,
+                          width=candidate.width, **candidate.options).to(sides.device)
+    if critic_state is not None:
+        critic.load_state_dict(critic_state)
+    optimizer = make_optimizer(opts, critic.parameters())
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    noise = candidate.input_noise * sides.spread() if candidate.input_noise else 0.0
+    state = TrainState(candidate.name, critic, optimizer, sides.real.stream(), sides.fake.stream(),
+                       input_noise=noise, noise_seed=stream_seed(opts.seed, 0, "noise"))
+    state.candidate = candidate
+    return state
+
+
 @torch.no_grad()
 def critic_values(critic: torch.nn.Module, batches) -> np.ndarray:
     """f(x) over all batches, in eval mode, as float64 (so means and variances do not lose digits)."""
@@ -70,11 +160,24 @@ def dual_value(critic, real, fake, which: str) -> tuple[float, np.ndarray, np.nd
     return float(fr.mean() - ff.mean()), fr, ff
 
 
+def best_critic(state: TrainState, keep_best: bool) -> torch.nn.Module:
+    """The critic a state reports with: a copy holding its best validated weights when early stopping
+    keeps the best, else the critic itself."""
+    if not keep_best or state.best_state is None:
+        return state.critic
+    critic = copy.deepcopy(state.critic)
+    critic.load_state_dict(state.best_state)
+    return critic
+
+
 def train_step(state: TrainState, lr: float) -> None:
     """One step: maximise mean f(real) - mean f(fake) on one batch per side. No host sync."""
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     xr, xf = state.real.next(), state.fake.next()
+    if state.input_noise:  # a candidate that trains on noisy inputs (selection.SMALL_DATA_NOISE)
+        xr, xf = (x + state.input_noise * torch.randn(x.shape, generator=state.noise_gen, device=x.device,
+                                                      dtype=x.dtype) for x in (xr, xf))
     out = state.critic(torch.cat([xr, xf]))  # one forward: a BCOP kernel is built once per step
     objective = out[:len(xr)].mean() - out[len(xr):].mean()
     state.optimizer.zero_grad(set_to_none=True)
@@ -85,63 +188,80 @@ def train_step(state: TrainState, lr: float) -> None:
     state.step += 1
 
 
-def validate(state: TrainState, real, fake, opts: EstimateOptions) -> float:
+def validate(state: TrainState, sides, schedule: Schedule) -> float:
     """Validation estimate; keeps the best critic and counts evaluations without improvement."""
-    value, _, _ = dual_value(state.critic, real, fake, "validation")
+    value, _, _ = dual_value(state.critic, sides.real, sides.fake, "validation")
     state.last_validation = value
-    if value > state.best_value + opts.min_delta * abs(state.best_value) or state.best_state is None:
+    if value > state.best_value + schedule.min_delta * abs(state.best_value) or state.best_state is None:
         state.best_value, state.best_step, state.bad_evals = value, state.step, 0
         state.best_state = copy.deepcopy(state.critic.state_dict())
     else:
         state.bad_evals += 1
-        if opts.early_stopping and state.bad_evals >= opts.patience:
+        if schedule.early_stopping and state.bad_evals >= schedule.patience:
             state.stopped_early = True
     return value
 
 
-def train(state: TrainState, real, fake, opts: EstimateOptions, *, until: int, deadline: float | None = None,
-          pause_at: float | None = None, validation: bool, progress: Callable[[ProgressEvent], None] | None = None,
-          should_stop: Callable[[], bool] | None = None,
-          checkpoint: Callable[[], None] | None = None) -> None:
-    """Train `state` up to step `until` (<= opts.steps), early stopping, or time.perf_counter() >= deadline.
+def train(state: TrainState, sides, schedule: Schedule, *, until: int, deadline: float | None = None,
+          pause_at: float | None = None, validation: bool, run: Run | None = None) -> None:
+    """Train `state` on `sides` up to step `until` (<= schedule.steps), early stopping, or
+    time.perf_counter() >= deadline.
 
-    The last two end the critic's training for good (`state.done`); reaching `until` < opts.steps or the
-    time `pause_at` only pauses it (a candidate waiting for the selection, after its share of the budget).
-    should_stop() is polled before every step and a true answer checkpoints and raises Cancelled."""
+    The last two end the critic's training for good (`state.done`, `state.ended_by`); reaching
+    `until` < schedule.steps or the time `pause_at` only pauses it (a candidate waiting for the
+    selection). run.should_stop() is polled before every step and a true answer checkpoints and raises
+    Cancelled (at the run's overall position, which the last progress event also shows)."""
+    run = run if run is not None else Run(states=[state])
     t0 = time.perf_counter() - state.train_s  # so train_s keeps counting across pauses and resumes
     state.critic.train()
 
     def save():
         state.train_s = time.perf_counter() - t0
-        if checkpoint is not None:
-            checkpoint()
+        if run.checkpoint is not None:
+            run.checkpoint()
 
     while not state.done and state.step < until:
-        if should_stop is not None and should_stop():
+        if run.should_stop is not None and run.should_stop():
             save()
-            raise Cancelled(state.step)
-        train_step(state, lr_at(opts, state.step))
+            run.report(state, _read_objective(state, record=False), state.last_validation)
+            raise Cancelled(run.position)
+        train_step(state, schedule.lr_at(state.step))
         now = time.perf_counter()
         out_of_time = deadline is not None and now >= deadline
         paused = pause_at is not None and now >= pause_at
-        validated = validation and (state.step % opts.eval_every == 0 or state.step in (opts.steps, until)
+        validated = validation and (state.step % schedule.eval_every == 0 or state.step in (schedule.steps, until)
                                     or out_of_time or paused)
         if validated:
-            validate(state, real, fake, opts)
-        if (state.step % opts.progress_every == 0 or validated or state.step == opts.steps or state.stopped_early
-                or out_of_time or paused):
-            mean_obj = float(state.obj_sum) / max(state.obj_count, 1)  # the one read-back, at progress points
-            elapsed = time.perf_counter() - t0
-            state.curve.append({"step": state.step, "objective": mean_obj,
-                                "validation": state.last_validation if validated else None, "time_s": elapsed})
-            state.obj_sum.zero_()
-            state.obj_count = 0
-            if progress is not None:
-                progress(ProgressEvent(step=state.step, total=opts.steps, objective=mean_obj,
-                                       estimate=state.last_validation, elapsed_s=elapsed, phase=state.name))
-        state.done = state.stopped_early or state.step >= opts.steps or out_of_time
-        if checkpoint is not None and (state.step % opts.checkpoint_every == 0 or state.done):
+            validate(state, sides, schedule)
+        if (state.step % schedule.progress_every == 0 or validated or state.step == schedule.steps
+                or state.stopped_early or out_of_time or paused):
+            objective = _read_objective(state)
+            state.curve.append({"step": state.step, "objective": objective,
+                                "validation": state.last_validation if validated else None,
+                                "time_s": time.perf_counter() - t0})
+            run.report(state, objective, state.last_validation)
+        _mark_done(state, schedule, out_of_time)
+        if run.checkpoint is not None and (state.step % schedule.checkpoint_every == 0 or state.done):
             save()
         if paused:
             break
     state.train_s = time.perf_counter() - t0
+
+
+def _read_objective(state: TrainState, record: bool = True) -> float:
+    """The training objective averaged since the last read (the one read-back, at progress points)."""
+    mean = float(state.obj_sum) / max(state.obj_count, 1)
+    if record:
+        state.obj_sum.zero_()
+        state.obj_count = 0
+    return mean
+
+
+def _mark_done(state: TrainState, schedule: Schedule, out_of_time: bool) -> None:
+    if state.stopped_early:
+        state.ended_by = "early stopping"
+    elif state.step >= schedule.steps:
+        state.ended_by = "steps"
+    elif out_of_time:
+        state.ended_by = "time budget"
+    state.done = state.ended_by is not None

@@ -16,15 +16,21 @@ class Cancelled(Exception):
 
 
 class ProgressEvent(BaseModel):
-    """One progress report: `objective` is the training objective averaged since the last report,
-    `estimate` the latest validation estimate (None before the first validation)."""
+    """One progress report. `step` counts the training steps of every critic of the estimate so far
+    (with critic='auto' the candidates' trials too), so it never goes back; `total` is the number of
+    steps now expected (it shrinks when the choice or early stopping ends training sooner). `objective`
+    is the training objective averaged since the last report, `estimate` the latest validation
+    estimate (None before the first validation)."""
 
     step: int
     total: int
     objective: float
     estimate: float | None = None
     elapsed_s: float = 0.0
-    phase: str = Field("", description="The critic being trained (a candidate name with critic='auto').")
+    phase: str = Field("", description="'selection' (critic='auto' trying its candidates), 'training' "
+                       "(the chosen critic) or 'evaluation' (held-out estimate, FID).")
+    candidate: str = Field("", description="The critic being trained (a candidate name with critic='auto').")
+    candidate_step: int = Field(0, description="That critic's own training step.")
 
 
 class CurvePoint(BaseModel):
@@ -69,24 +75,52 @@ class Timings(BaseModel):
 
 class CandidateRecord(BaseModel):
     """One critic that critic='auto' trained: its spec, its certified validation value (the only number
-    the choice looks at), its Lipschitz bound, steps and time."""
+    the choice looks at) with its standard error, its Lipschitz bound, when its trial ended and how far
+    behind the winner it was then, steps and time."""
 
     name: str
     spec: dict[str, Any]
-    validation: float | None = Field(None, description="Best validation estimate / lipschitz_bound.")
+    validation: float | None = Field(None, description="Best validation estimate / lipschitz_bound, at the choice.")
     lipschitz_bound: float | None = None
+    validation_stderr: float | None = Field(None, description="Standard error of `validation`.")
+    behind_se: float | None = Field(None, description="How far the leader was ahead of it when its trial ended, in "
+                                    "standard errors of the difference (None for the winner).")
+    trial_ended_at: int | None = Field(None, description="Its step when its trial ended (None for the winner).")
+    training: dict[str, float] = Field(default_factory=dict, description="Training settings of its own (small "
+                                       "data): lr, input_noise (in units of the data's spread) and input_noise_std.")
     steps: int = 0
     train_s: float = 0.0
     stopped_early: bool = False
 
 
 class Selection(BaseModel):
-    """How critic='auto' chose: every candidate, the winner, and the rule."""
+    """How critic='auto' chose: every candidate, the winner, the rule, and when and why it decided."""
 
     chosen: str
     candidates: list[CandidateRecord]
-    trial_steps: int
-    rule: str = "highest certified validation value; held-out samples unread until chosen"
+    trial_steps: int = Field(description="The longest trial a candidate could get (steps).")
+    rule: str = ("candidates train in rounds of eval_every steps; one that another leads by margin_threshold_se "
+                 "standard errors of the validation difference is out; at the end of the trials the highest "
+                 "certified validation value wins; held-out samples unread until chosen")
+    decided_at_step: int = Field(0, description="The candidates' step when the choice was made.")
+    margin_se: float | None = Field(None, description="The winner's lead over the runner-up at the choice, in "
+                                    "standard errors of the difference of their certified validation values.")
+    margin_threshold_se: float | None = Field(None, description="The lead that ends a candidate's trial.")
+    reason: str = Field("", description="When and why the choice was made, in words.")
+
+
+class FoldRecord(BaseModel):
+    """One fold of a cross-fitted estimate: its critic trained on the other folds, evaluated on this one."""
+
+    fold: int
+    real_heldout: int
+    fake_heldout: int
+    estimate: float = Field(description="Mean f(real) - mean f(fake) of this fold's critic on this fold.")
+    stderr: float
+    lipschitz_bound: float
+    certified: float = Field(description="estimate / lipschitz_bound.")
+    steps: int
+    critic: str = Field(description="The critic this fold trained (auto's choice on this fold's validation split).")
 
 
 class W1Result(BaseModel):
@@ -124,16 +158,24 @@ class W1Result(BaseModel):
     fid: FIDResult | None = None
     critic_spec: dict[str, Any] | None = Field(None, description="The chosen critic (critics.critic_from_spec).")
     selection: Selection | None = None
+    folds: list[FoldRecord] | None = Field(None, description="Cross-fitting (folds > 1): every fold's critic and "
+                                           "value; the estimate pools them (selection and curve: the first fold's).")
     notes: list[str] = Field(default_factory=list)
     legend: dict[str, str] = Field(default_factory=dict)
 
-    # the trained critic (eval mode) when the result comes straight from estimate_w1; never serialised
-    _critic: Any = PrivateAttr(default=None)
+    # the trained critics (eval mode) when the result comes straight from estimate_w1; never serialised
+    _critics: list = PrivateAttr(default_factory=list)
 
     @property
     def critic(self):
-        """The trained critic module, or None for a result read back from JSON."""
-        return self._critic
+        """The trained critic module (cross-fitting: the first fold's), or None for a result read back
+        from JSON."""
+        return self._critics[0] if self._critics else None
+
+    @property
+    def critics(self) -> list:
+        """Every trained critic: one, or one per fold (cross-fitting); empty for a result read from JSON."""
+        return list(self._critics)
 
     def to_json(self, indent: int | None = 2) -> str:
         return self.model_dump_json(indent=indent)
@@ -162,9 +204,13 @@ class W1Result(BaseModel):
         if self.critic_spec is not None:
             rows.append(("critic", _describe_critic(self.critic_spec)))
         if self.selection is not None:
+            sel = self.selection
             rows.append(("critic choice (validation, certified)", ", ".join(
-                f"{c.name} {c.validation:.4f}" if c.validation is not None else f"{c.name} -"
-                for c in self.selection.candidates) + f" -> {self.selection.chosen}"))
+                f"{c.name} {c.validation:.4f}" + (f" ± {c.validation_stderr:.4f}" if c.validation_stderr else "")
+                if c.validation is not None else f"{c.name} -" for c in sel.candidates) + f" -> {sel.chosen}"))
+            if len(sel.candidates) > 1:
+                rows.append(("chosen at step", f"{sel.decided_at_step} of at most {sel.trial_steps}"
+                             + (f", lead {sel.margin_se:.1f} s.e." if sel.margin_se is not None else "")))
         rows.append(("steps", f"{self.steps_run}" + (" (early stop)" if self.stopped_early else "")
                      + (f", {t.steps_per_s:.1f} steps/s" if t.steps_per_s else "")))
         rows.append(("time", f"{t.total_s:.1f} s (setup {t.setup_s:.1f} s, train {t.train_s:.1f} s"

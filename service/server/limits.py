@@ -122,10 +122,10 @@ def check_critic(opts, input_shape, settings) -> None:
     from critics.models import available_critics
 
     if opts.critic == "auto":  # the estimator's candidates: conv, activation, width, critic_options must be unset
-        from training.estimator import _candidates  # the estimator's own rule (its home: training.selection, soon)
+        from training.selection import candidates  # the estimator's own rule
 
         try:
-            _candidates(opts, opts.resolved(), tuple(input_shape))  # as the worker will call it with the stored options
+            candidates(opts, opts.resolved(), tuple(input_shape))  # as the worker will call it with the stored options
         except ValueError as exc:
             refuse(f"options: {exc}")
         return

@@ -63,8 +63,11 @@ def test_too_few_samples_is_a_clear_error():
 def test_progress_events_and_result_json(digits_pair):
     events: list[ProgressEvent] = []
     r = estimate_w1(*digits_pair, progress=events.append, **TINY)
-    assert [e.step for e in events] == [5, 10, 15, 20, 25, 30]
-    assert all(e.total == 30 for e in events) and events[-1].estimate is not None
+    training = [e for e in events if e.phase == "training"]
+    assert [e.step for e in training] == [5, 10, 15, 20, 25, 30]
+    assert all(e.total == 30 and e.candidate == "dcgan" and e.candidate_step == e.step for e in training)
+    assert training[-1].estimate is not None
+    assert [(e.phase, e.step, e.total) for e in events[len(training):]] == [("evaluation", 30, 30)]
     assert r.steps_run == 30 and len(r.curve) == 6
     assert r.samples.real_train == 400 - 80 - 40 and r.samples.real_heldout == 80
     assert r.options["steps"] == 30 and r.options["optimizer"] == "adam"  # resolved options recorded

@@ -10,10 +10,11 @@ import torch
 from scipy.stats import norm
 
 from training import W1Result, estimate_w1
-from training.data import HeldOutSealed, Side, split_indices
+from training.data import HeldOutSealed, Side, open_sides, split_indices
+from training.loop import Run, Schedule, new_state, train
 from training.options import EstimateOptions
 from training.report import Statistics
-from training.selection import auto_candidates
+from training.selection import MARGIN_SE, Candidate, auto_candidates, choose, selection_record
 from training.sources import open_source
 from training.sources.base import ArraySource
 from training.space import InputSpace
@@ -60,6 +61,13 @@ def test_auto_reads_heldout_only_after_the_choice(scaled_digits):
     assert len(sel.candidates) == 2 and all(c.validation is not None and c.train_s > 0 for c in sel.candidates)
     best = max(sel.candidates, key=lambda c: c.validation)
     assert sel.chosen == best.name and r.critic_spec == best.spec
+    # when and why: at a validation round within the trial, every loser's trial ended then
+    assert 0 < sel.decided_at_step <= sel.trial_steps and sel.decided_at_step % FAST["eval_every"] == 0
+    assert sel.reason.startswith(f"{sel.chosen} chosen at step {sel.decided_at_step}")
+    for c in sel.candidates:
+        if c.name != sel.chosen:
+            assert c.trial_ended_at == c.steps == sel.decided_at_step and c.behind_se >= 0
+            assert (c.behind_se >= MARGIN_SE) == ("its lead reached the margin" in sel.reason)
     assert r.options["critic"] == "auto" and r.timings.selection_s > 0 and r.timings.steps_per_s > 0
     back = W1Result.from_json(r.to_json())
     assert back.selection == sel and back.lower_confidence_bound == r.lower_confidence_bound
@@ -170,3 +178,67 @@ def test_auto_resumes_from_a_checkpoint_exactly(scaled_digits, tmp_path):
     assert resumed.estimate == full.estimate and resumed.stderr == full.stderr
     for (k, a), (_, b) in zip(full.critic.state_dict().items(), resumed.critic.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def test_a_candidate_far_behind_is_out_after_one_round_and_the_winner_runs_as_alone(scaled_digits):
+    """A critic of width 2 against one of width 64: after one round of eval_every steps the wide one
+    leads by far more than MARGIN_SE standard errors, the narrow one's trial ends there, and the
+    winner's training is exactly that of the same critic trained alone."""
+    opts = EstimateOptions(critic="auto", steps=150, eval_every=50, batch_size=32).resolved()
+    sides = open_sides(*scaled_digits, opts)
+    cands = [Candidate("narrow", critic="fc", width=2, options={"group_size": 2, "depth": 1}),
+             Candidate("wide", critic="fc", width=64)]
+    states = [new_state(c, sides, opts) for c in cands]
+    events = []
+    run = Run(progress=events.append, states=states, planned=opts.steps)
+    winner = choose(states, sides, opts, run, deadline=None)
+    assert winner.name == "wide" and [s.step for s in states] == [50, 50]
+    train(winner, sides, Schedule.of(opts), until=opts.steps, validation=True, run=run)
+    sel = selection_record(states, winner, sides, opts, run)
+    narrow, wide = sel.candidates
+    assert sel.decided_at_step == 50 and sel.margin_se >= MARGIN_SE and "lead reached the margin" in sel.reason
+    assert narrow.trial_ended_at == narrow.steps == 50 and narrow.behind_se == sel.margin_se
+    assert wide.steps == 150 and wide.validation > narrow.validation + MARGIN_SE * narrow.validation_stderr
+    phases = [(e.phase, e.candidate) for e in events]
+    assert sorted(set(phases), key=phases.index) == [("selection", "narrow"), ("selection", "wide"),
+                                                     ("training", "wide")]
+    positions = [e.step for e in events]
+    assert positions == sorted(positions) and positions[-1] == 200 and events[-1].total == 200
+
+    alone = new_state(cands[1], sides, opts)
+    train(alone, sides, Schedule.of(opts), until=opts.steps, validation=True)
+    for (k, a), b in zip(winner.critic.state_dict().items(), alone.critic.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_auto_resumes_after_the_choice_exactly(scaled_digits, tmp_path):
+    """Cancelled while the winner trains on after the choice, resumed: the choice stands as it was
+    made (the race is part of the checkpoint) and the result equals the uninterrupted run's."""
+    from training import Cancelled
+
+    opts = dict(steps=60, eval_every=10, batch_size=32, progress_every=10, checkpoint_every=5)
+    full = estimate_w1(*scaled_digits, checkpoint_dir=tmp_path / "full", **opts)
+    trial_positions = sum(c.trial_ended_at or 0 for c in full.selection.candidates) + full.selection.decided_at_step
+    calls = []
+    with pytest.raises(Cancelled) as info:
+        estimate_w1(*scaled_digits, should_stop=lambda: calls.append(1) or len(calls) > trial_positions + 7,
+                    checkpoint_dir=tmp_path / "cut", **opts)
+    assert info.value.step == trial_positions + 7
+    resumed = estimate_w1(*scaled_digits, checkpoint_dir=tmp_path / "cut", **opts)
+    assert resumed.selection == full.selection.model_copy(update={"candidates": resumed.selection.candidates})
+    assert [c.validation for c in resumed.selection.candidates] == [c.validation for c in full.selection.candidates]
+    assert resumed.estimate == full.estimate and resumed.steps_run == full.steps_run
+
+
+def test_the_result_says_when_the_budget_bound_it_and_when_the_critic_barely_trained(scaled_digits):
+    bound = estimate_w1(*scaled_digits, critic="fc", width=32, steps=10**6, eval_every=50, time_budget_s=1.0)
+    notes = " ".join(bound.notes)
+    assert f"The time budget (1 s; --time, time_budget_s) ended training at step {bound.steps_run} of 1000000" in notes
+    assert ("barely trained" in notes) == (bound.steps_run < 200)
+    short = estimate_w1(*scaled_digits, critic="fc", width=32, steps=30, eval_every=10)
+    assert any("trained only 30 steps" in n for n in short.notes)
+    assert not any("time budget" in n for n in short.notes)
+    done = estimate_w1(*scaled_digits, critic="fc", width=32, steps=250, eval_every=50)
+    assert not any("trained only" in n or "time budget" in n for n in done.notes)
+    assert EstimateOptions().resolved().time_budget_s == 600  # the default estimate is bounded
+    assert EstimateOptions(preset="paper").resolved().time_budget_s == 0  # the paper's protocol is not
