@@ -118,10 +118,16 @@ class BatchCreate(BaseModel):
 
 
 class Progress(BaseModel):
+    """The latest progress of a running job (training.result.ProgressEvent): `step` of `total` counts
+    every critic's steps so far, so it never goes back; `phase` and `candidate` say what is training."""
+
     step: int
     total: int
     estimate: float | None = None
     objective: float | None = None
+    phase: str = Field("", description="'selection' (critic='auto' trying its candidates), 'training' or 'evaluation'.")
+    candidate: str = Field("", description="The critic being trained.")
+    candidate_step: int = Field(0, description="That critic's own training step.")
 
 
 class JobSpec(BaseModel):
