@@ -14,5 +14,6 @@ PLAT="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platfo
   pydantic==2.14.4 pydantic_core==2.50.5 pydantic-settings==2.16.3 python-dotenv==1.2.4 \
   python-multipart==0.0.34 SQLAlchemy==2.1.9 typing-inspection==0.4.5 uvicorn==0.55.0 redis==8.1.0 \
   tzlocal==5.4.5 opentelemetry-api==1.45.2 typing_extensions==4.16.0 click==8.5.1 anyio==4.16.0 \
-  python-dateutil==2.9.0.post0 annotated-doc==0.0.7
+  python-dateutil==2.9.0.post0 annotated-doc==0.0.7 \
+  streaming-form-data==2.1.0 smart-open==9.0.4 wrapt==2.5.2 aiofiles==25.1.0 httpx-sse==0.4.3 tenacity==9.2.1
 ls .whl

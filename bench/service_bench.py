@@ -8,12 +8,13 @@ on Redis + PostgreSQL (real servers started in temporary folders on free ports):
   until it succeeds (the reconciler notices the stale heartbeat; the job resumes from its checkpoint).
 
 - load (``--load``, instead of the above): requests/s and p50/p95 latency of a mix of reads and
-  submissions (90/10) from 16, 64 and 256 concurrent clients, each with 0 and then 100 event streams
-  held open; ``--server-root DIR`` benchmarks another checkout's server (e.g. the code before a
-  change, extracted with ``git archive <commit> | tar -x -C DIR``).
+  submissions (90/10) from 16, 64 and 256 concurrent clients (``--load-clients``), each with 0 and
+  then 100 event streams held open (``--streams``), with ``--api-workers 1,2`` API processes
+  (``w1 serve --api-workers N``) side by side in one run; ``--server-root DIR`` benchmarks another
+  checkout's server (e.g. the code before a change, extracted with ``git archive <commit> | tar -x -C DIR``).
 
     python bench/service_bench.py [--backends embedded,redis-postgres] [--requests 400] [--clients 16]
-    python bench/service_bench.py --load [--server-root DIR] [--seconds 8]
+    python bench/service_bench.py --load [--api-workers 1,2] [--server-root DIR] [--seconds 8]
 
 Writes bench/results/service-<date>.json and .md. The server runs with short recovery settings
 (heartbeat 1 s, stale after 5 s, reconcile every 1 s) so recovery is measured in seconds.
@@ -135,15 +136,16 @@ BACKENDS = {"embedded": embedded, "redis-postgres": redis_postgres}
 class Service:
     """`w1 serve --workers 0` (API + reconciler) and `w1 worker` processes we can kill."""
 
-    def __init__(self, tmp: Path, backend_env: dict, root: Path = ROOT):
+    def __init__(self, tmp: Path, backend_env: dict, root: Path = ROOT, api_workers: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ, W1_DATA_DIR=str(tmp / "data"), CUDA_VISIBLE_DEVICES="",
                         PYTHONPATH=str(root), **RECOVERY_SETTINGS, **backend_env)
         self.log = (tmp / "service.log").open("w")
         self.workers: dict[str, subprocess.Popen] = {}
+        more = ["--api-workers", str(api_workers)] if api_workers > 1 else []  # (older servers lack the option)
         self.api = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--workers", "0",
-                                     "--port", str(self.port)], env=self.env,
+                                     "--port", str(self.port), *more], env=self.env,
                                     stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(self._ready, 120, f"API at {self.url}", 0.2)
 
@@ -333,7 +335,7 @@ async def _load_round(port: int, job_ids: list[str], submit: bytes, clients: int
     async def stream(i: int):
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"GET /v1/jobs/{job_ids[i % len(job_ids)]}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            writer.write(f"GET /v1/jobs/{job_ids[i % len(job_ids)]}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             while b"event: status" not in await asyncio.wait_for(reader.readline(), 120):
                 pass
             opened.append(i)
@@ -379,13 +381,21 @@ async def _load_round(port: int, job_ids: list[str], submit: bytes, clients: int
 
 
 def measure_load(name: str, args) -> list[dict]:
+    """Every row of --load on one back-end: for each number of API processes, a fresh service."""
+    rows = []
+    for api_workers in (int(n) for n in args.api_workers.split(",")):
+        rows += _measure_load(name, api_workers, args)
+    return rows
+
+
+def _measure_load(name: str, api_workers: int, args) -> list[dict]:
     import asyncio
 
     tmp = Path(tempfile.mkdtemp(prefix=f"w1load-{name}-"))
     rows = []
     try:
         with BACKENDS[name](tmp) as (backend_env, described):
-            service = Service(tmp, backend_env, Path(args.server_root))
+            service = Service(tmp, backend_env, Path(args.server_root), api_workers)
             try:
                 rng = np.random.default_rng(0)
                 np.save(tmp / "real.npy", rng.integers(0, 128, (256, 1, 8, 8), dtype=np.uint8))
@@ -398,10 +408,13 @@ def measure_load(name: str, args) -> list[dict]:
                     body = {"real": {"dataset": ids["real"]}, "fake": {"dataset": ids["fake"]}, "options": TINY}
                     job_ids = [http.post("/v1/jobs", json=body).json()["id"] for _ in range(5)]
                 submit = json.dumps(dict(body, label="load")).encode()
-                for clients in (16, 64, 256):
-                    for streams in (0, 100):
+                # not recorded: warms every API process (first requests import and fill per-process caches)
+                asyncio.run(_load_round(service.port, job_ids, submit, 32, 3.0, 0))
+                for clients in (int(c) for c in args.load_clients.split(",")):
+                    for streams in (int(n) for n in args.streams.split(",")):
                         row = asyncio.run(_load_round(service.port, job_ids, submit, clients, args.seconds, streams))
-                        row.update(backend=name, database=described["database"], broker=described["broker"])
+                        row.update(backend=name, database=described["database"], broker=described["broker"],
+                                   api_processes=api_workers, load_average=os.getloadavg()[0])
                         print(json.dumps(row), file=sys.stderr)
                         rows.append(row)
             finally:
@@ -418,11 +431,12 @@ def load_markdown(report: dict) -> str:
              f"{report['machine']['load_average_at_end'][0]:.1f} at the end (the client shares the CPUs "
              f"with the server and other work). Each row: {report['seconds']:g} s of 90 % reads, 10 % "
              "submissions, one connection per request.", "",
-             "| backend | clients | open streams | requests/s | p50 | p95 | max | statuses |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| backend | API processes | clients | open streams | requests/s | p50 | p95 | max | load avg | statuses |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
-        lines.append(f"| {r['backend']} | {r['clients']} | {r['streams_open']} | {r['requests_per_s']:.0f} "
-                     f"| {r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['statuses']} |")
+        lines.append(f"| {r['backend']} | {r.get('api_processes', 1)} | {r['clients']} | {r['streams_open']} "
+                     f"| {r['requests_per_s']:.0f} | {r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms | {r['max_ms']:.0f} ms "
+                     f"| {r.get('load_average', float('nan')):.1f} | {r['statuses']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -514,6 +528,9 @@ def main() -> None:
     parser.add_argument("--server-root", default=str(ROOT), help="checkout whose server --load measures")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per --load row")
     parser.add_argument("--tag", default="", help="suffix of the --load report's file name (e.g. before, after)")
+    parser.add_argument("--api-workers", default="1", help="--load: API processes, a comma-separated list (e.g. 1,2)")
+    parser.add_argument("--load-clients", default="16,64,256", help="--load: concurrent clients per row")
+    parser.add_argument("--streams", default="0,100", help="--load: event streams held open per row")
     args = parser.parse_args()
     if args.load:
         report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -13,7 +13,6 @@ the problem, so callers can print it as is.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -22,10 +21,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from service.client import sources
 from service.client.sources import LocalDataset, LocalGenerator
+from service.client.transport import Progress, Transport, W1Error, retrying
 from service.contracts import FINAL_STATUSES, GeneratorForm
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -34,14 +32,6 @@ DEFAULT_GENERATOR_SAMPLES = 6400
 
 Job = dict[str, Any]
 Source = dict[str, Any]
-
-
-class W1Error(Exception):
-    """A failure worth one line to the user; `status` is the HTTP status when there was one."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status
 
 
 def parse_source(text: str) -> Source | LocalDataset | LocalGenerator:
@@ -54,37 +44,19 @@ def parse_source(text: str) -> Source | LocalDataset | LocalGenerator:
         raise W1Error(str(exc)) from None
 
 
-def _detail(response: httpx.Response) -> str:
-    """The server's error message on one line (FastAPI validation errors are lists)."""
-    try:
-        detail = response.json().get("detail", response.text)
-    except (ValueError, AttributeError):
-        detail = response.text.strip() or response.reason_phrase
-    if isinstance(detail, list):
-        parts = []
-        for err in detail:
-            if isinstance(err, dict):
-                loc = ".".join(str(p) for p in err.get("loc", ())[1:])
-                parts.append(f"{loc}: {err.get('msg', err)}" if loc else str(err.get("msg", err)))
-            else:
-                parts.append(str(err))
-        detail = "; ".join(parts)
-    return " ".join(str(detail).split())
-
-
 class W1Client:
     """The v1 API over one httpx connection pool. Server and token default to W1_SERVER / W1_TOKEN."""
 
     def __init__(self, server: str | None = None, token: str | None = None, *,
                  timeout: float = 30.0, upload_timeout: float = 600.0, reconnect_s: float = 120.0,
-                 on_upload: Callable[[str, int, int], None] | None = None):
+                 busy_s: float = 60.0, on_upload: Callable[[str, int, int], None] | None = None):
         self.server = (server or os.environ.get("W1_SERVER") or DEFAULT_SERVER).rstrip("/")
         token = token if token is not None else os.environ.get("W1_TOKEN")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.upload_timeout = upload_timeout
         self.reconnect_s = reconnect_s  # how long waits ride out an unreachable server (restarts)
         self.on_upload = on_upload  # on_upload(name, bytes_sent, total) while a file is sent
-        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+        # busy_s: how long any request waits out a busy server (503, after its Retry-After)
+        self._http = Transport(self.server, token, timeout, busy_s)
 
     def close(self) -> None:
         self._http.close()
@@ -95,28 +67,11 @@ class W1Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- plumbing ------------------------------------------------------------------------------
-
-    def _check(self, response: httpx.Response) -> httpx.Response:
-        if response.is_success:
-            return response
-        status, detail = response.status_code, _detail(response)
-        if status in (401, 403):
-            raise W1Error(f"{self.server} rejected the API token (HTTP {status}: {detail}); "
-                          "pass --token or set W1_TOKEN", status)
-        raise W1Error(f"{self.server}: {detail} (HTTP {status} on {response.request.method} "
-                      f"{response.request.url.path})", status)
-
-    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise W1Error(f"cannot reach the w1 server at {self.server}: "
-                          f"{exc or type(exc).__name__}") from None
-        return self._check(response)
+    def _request(self, method: str, path: str, **kwargs):
+        return self._http.request(method, path, **kwargs)
 
     def _json(self, method: str, path: str, **kwargs) -> Any:
-        return self._request(method, path, **kwargs).json()
+        return self._http.request(method, path, **kwargs).json()
 
     # -- operations ----------------------------------------------------------------------------
 
@@ -152,7 +107,7 @@ class W1Client:
         """POST a file as multipart, reporting progress to `on_upload(name, sent, total)`; errors name
         the file."""
         try:
-            handle = _Progress(path.open("rb"), path.name, self.on_upload)
+            handle = Progress(path.open("rb"), path.name, self.on_upload)
         except OSError as exc:
             raise W1Error(f"{path}: cannot read ({exc.strerror})") from None
         with handle:
@@ -278,33 +233,7 @@ class W1Client:
 
     def events(self, job_id: str, read_timeout: float = 60.0) -> Iterator[tuple[str, Any]]:
         """The job's Server-Sent Events as (event, data) pairs until the server ends the stream."""
-        timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
-        try:
-            with self._http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout,
-                                   headers={"Accept": "text/event-stream"}) as response:
-                if not response.is_success:
-                    response.read()
-                    self._check(response)
-                event, data = "message", []
-                for line in response.iter_lines():
-                    if not line:
-                        if data:
-                            yield event, _decode("\n".join(data))
-                        event, data = "message", []
-                    elif line.startswith(":"):
-                        continue  # keep-alive comment
-                    else:
-                        field, _, value = line.partition(":")
-                        value = value[1:] if value.startswith(" ") else value
-                        if field == "event":
-                            event = value
-                        elif field == "data":
-                            data.append(value)
-                if data:
-                    yield event, _decode("\n".join(data))
-        except httpx.TransportError as exc:
-            raise W1Error(f"cannot reach the w1 server at {self.server}: "
-                          f"{exc or type(exc).__name__}") from None
+        return self._http.events(f"/v1/jobs/{job_id}/events", read_timeout)
 
     def wait_job(self, job_id: str, *, on_update: Callable[[str, Any], None] | None = None,
                  timeout: float | None = None, poll_interval: float = 1.0,
@@ -328,16 +257,19 @@ class W1Client:
                 if exc.status in (401, 403, 404):
                     raise
                 # Streaming is a convenience: a proxy or server without SSE falls back to polling.
-        outage = _Outage(self.reconnect_s)
         while True:
-            job = outage.call(self.get_job, job_id)
-            if job is not None:
-                notify("status", job)
-                if job["status"] in FINAL_STATUSES:
-                    return job
+            job = self._riding_out_restarts(self.get_job, job_id)
+            notify("status", job)
+            if job["status"] in FINAL_STATUSES:
+                return job
             if deadline is not None and time.monotonic() > deadline:
                 raise W1Error(f"{self.server}: job {job_id} not finished after {timeout:g} s")
             time.sleep(poll_interval)
+
+    def _riding_out_restarts(self, fetch, *args):
+        """``fetch(*args)``, retried while the server is unreachable for up to ``reconnect_s``
+        (a restart) or busy (503, after its Retry-After)."""
+        return retrying(self._http.busy_s, self.reconnect_s)(fetch, *args)
 
     # -- batches -------------------------------------------------------------------------------
 
@@ -367,14 +299,12 @@ class W1Client:
                    timeout: float | None = None, poll_interval: float = 1.0) -> dict:
         """Poll the batch until every job in it is final; returns the batch with its summary."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        outage = _Outage(self.reconnect_s)
         while True:
-            batch = outage.call(self.get_batch, batch_id)
-            if batch is not None:
-                if on_update:
-                    on_update(batch)
-                if all(job["status"] in FINAL_STATUSES for job in batch["jobs"]):
-                    return batch
+            batch = self._riding_out_restarts(self.get_batch, batch_id)
+            if on_update:
+                on_update(batch)
+            if all(job["status"] in FINAL_STATUSES for job in batch["jobs"]):
+                return batch
             if deadline is not None and time.monotonic() > deadline:
                 raise W1Error(f"{self.server}: batch {batch_id} not finished after {timeout:g} s")
             time.sleep(poll_interval)
@@ -387,7 +317,9 @@ class W1Client:
 
     def download_artifact(self, job_id: str, name: str, dest: str | Path) -> Path:
         """Stream one artifact (e.g. `curve.json`, `critic.onnx`) to `dest` (a file or a folder)."""
-        return self._download(f"/v1/jobs/{job_id}/artifacts/{name}", name, dest)
+        dest = Path(dest)
+        return self._http.download(f"/v1/jobs/{job_id}/artifacts/{name}", dest / name if dest.is_dir() else dest,
+                                   self.upload_timeout)
 
     def get_series(self, batch_id: str) -> dict | None:
         """A series batch's SeriesResult so far (its series.json), or None before its first item finished."""
@@ -400,94 +332,12 @@ class W1Client:
 
     def download_batch_artifact(self, batch_id: str, name: str, dest: str | Path) -> Path:
         """A series' artifact (`series.json`, `series.csv`, `series.png`) to `dest` (a file or a folder)."""
-        return self._download(f"/v1/batches/{batch_id}/artifacts/{name}", name, dest)
-
-    def _download(self, url: str, name: str, dest: str | Path) -> Path:
         dest = Path(dest)
-        if dest.is_dir():
-            dest = dest / name
-        tmp = dest.with_name(dest.name + ".part")
-        try:
-            with self._http.stream("GET", url, timeout=self.upload_timeout) as response:
-                if not response.is_success:
-                    response.read()
-                    self._check(response)
-                with tmp.open("wb") as out:
-                    for chunk in response.iter_bytes():
-                        out.write(chunk)
-        except httpx.TransportError as exc:
-            tmp.unlink(missing_ok=True)
-            raise W1Error(f"cannot reach the w1 server at {self.server}: "
-                          f"{exc or type(exc).__name__}") from None
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise W1Error(f"{dest}: cannot write ({exc.strerror})") from None
-        tmp.replace(dest)
-        return dest
+        return self._http.download(f"/v1/batches/{batch_id}/artifacts/{name}", dest / name if dest.is_dir() else dest,
+                                   self.upload_timeout)
 
 
 def generator_samples(options: Mapping[str, Any] | None) -> int | None:
     """How many samples a generator source draws: options' eval_samples when set."""
     value = (options or {}).get("eval_samples")
     return int(value) if isinstance(value, int) and value > 0 else None
-
-
-class _Progress:
-    """A file wrapper for httpx's multipart body that reports bytes read (= sent)."""
-
-    def __init__(self, handle, name: str, report: Callable[[str, int, int], None] | None):
-        self.handle, self.name, self.report = handle, name, report
-        self.total = os.fstat(handle.fileno()).st_size
-        self.sent = 0
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self.handle.read(size)
-        self.sent += len(chunk)
-        if self.report is not None:
-            self.report(self.name, self.sent, self.total)
-        return chunk
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        position = self.handle.seek(offset, whence)
-        self.sent = position
-        return position
-
-    def tell(self) -> int:
-        return self.handle.tell()
-
-    def fileno(self) -> int:
-        return self.handle.fileno()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.close()
-
-
-class _Outage:
-    """Lets a wait survive a server restart: connection failures return None until they have
-    lasted `limit` seconds, then the last one is raised. HTTP errors are raised at once."""
-
-    def __init__(self, limit: float):
-        self.limit, self.since = limit, None
-
-    def call(self, fetch, *args):
-        try:
-            value = fetch(*args)
-        except W1Error as exc:
-            if exc.status is not None:
-                raise
-            self.since = self.since or time.monotonic()
-            if time.monotonic() - self.since > self.limit:
-                raise
-            return None
-        self.since = None
-        return value
-
-
-def _decode(data: str) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError:
-        return data

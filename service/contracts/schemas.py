@@ -127,10 +127,16 @@ class BatchCreate(BaseModel):
 
 
 class Progress(BaseModel):
+    """The latest progress of a running job (training.result.ProgressEvent): `step` of `total` counts
+    every critic's steps so far, so it never goes back; `phase` and `candidate` say what is training."""
+
     step: int
     total: int
     estimate: float | None = None
     objective: float | None = None
+    phase: str = Field("", description="'selection' (critic='auto' trying its candidates), 'training' or 'evaluation'.")
+    candidate: str = Field("", description="The critic being trained.")
+    candidate_step: int = Field(0, description="That critic's own training step.")
 
 
 class JobSpec(BaseModel):
@@ -190,7 +196,7 @@ class GeneratorForm(BaseModel):
     """The form fields of a generator upload (multipart, beside the file), in their text form
     (``latent_shape="100,1,1"``, ``output_range="-1,1"``): the client writes them with
     :meth:`form`, the server reads them with :meth:`parse`. Limits (axes, elements) are the
-    server's own (service/server/storage.py)."""
+    server's own (service/server/uploads/sizes.py)."""
 
     latent_shape: tuple[int, ...] = Field(min_length=1)
     latent_distribution: Literal["normal", "uniform"] = "normal"

@@ -3,7 +3,8 @@
 ``create_app(settings)`` migrates the database, builds the :class:`~service.server.domain.Context` (engine,
 sessions, Celery, catalog, metrics), mounts one router per resource (service/routers) and, unless
 disabled, runs the reconciler in a background thread. Routes are thin: domain operations live in
-service/ops.py, dependencies in service/deps.py.
+server/domain.py, dependencies in server/deps.py. Every refusal is a ``service.server.errors.Problem``,
+answered by one handler here through ``server/answers.py``.
 
 Concurrency: the thread pool has ``api_threads`` threads and the database pool as many connections
 plus a margin, and a connection is only held inside one thread's unit of work, so no request waits
@@ -20,17 +21,18 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.server import metrics
+from service.server.answers import answer, error
 from service.server.db import make_engine, make_sessionmaker, migrate
 from service.server.deps import OwnerCache
-from service.server.limits import RequestGuard
-from service.server.domain import Context, Problem
+from service.server.domain import Context
+from service.server.errors import Problem, Unavailable
+from service.server.middleware import Admission, RequestGuard
 from service.server.queue import make_celery
 from service.server.routers import batches, datasets, generators, jobs, operations
 from service.server.settings import Settings, get_settings
@@ -66,43 +68,6 @@ def validation_message(exc: RequestValidationError) -> str:
             loc = ""
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request"
-
-
-def error(status: int, detail: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
-
-class Admission:
-    """Pure ASGI middleware: counts requests by route and status, and sheds load past the limit
-    with an immediate 503 + Retry-After (a queue that only grows helps nobody)."""
-
-    def __init__(self, app, registry: metrics.Metrics, limit: int):
-        self.app, self.registry, self.limit, self.in_flight = app, registry, limit, 0
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in ("/healthz", "/readyz"):  # probes are never shed
-            return await self.app(scope, receive, send)
-        status = 500
-        if self.in_flight >= self.limit:
-            status = 503
-            await error(503, f"server busy: {self.in_flight} requests in flight; retry shortly",
-                        {"Retry-After": "1"})(scope, receive, send)
-            self.registry.request(scope["method"], "shed", status)
-            return
-
-        async def send_status(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self.in_flight -= 1
-            route = scope.get("route")
-            self.registry.request(scope["method"], getattr(route, "path", "unmatched"), status)
 
 
 def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
@@ -150,25 +115,25 @@ def create_app(settings: Settings | None = None, on_shutdown=()) -> FastAPI:
     async def _validation(request: Request, exc: RequestValidationError):
         return error(422, validation_message(exc))
 
+    @app.exception_handler(Problem)  # the one mapping of the server's refusals to HTTP (answers.py)
+    async def _problem(request: Request, exc: Problem):
+        return answer(exc)
+
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException):  # the framework's own: no route, 405
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. not UTF-8): docs/api.md says 422
             return error(422, f"malformed request body: {exc.detail}")
         return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
-    @app.exception_handler(Problem)
-    async def _problem(request: Request, exc: Problem):
-        return error(exc.status, exc.detail, exc.headers)
-
     @app.exception_handler(PoolTimeout)
     async def _pool_timeout(request: Request, exc: PoolTimeout):
         log.warning("no database connection within %g s: answered 503", settings.db_wait_s)
-        return error(503, "server busy: no database connection available; retry shortly", {"Retry-After": "2"})
+        return answer(Unavailable("server busy: no database connection available; retry shortly", retry_after=2))
 
     @app.exception_handler(OperationalError)
     async def _database_unavailable(request: Request, exc: OperationalError):
         log.warning("database unavailable: %s", exc.orig)
-        return error(503, "database unavailable or busy; retry shortly", {"Retry-After": "2"})
+        return answer(Unavailable("database unavailable or busy; retry shortly", retry_after=2))
 
     for module in (datasets, generators, jobs, batches, operations):
         app.include_router(module.router)

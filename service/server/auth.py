@@ -11,11 +11,12 @@ import hashlib
 import ipaddress
 import logging
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.server.db import ApiKey, new_token, now
+from service.server.errors import Unauthenticated
 
 LOCAL_OWNER = "local"
 LOCAL_MODE_ENDS = ("From now on every request needs a token (Authorization: Bearer ..., or W1_TOKEN / --token for "
@@ -56,12 +57,28 @@ def active_keys(session: Session) -> int:
 
 
 def is_loopback(host: str | None) -> bool:
-    if host in ("localhost", "testclient"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except (TypeError, ValueError):
         return False
+
+
+def host_name(host_header: str) -> str:
+    """The name in a Host header, without its port (``[::1]:8000`` -> ``::1``)."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def loopback_request(request: Request) -> bool:
+    """A loopback client that addressed the server by a loopback name. The name matters against DNS
+    rebinding: a page of ``evil.example`` whose name now resolves to 127.0.0.1 is same-origin to the
+    browser, but its requests still say ``Host: evil.example``."""
+    client = request.client.host if request.client else None
+    return is_loopback(client) and is_loopback(host_name(request.headers.get("host", "")))
 
 
 @functools.cache  # once per process: the first request refused for want of a token
@@ -71,21 +88,20 @@ def _say_tokens_are_required() -> None:
 
 
 def authenticate(request: Request, session: Session) -> str:
-    """The owner behind this request, or 401."""
+    """The owner behind this request, or :class:`Unauthenticated`."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if header:
         if scheme.lower() != "bearer" or not token.strip():
-            raise HTTPException(401, "Authorization header must be 'Bearer <token>'",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthenticated("Authorization header must be 'Bearer <token>'")
         key = session.scalar(select(ApiKey).where(ApiKey.token_hash == hash_token(token.strip())))
         if key is None or key.revoked_at is not None:
-            raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthenticated("invalid or revoked API key")
         return key.owner
     if any_keys(session):
         _say_tokens_are_required()
-        raise HTTPException(401, "missing API key: send 'Authorization: Bearer <token>'",
-                            headers={"WWW-Authenticate": "Bearer"})
-    if not is_loopback(request.client.host if request.client else None):
-        raise HTTPException(401, "no API keys configured: only loopback clients are served")
+        raise Unauthenticated("missing API key: send 'Authorization: Bearer <token>'")
+    if not loopback_request(request):
+        raise Unauthenticated("no API keys configured: only loopback clients addressing this server as localhost, "
+                              "127.0.0.1 or [::1] are served", bearer=False)
     return LOCAL_OWNER

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,21 +90,32 @@ class WorkerPool:
                     p.kill()
 
 
+def api_app():
+    """The app of one of `w1 serve --api-workers N`'s API processes: uvicorn starts each by importing
+    this factory, and its settings come from the environment `w1 serve` set. It stops (SIGTERM)
+    when `w1 serve` dies, even by SIGKILL."""
+    from service.server.app import create_app
+
+    die_with_parent(signal.SIGTERM, os.getppid())
+    job_log_lines()
+    return create_app(get_settings())
+
+
 @click.command()
 @click.option("--host", default=None, help="Address to listen on (default W1_HOST or 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default W1_PORT or 8000).")
 @click.option("--workers", type=int, default=None,
               help="Local worker processes (default W1_WORKERS, else one per visible GPU or 1); 0 = API only.")
+@click.option("--api-workers", type=int, default=None,
+              help="API processes serving the port (default W1_API_WORKERS or 1); the reconciler runs in one of them.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (W1_DATA_DIR).")
-def serve(host, port, workers, data_dir):
+def serve(host, port, workers, api_workers, data_dir):
     """Run the API, the reconciler and local workers (SQLite + filesystem queue by default)."""
-    import uvicorn
-
     from service.server import auth
-    from service.server.app import create_app
     from service.server.db import make_engine, make_sessionmaker, migrate
 
-    settings = get_settings(**_overrides(host=host, port=port, workers=workers, data_dir=data_dir))
+    settings = get_settings(**_overrides(host=host, port=port, workers=workers, api_workers=api_workers,
+                                         data_dir=data_dir))
     settings.ensure_dirs()
     job_log_lines()
     migrate(settings.db_url)
@@ -128,19 +140,38 @@ def serve(host, port, workers, data_dir):
         env["W1_BROKER_URL"] = settings.broker_url
     pool = WorkerPool(devices, env)
     pool.start()
-    click.echo(f"w1 serve: API on http://{settings.host}:{settings.port} (dashboard at /ui/, docs at /docs), "
-               f"{len(devices)} worker(s) {'on GPUs ' + ','.join(d for d in devices if d) if any(devices) else 'on CPU'}, "
+    click.echo(f"w1 serve: API on http://{settings.host}:{settings.port} (dashboard at /ui/, docs at /docs) in "
+               f"{settings.api_workers} process(es), {len(devices)} worker(s) {'on GPUs ' + ','.join(d for d in devices if d) if any(devices) else 'on CPU'}, "
                f"data in {settings.data_dir}", err=True)
     click.echo("w1 serve: " + (f"no API keys: loopback clients are served without a token, as owner "
                                f"{auth.LOCAL_OWNER!r}. The first `w1 keys create` ends that."
                                if local_mode else f"{keys} active API key(s): every request needs a token"), err=True)
     try:
-        # workers stop in the app's shutdown: uvicorn re-raises SIGTERM after it, so a `finally`
-        # here would never run
-        uvicorn.run(create_app(settings, on_shutdown=[pool.stop]), host=settings.host, port=settings.port,
-                    log_level="warning", timeout_graceful_shutdown=5)
+        run_api(settings, pool)
     finally:
         pool.stop()
+
+
+def run_api(settings, pool: WorkerPool) -> None:
+    """uvicorn: the app in this process, or ``api_workers`` processes sharing the port (uvicorn's
+    supervisor restarts one that dies; they elect the reconciler's process among themselves)."""
+    import uvicorn
+
+    from service.server.app import create_app
+
+    if settings.api_workers == 1:
+        # workers stop in the app's shutdown: uvicorn re-raises SIGTERM after it, so the caller's
+        # `finally` would never run
+        uvicorn.run(create_app(settings, on_shutdown=[pool.stop]), host=settings.host, port=settings.port,
+                    log_level="warning", timeout_graceful_shutdown=5)
+        return
+    counters = settings.data_dir / "metrics"  # prometheus_client's multiprocess mode (service/server/metrics.py)
+    shutil.rmtree(counters, ignore_errors=True)
+    counters.mkdir(parents=True)
+    os.environ.update(W1_DATA_DIR=str(settings.data_dir), W1_HOST=settings.host, W1_PORT=str(settings.port),
+                      PROMETHEUS_MULTIPROC_DIR=str(counters))
+    uvicorn.run("service.server.cli:api_app", factory=True, workers=settings.api_workers, host=settings.host,
+                port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
 
 
 @click.command()

@@ -13,12 +13,13 @@ import hashlib
 import time
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.server import auth
 from service.server.domain import Context
+from service.server.errors import Unauthenticated
 
 # Declares the bearer scheme in the OpenAPI document (Swagger's Authorize button); the token itself
 # is checked by auth.authenticate, which also serves keyless loopback mode.
@@ -33,9 +34,10 @@ CtxDep = Annotated[Context, Depends(get_ctx)]
 
 
 class OwnerCache:
-    """Recent answers of auth.authenticate by Authorization header (hashed) and loopback-ness, for
-    ``ttl`` seconds: most requests then need no database query and no thread for auth. A revoked
-    key stops working within ``ttl`` (W1_AUTH_CACHE_S; 0 turns the cache off)."""
+    """Recent answers of auth.authenticate by Authorization header (hashed) and loopback-ness (of the
+    client and of the Host it addressed), for ``ttl`` seconds: most requests then need no database
+    query and no thread for auth. A revoked key stops working within ``ttl`` (W1_AUTH_CACHE_S; 0
+    turns the cache off)."""
 
     def __init__(self, ttl: float, size: int = 10_000):
         self.ttl, self.size, self._answers = ttl, size, {}
@@ -58,7 +60,7 @@ def _authenticate(request: Request, ctx: Context):
     with ctx.sessions() as s:
         try:
             return auth.authenticate(request, s)
-        except HTTPException as exc:
+        except Unauthenticated as exc:
             return exc
 
 
@@ -66,14 +68,14 @@ async def current_owner(request: Request, ctx: CtxDep,
                         _token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
     """The owner behind the request's API key (401 otherwise); its session closes before it returns."""
     header = request.headers.get("authorization", "")
-    key = (hashlib.sha256(header.encode()).digest(), auth.is_loopback(request.client.host if request.client else None))
+    key = (hashlib.sha256(header.encode()).digest(), auth.loopback_request(request))
     cache: OwnerCache = request.app.state.owner_cache
     answer = cache.get(key)
     if answer is None:
         answer = await run_in_threadpool(_authenticate, request, ctx)
         cache.put(key, answer)
-    if isinstance(answer, HTTPException):
-        raise answer
+    if isinstance(answer, Unauthenticated):
+        raise answer.with_traceback(None)  # a cached refusal: no traceback piling up across requests
     return answer
 
 

@@ -1,6 +1,6 @@
 """Domain operations on the job table: submit, cancel, dispatch, quota. Called by the routes, the
-reconciler and tests alike; nothing here knows about HTTP except :class:`Problem`, which says what
-a caller did wrong and which status answers it.
+reconciler and tests alike; nothing here knows about HTTP: a refusal is a
+:class:`~service.server.errors.Problem` of its kind, which the app answers.
 
 Every operation opens its own session(s) and closes them before it returns (a unit of work), and
 never talks to the broker while a database transaction is open: a connection is only ever held
@@ -18,20 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.server.db import ACTIVE, CANCELLED, FINISHED, QUEUED, RUNNING, Batch, Job, now
+from service.server.errors import Conflict, Invalid, NotFound, TooMany
 from service.server.limits import check_options
 from service.server.queue import dispatch
 from service.server.settings import Settings
 from service.server.sources import Catalog, UnknownSource, resolve
 
 log = logging.getLogger("w1.domain")
-
-
-class Problem(Exception):
-    """A request the service refuses: ``status`` (4xx/503) and a ``detail`` for the caller."""
-
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers or {}
 
 
 @dataclass
@@ -51,7 +44,7 @@ def owned(s: Session, model, object_id: str, who: str):
     """The owner's object with this id; 404 for a missing id and another owner's object alike."""
     obj = s.scalar(select(model).where(model.id == object_id, model.owner == who))
     if obj is None:
-        raise Problem(404, f"no {model.__name__.lower()} {object_id!r}")
+        raise NotFound(f"no {model.__name__.lower()} {object_id!r}")
     return obj
 
 
@@ -66,16 +59,16 @@ def build_spec(ctx: Context, s: Session, who: str, real, fake, options) -> dict:
         try:
             found = resolve(s, ctx.settings, who, ref.model_dump(exclude_none=True), ctx.catalog)
         except UnknownSource as exc:
-            raise Problem(422, f"{side}: {exc}") from None
+            raise Invalid(f"{side}: {exc}") from None
         shapes.append(found.shape)
         counts[side] = None if ref.generator is not None else found.count
         latents[side] = getattr(found.spec, "latent", None) if ref.generator is not None else None
         if ref.generator is not None and ref.samples is None:
-            raise Problem(422, f"{side}: a generator source needs 'samples' (how many to draw)")
+            raise Invalid(f"{side}: a generator source needs 'samples' (how many to draw)")
     try:
         space = options.space.resolve(*shapes)
     except SpaceMismatch as exc:
-        raise Problem(422, f"real and fake are in different spaces: {exc}") from None
+        raise Invalid(f"real and fake are in different spaces: {exc}") from None
     drawn = [ref.samples for ref in (real, fake) if ref.generator is not None]
     if drawn and options.eval_samples is None:  # a generator's `samples`: its held-out draw
         options = options.model_copy(update={"eval_samples": max(drawn)})
@@ -109,8 +102,8 @@ def check_quota(ctx: Context, s: Session, who: str, adding: int) -> None:
     limit = ctx.settings.max_queued_per_owner
     active = s.scalar(select(func.count()).select_from(Job).where(Job.owner == who, Job.status.in_(ACTIVE)))
     if active + adding > limit:
-        raise Problem(429, f"too many unfinished jobs: {active} queued or running, limit {limit} per owner; "
-                           "wait for some to finish", headers={"Retry-After": "10"})
+        raise TooMany(f"too many unfinished jobs: {active} queued or running, limit {limit} per owner; "
+                      "wait for some to finish", retry_after=10)
 
 
 def body_hash(body) -> str:
@@ -150,7 +143,7 @@ def submit_job(ctx: Context, who: str, body, idempotency_key: str | None = None)
 
 def _replay(prior: Job, digest: str) -> Job:
     if prior.body_hash != digest:
-        raise Problem(422, "Idempotency-Key was already used with a different request body")
+        raise Invalid("Idempotency-Key was already used with a different request body")
     return prior
 
 
@@ -161,8 +154,8 @@ def submit_batch(ctx: Context, who: str, body) -> tuple[Batch, list[Job]]:
     with ctx.sessions() as s:
         specs = [(f, build_spec(ctx, s, who, body.real, f.fake, body.options)) for f in body.fakes]
         if body.mode == "series" and len({json.dumps(spec["options"], sort_keys=True) for _, spec in specs}) > 1:
-            raise Problem(422, "a series runs every item with the same options; its generator fakes must draw the "
-                               "same number of samples (or set options.eval_samples)")
+            raise Invalid("a series runs every item with the same options; its generator fakes must draw the "
+                          "same number of samples (or set options.eval_samples)")
         lock_owner(s, who)
         check_quota(ctx, s, who, len(specs))
         batch = Batch(owner=who, mode=body.mode)
@@ -196,7 +189,7 @@ def cancel_job(ctx: Context, who: str, job_id: str) -> Job:
     with ctx.sessions() as s:
         job = owned(s, Job, job_id, who)
         if job.status in FINISHED:
-            raise Problem(409, f"job {job_id} already finished ({job.status})")
+            raise Conflict(f"job {job_id} already finished ({job.status})")
         s.execute(update(Job).where(Job.id == job.id, Job.status == QUEUED)
                   .values(status=CANCELLED, cancel_requested=True, finished_at=now(), error="cancelled"))
         s.execute(update(Job).where(Job.id == job.id, Job.status == RUNNING).values(cancel_requested=True))
@@ -217,7 +210,10 @@ def send(ctx: Context, job_ids: list[str]) -> list[str]:
             continue
         sent.append(job_id)
     if sent:
-        _mark_dispatched(ctx, sent)
+        try:
+            _mark_dispatched(ctx, sent)
+        except Exception as exc:  # the jobs are stored and sent: a lost mark costs a duplicate send at most
+            log.warning("marking %d job(s) dispatched failed (%s); the reconciler may send them again", len(sent), exc)
     return sent
 
 

@@ -1,8 +1,9 @@
 """What the API checks before it stores a request, so a job never fails later for a reason the API
 could see: option bounds (settings ``max_*``), the critic and its options, the device, the splits
-of each finite side; and the guard every request passes (body size, NUL bytes, cursors).
+of each finite side, and cursors. Each check refuses with :class:`~service.server.errors.Invalid`.
 
-Upload sizes (arrays, images, archives, generators) are checked in ``service.server.storage``.
+Upload sizes (arrays, images, archives, generators) are checked in ``service.server.uploads.sizes``;
+body sizes and NUL bytes in ``service.server.middleware``.
 """
 from __future__ import annotations
 
@@ -10,20 +11,11 @@ import functools
 import math
 import re
 
-from fastapi import HTTPException
-from starlette.responses import JSONResponse
-
+from service.server.errors import refuse
 from service.server.processes import count_gpus
 
-# A JSON string escape \u0000 (after an even number of backslashes, so not the text "\\u0000").
-_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
 MAX_CURSOR = 2**31 - 1  # job sequence numbers are 32-bit integers (PostgreSQL INTEGER)
-
-
-def refuse(message: str) -> None:
-    """422 with ``message``: what every check of a request's content answers."""
-    raise HTTPException(422, message)
 
 
 def parse_cursor(cursor: str) -> int:
@@ -129,9 +121,15 @@ def check_critic(opts, input_shape, settings) -> None:
     critic_options, and the parameter count are all known before the job is stored."""
     from critics.models import available_critics
 
+    if opts.critic == "auto":  # the estimator's candidates: conv, activation, width, critic_options must be unset
+        from training.selection import candidates  # the estimator's own rule
+
+        try:
+            candidates(opts, opts.resolved(), tuple(input_shape))  # as the worker will call it with the stored options
+        except ValueError as exc:
+            refuse(f"options: {exc}")
+        return
     if opts.critic not in available_critics():
-        if opts.critic == "auto":  # chosen by the estimator from the input space
-            return
         refuse(f"options.critic {opts.critic!r} is unknown; available: {', '.join(available_critics())}")
     import json
 
@@ -160,62 +158,3 @@ def _critic_size(name, input_shape, conv, activation, width, options_json) -> tu
     except (TypeError, ValueError) as exc:
         return 0, str(exc)
     return sum(math.prod(p.shape) for p in critic.parameters()), None
-
-
-# -- the request guard -----------------------------------------------------------------------
-
-UPLOAD_PATHS = ("/v1/datasets", "/v1/generators")
-
-
-class RequestGuard:
-    """ASGI middleware: a request body over ``max_json_bytes`` answers 413 before it is read whole;
-    a NUL byte in the path, the query or a JSON string answers 422 (PostgreSQL cannot store one,
-    and no legitimate id, label or name has one). Only uploads (multipart to ``upload_paths``) pass
-    unread: they stream to storage, which enforces its own limit."""
-
-    def __init__(self, app, max_json_bytes: int, upload_paths: tuple[str, ...] = UPLOAD_PATHS):
-        self.app, self.limit, self.upload_paths = app, max_json_bytes, upload_paths
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        from urllib.parse import unquote_to_bytes
-
-        if b"\x00" in unquote_to_bytes(scope.get("raw_path") or scope["path"].encode()) or \
-                b"\x00" in unquote_to_bytes(scope.get("query_string", b"").replace(b"+", b" ")):
-            return await _answer(scope, receive, send, 422, "the URL contains a NUL byte")
-        headers = dict(scope.get("headers") or [])
-        upload = scope["path"].rstrip("/") in self.upload_paths and \
-            headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")
-        if scope["method"] not in ("POST", "PUT", "PATCH", "DELETE") or upload:
-            return await self.app(scope, receive, send)
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            return await _answer(scope, receive, send, 413, f"request body of {int(declared):,} bytes exceeds "
-                                 f"the limit of {self.limit:,} bytes for JSON bodies")
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                return await _answer(scope, receive, send, 413, f"request body exceeds the limit of "
-                                     f"{self.limit:,} bytes for JSON bodies")
-        if b"\x00" in body or _JSON_NUL.search(body):
-            return await _answer(scope, receive, send, 422, "the request body contains a NUL character (\\u0000)")
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-async def _answer(scope, receive, send, status: int, detail: str) -> None:
-    await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)

@@ -1,4 +1,5 @@
-"""The reconciler: the job table's janitor, run in exactly one place (the API process by default).
+"""The reconciler: the job table's janitor, run by exactly one API process (elected: see
+service.server.leader; every API process stands, one leads, another takes over when it dies).
 
 Each pass:
 - a running job whose heartbeat is older than ``stale_after_s`` lost its worker (SIGKILL, OOM,
@@ -13,11 +14,12 @@ Each pass:
   broker cannot be inspected; a series' items wait for their predecessors (service/server/series.py).
   ``dispatched_at`` is set only after a send succeeded, so a failed
   send is retried on the next pass; a duplicate message is a no-op at claim time.
-Every change is a guarded UPDATE, so a second reconciler by mistake would be redundant, not harmful.
+Every change is a guarded UPDATE, so two passes overlapping during a takeover are redundant, not harmful.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from datetime import timedelta
 
@@ -25,6 +27,7 @@ from sqlalchemy import and_, or_, select, update
 
 from service.server.db import CANCELLED, FAILED, QUEUED, RUNNING, Job, now
 from service.server.domain import Context, send
+from service.server.leader import lead_for
 from service.server.queue import messages_in_broker
 from service.server.series import waiting
 from service.server.settings import Settings
@@ -85,8 +88,20 @@ def reconcile(settings: Settings, sessions, celery) -> dict[str, int]:
 
 
 def run_forever(settings: Settings, sessions, celery, stop: threading.Event) -> None:
-    while not stop.wait(settings.reconcile_interval_s):
-        try:
-            reconcile(settings, sessions, celery)
-        except Exception:  # keep reconciling: a database outage is temporary
-            log.exception("reconciler pass failed")
+    """Every ``reconcile_interval_s``: reconcile if this process leads (service.server.leader), else
+    ask for the lead again; hand it back when stopped."""
+    lead = lead_for(settings)
+    leading = False
+    try:
+        while not stop.wait(settings.reconcile_interval_s):
+            try:
+                if lead.holds() != leading:
+                    leading = not leading
+                    log.info("reconciler: %s in this API process (pid %d)", "running" if leading else "stopped",
+                             os.getpid())
+                if leading:
+                    reconcile(settings, sessions, celery)
+            except Exception:  # keep reconciling: a database outage is temporary
+                log.exception("reconciler pass failed")
+    finally:
+        lead.close()

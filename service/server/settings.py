@@ -23,7 +23,8 @@ are JSON in the environment: ``W1_CATALOG='{"mnist": {"source": "...", "descript
 | workers | W1_WORKERS | unset: one worker per visible GPU, or one CPU worker when none (``w1 serve``) |
 | broker_poll_interval_s | W1_BROKER_POLL_INTERVAL_S | ``0.1`` (filesystem:// polling) |
 | fid_weights | W1_FID_WEIGHTS | unset: pytorch-fid's Inception weights in the worker's torch hub cache; the only way a job finds them (a job's own ``fid_weights`` is refused) |
-| run_reconciler | W1_RUN_RECONCILER | ``true``: the API process runs the reconciler; set false on all API replicas but one |
+| run_reconciler | W1_RUN_RECONCILER | ``true``: this API process stands for the reconciler's election (one of them runs it, service/server/leader.py); ``false``: it never does |
+| api_workers | W1_API_WORKERS | ``1``: API processes ``w1 serve`` runs on its port (each with its own thread pool and event poller) |
 | api_threads | W1_API_THREADS | ``24`` worker threads of the API (database work, upload checks); its database pool holds as many connections plus a margin (more threads only contend for the GIL) |
 | max_requests_in_flight | W1_MAX_REQUESTS_IN_FLIGHT | ``1000``; beyond it requests answer 503 with ``Retry-After`` at once |
 | auth_cache_s | W1_AUTH_CACHE_S | ``5``: an API key's check is remembered this long (a revoked key stops within it); 0: off |
@@ -91,6 +92,7 @@ class Settings(BaseSettings):
     workers: int | None = None
     broker_poll_interval_s: float = 0.1
     run_reconciler: bool = True
+    api_workers: int = Field(1, ge=1, le=64)
     fid_weights: str | None = None
     api_threads: int = Field(24, ge=1, le=1000)
     max_requests_in_flight: int = Field(1000, ge=1)

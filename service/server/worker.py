@@ -137,7 +137,8 @@ class Attempt:
 
     def progress(self, event) -> None:
         self.latest = {"step": event.step, "total": event.total, "estimate": event.estimate,
-                       "objective": event.objective}
+                       "objective": event.objective, "phase": event.phase, "candidate": event.candidate,
+                       "candidate_step": event.candidate_step}
 
     def stopped_at(self, step: int) -> dict | None:
         """The progress to keep when training stopped at ``step``: the latest report (made every

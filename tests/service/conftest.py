@@ -5,7 +5,8 @@
   worker process (`w1 worker`). It yields a :class:`LiveService`:
     ``.url``, ``.token`` (owner "alice"), ``.tokens`` ({"alice": ..., "bob": ...}), ``.data_dir``,
     ``.start_worker(name=None) -> Popen``, ``.kill_worker(proc=None, sig=SIGKILL)``,
-    ``.restart_api()``, ``.client(token=...) -> httpx.Client``, ``.upload(path, token=None)``,
+    ``.restart_api()``, ``.spawn_api(log_name) -> Popen`` (another API process on the same data
+    dir, database and broker; ``proc.url``), ``.client(token=...) -> httpx.Client``, ``.upload(path, token=None)``,
     ``.wait(job_id, timeout)`` (polls until the job is finished and returns it).
 - ``make_service(**env)`` (function scope): a factory for a private LiveService, e.g. to SIGKILL
   workers or point at Redis/PostgreSQL (``make_service(W1_BROKER_URL=..., W1_DATABASE_URL=...)``).
@@ -15,7 +16,8 @@
 - Helpers, as fixtures returning the function (pytest runs with --import-mode=importlib, so test
   modules cannot import conftest): ``make_npz(path, array, key="images")``,
   ``make_npy(path, array)``, ``make_png_zip(path, arrays, names=None)``,
-  ``make_png_tar(path, arrays, names=None)`` (``.tar`` or ``.tar.gz``); each returns the path.
+  ``make_png_tar(path, arrays, names=None)`` (``.tar`` or ``.tar.gz``); each returns the path;
+  ``wait_for(check, timeout, what)`` polls until ``check()`` returns something true.
 """
 from __future__ import annotations
 
@@ -129,6 +131,7 @@ class LiveService:
         self.tokens = {owner: self._create_key(owner) for owner in ("alice", "bob")}
         self.token = self.tokens["alice"]
         self.api: subprocess.Popen | None = None
+        self.apis: list[subprocess.Popen] = []  # every API process started (the first is self.api)
         self.workers: list[subprocess.Popen] = []
         self._n = 0
 
@@ -158,27 +161,29 @@ class LiveService:
                                 stdout=log, stderr=subprocess.STDOUT)
 
     def start_api(self) -> None:
-        self.api = self._spawn(["serve", "--workers", "0", "--host", "127.0.0.1", "--port", str(self.port)], "api.log")
+        self.api = self.spawn_api("api.log", self.port)
+
+    def spawn_api(self, log_name: str, port: int | None = None) -> subprocess.Popen:
+        """`w1 serve --workers 0` on ``port`` (the first API, or another one on the same data dir,
+        database and broker, on a free port), once it answers (``proc.url``); stopped with the service."""
+        port = port or free_port()
+        proc = self._spawn(["serve", "--workers", "0", "--host", "127.0.0.1", "--port", str(port)], log_name)
+        self.apis.append(proc)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self.api.poll() is not None:
-                raise RuntimeError(f"API exited: {(self.logs / 'api.log').read_text()[-3000:]}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"API exited: {(self.logs / log_name).read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    proc.url = f"http://127.0.0.1:{port}"
+                    return proc
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"API did not start: {(self.logs / 'api.log').read_text()[-3000:]}")
+        raise RuntimeError(f"API did not start: {(self.logs / log_name).read_text()[-3000:]}")
 
     def stop_api(self, sig=signal.SIGTERM) -> None:
-        if self.api is not None and self.api.poll() is None:
-            self.api.send_signal(sig)
-            try:
-                self.api.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.api.kill()
-                self.api.wait()
+        stop_process(self.api, sig)
         self.api = None
 
     def restart_api(self, sig=signal.SIGTERM) -> None:
@@ -196,14 +201,7 @@ class LiveService:
     def kill_worker(self, proc: subprocess.Popen | None = None, sig=signal.SIGKILL) -> None:
         alive = [p for p in self.workers if p.poll() is None]
         proc = proc or (alive[0] if alive else None)
-        if proc is None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, sig)
 
     def client(self, token: str | None = "default", **kw) -> httpx.Client:
         token = self.token if token == "default" else token
@@ -232,12 +230,23 @@ class LiveService:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for p in self.workers:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self.stop_api()
+            stop_process(p, None, timeout=15)
+        for p in self.apis:
+            stop_process(p)
+        self.api = None
+
+
+def stop_process(proc: subprocess.Popen | None, sig=signal.SIGTERM, timeout: float = 20) -> None:
+    """Send ``sig`` (None: none, it was sent) and wait; SIGKILL after ``timeout`` seconds."""
+    if proc is None:
+        return
+    if sig is not None and proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +256,22 @@ def live_service(tmp_path_factory):
     svc.start_worker()
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="session")
+def wait_for():
+    """``wait_for(check, timeout, what, interval=0.2)``: poll ``check()`` until it returns something
+    true and return that; AssertionError naming ``what`` after ``timeout`` seconds."""
+    def wait(check, timeout: float, what: str, interval: float = 0.2):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"{what}: not within {timeout:g} s")
+
+    return wait
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """End to end on the embedded default (SQLite + filesystem:// under the data dir): upload, submit,
 follow Server-Sent Events, compare the result with estimate_w1 run directly, artifacts, batches."""
-import json
 
 import numpy as np
 import pytest
+from httpx_sse import connect_sse
 
 
 pytestmark = pytest.mark.slow
@@ -26,17 +26,11 @@ def sample_files(tmp_path_factory, make_npz):
 
 
 def read_events(client, job_id):
-    """All SSE events of a job until the stream ends: [(event, data)]."""
-    events, kind = [], None
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=300) as r:
-        assert r.status_code == 200
-        assert r.headers["content-type"].startswith("text/event-stream")
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                events.append((kind, json.loads(line[6:])))
-    return events
+    """All SSE events of a job until the stream ends: [(event, data)] (read by httpx-sse)."""
+    with connect_sse(client, "GET", f"/v1/jobs/{job_id}/events", timeout=300) as source:
+        assert source.response.status_code == 200
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        return [(event.event, event.json()) for event in source.iter_sse()]
 
 
 def run_direct(real_path, fake_path, options):

@@ -10,7 +10,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-LONG = {"critic": "fc", "width": 32, "steps": 160, "batch_size": 32, "eval_every": 40, "device": "cpu",
+# long enough that a poll sees it running mid-way: a step of this critic takes ~2 ms since issue 14
+LONG_STEPS = 2000
+LONG = {"critic": "fc", "width": 32, "steps": LONG_STEPS, "batch_size": 32, "eval_every": 40, "device": "cpu",
         "progress_every": 5, "eval_samples": 64, "early_stopping": False, "checkpoint_every": 20, "seed": 7}
 
 
@@ -57,8 +59,8 @@ def test_sigkilled_worker_job_resumes_on_another(make_service, files):
     assert job["status"] == "succeeded", (job, svc.log_tail())
     assert job["attempts"] == 2 and job["error"] is None
     result = job["result"]
-    assert result["steps_run"] == 160 and len(result["curve"]) > 0
-    assert killed_at < 160
+    assert result["steps_run"] == LONG_STEPS and len(result["curve"]) > 0
+    assert killed_at < LONG_STEPS
     # resumed from the checkpoint, exactly: the same numbers as an uninterrupted run
     direct = estimate_w1(str(files[0]), str(files[1]), LONG)
     assert result["estimate"] == pytest.approx(direct.estimate, rel=1e-5, abs=1e-6)

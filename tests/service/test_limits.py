@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
-from fastapi import HTTPException
+from service.server.errors import Invalid
 
 MiB = 1024**2
 
@@ -107,9 +107,8 @@ def settings(tmp_path):
 
 
 def refused(fn, *args, **kwargs) -> str:
-    with pytest.raises(HTTPException) as info:
+    with pytest.raises(Invalid) as info:  # answered 422 (service.server.answers)
         fn(*args, **kwargs)
-    assert info.value.status_code == 422
     return info.value.detail
 
 
@@ -127,7 +126,7 @@ def test_bomb_files_are_what_they_claim(bombs):
 
 
 def test_amplifying_datasets_are_refused_from_headers(bombs, settings):
-    from service.server.storage import check_dataset_size
+    from service.server.uploads.sizes import check_dataset_size
 
     msg = refused(check_dataset_size, bombs["zeros.npz"], ".npz", "zeros.npz", settings)
     assert msg.startswith("zeros.npz: decompresses") and "W1_MAX_COMPRESSION_RATIO" in msg
@@ -142,7 +141,7 @@ def test_amplifying_datasets_are_refused_from_headers(bombs, settings):
 
 
 def test_npy_header_checks(tmp_path, settings):
-    from service.server.storage import check_dataset_size
+    from service.server.uploads.sizes import check_dataset_size
 
     p = tmp_path / "a.npy"
     p.write_bytes(npy_header((10**7, 3, 64, 64)) + bytes(1000))  # claims 123 GB
@@ -154,7 +153,7 @@ def test_npy_header_checks(tmp_path, settings):
 
 
 def test_archive_member_count_is_read_before_the_directory(tmp_path, settings):
-    from service.server.storage import check_dataset_size
+    from service.server.uploads.sizes import check_dataset_size
 
     p = tmp_path / "many.zip"
     with zipfile.ZipFile(p, "w") as zf:
@@ -165,7 +164,7 @@ def test_archive_member_count_is_read_before_the_directory(tmp_path, settings):
 
 
 def test_generator_limits(bombs, settings):
-    from service.server.storage import check_latent, check_onnx_shapes
+    from service.server.uploads.sizes import check_latent, check_onnx_shapes
 
     msg = refused(check_latent, [50_000_000], settings)
     assert "50,000,000 elements" in msg and "W1_MAX_LATENT_ELEMENTS" in msg
@@ -188,7 +187,7 @@ def test_option_checks_match_the_estimator(settings):
             try:
                 check_splits("real", n, opts)
                 api_ok = True
-            except HTTPException:
+            except Invalid:
                 api_ok = False
             data = rng.random((n, 1, 4, 4)).astype(np.float32)
             try:
@@ -218,6 +217,10 @@ def test_option_bounds_critic_and_device(settings):
     assert "parameters" in refused(check, width=10**6)
     assert "not one of" in refused(check, device="tpu")
     assert "not available" in refused(check, device="cuda:3")
+    # critic="auto" trains fixed candidates: a width or critic_options would not apply (the estimator's rule)
+    assert "width apply to a named critic" in refused(check, critic="auto", width=64)
+    assert "critic_options apply to a named critic" in refused(check, critic="auto", critic_options={"depth": 2})
+    check(critic="auto")
     check(width=16)
     opts = EstimateOptions.build({"critic": "fc", "device": "cpu", "batch_size": 4096}).resolved()
     msg = refused(check_options, opts, (1, 8, 8), {"real": 100, "fake": None}, settings, {"fake": (1 << 20,)})
@@ -361,6 +364,7 @@ def test_hostile_input_live(hostile_service, bombs, tmp_path):
         ({"critic": "fc", "critic_options": {"bogus": 1}}, "unknown option(s) bogus"),
         ({"critic": "fc", "width": 10**6}, "parameters"),
         ({"device": "cuda"}, "not available"),
+        ({"width": 64}, "width apply to a named critic"),  # critic "auto" (the default) has fixed candidates
         ({"holdout": 100}, "too few to hold out 100"),
     ]
     with svc.client() as c:
@@ -412,7 +416,7 @@ def test_request_guard_body_size_and_nul():
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from service.server.limits import RequestGuard
+    from service.server.middleware import RequestGuard
 
     app = FastAPI()
 

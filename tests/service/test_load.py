@@ -239,3 +239,37 @@ def test_overload_is_shed_at_once_with_retry_after(make_service, tmp_path):
     shed = next(r for r in responses if r.status_code == 503)
     assert shed.headers["retry-after"] == "1" and "busy" in shed.json()["detail"]
     assert httpx.get(f"{svc.url}/healthz").status_code == 200
+
+
+def test_client_waits_out_a_busy_server_as_its_retry_after_says(make_service, tmp_path):
+    """W1Client retries a 503 after the server's own Retry-After (tenacity), and succeeds once the
+    server has room: here one request in flight is the limit, and an open event stream holds it."""
+    import threading
+
+    from service.client import W1Client
+
+    svc, body = start(make_service, tmp_path, {}, W1_MAX_REQUESTS_IN_FLIGHT="1")
+    with svc.client() as c:
+        job_id = c.post("/v1/jobs", json=body).json()["id"]
+        with c.stream("GET", f"/v1/jobs/{job_id}/events") as stream:  # holds the one slot while open
+            lines = stream.iter_lines()  # (kept: a dropped iterator would close the connection)
+            next(lines)
+            busy = httpx.get(f"{svc.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {svc.token}"})
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1", busy.text
+            answer: dict = {}
+
+            def fetch():
+                t0 = time.monotonic()
+                with W1Client(svc.url, token=svc.token) as client:
+                    answer["job"] = client.get_job(job_id)
+                answer["took"] = time.monotonic() - t0
+
+            waiting = threading.Thread(target=fetch)
+            waiting.start()
+            time.sleep(2.5)
+            assert "job" not in answer  # still waiting out the busy server, not failed
+        waiting.join(timeout=30)  # the stream closed: the slot is free
+    assert answer["job"]["id"] == job_id and answer["took"] >= 2.5, answer
+    shed = [line for line in httpx.get(f"{svc.url}/metrics").text.splitlines()
+            if line.startswith("w1_http_requests_total") and 'route="shed"' in line]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in shed) >= 3  # ours, then about one a second

@@ -1,11 +1,11 @@
 """The same code scaled out: Redis broker + PostgreSQL job table (real servers on loopback), two
 workers, a job followed over SSE whose result matches estimate_w1, a batch, and a SIGKILLed worker."""
-import json
 import signal
 import time
 
 import numpy as np
 import pytest
+from httpx_sse import connect_sse
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +37,8 @@ def test_redis_postgres_end_to_end(make_service, redis_url, fresh_postgres_url, 
                    headers={"Idempotency-Key": "scale-1"})
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]
-        events, kind = [], None
-        with c.stream("GET", f"/v1/jobs/{job_id}/events", timeout=300) as s:
-            for line in s.iter_lines():
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: "):
-                    events.append((kind, json.loads(line[6:])))
+        with connect_sse(c, "GET", f"/v1/jobs/{job_id}/events", timeout=300) as source:
+            events = [(event.event, event.json()) for event in source.iter_sse()]
         assert any(k == "progress" for k, _ in events)
         assert events[-1][0] == "status" and events[-1][1]["status"] == "succeeded", (events[-1], svc.log_tail())
         job = c.get(f"/v1/jobs/{job_id}").json()

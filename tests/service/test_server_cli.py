@@ -108,6 +108,15 @@ def test_serve_embedded_default_runs_a_job(tmp_path):
         for noise in ("celery@", "[tasks]", "superuser privileges", "No hostname was supplied", "INFO/"):
             assert noise not in text, text
         assert "no API keys: loopback clients are served without a token" in text
+        # DNS rebinding: a page of another site whose name now points at 127.0.0.1 is same-origin to the
+        # browser, but its requests name that site in Host: local mode serves loopback names only
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):  # (each answer is cached a while)
+            assert httpx.get(f"{url}/v1/jobs", headers={"Host": host}).status_code == 200, host
+        for host in (f"rebound.example:{port}", "rebound.example", f"127.0.0.1.nip.example:{port}"):
+            r = httpx.get(f"{url}/v1/jobs", headers={"Host": host})
+            assert r.status_code == 401 and "addressing this server as localhost" in r.json()["detail"], (host, r.text)
+        r = httpx.post(f"{url}/v1/jobs/{job['id']}/cancel", headers={"Host": f"rebound.example:{port}"})
+        assert r.status_code == 401, r.text
         # the first key ends local mode: `keys create` says so, then the server refuses and logs it
         created = w1("keys", "create", "--owner", "erin", env=env)
         assert created.returncode == 0 and "first API key" in created.stderr, created.stderr

@@ -9,7 +9,8 @@ from sqlalchemy import select
 from service.server import domain
 from service.server.db import Batch, Job
 from service.server.deps import CtxDep, OwnerDep
-from service.server.domain import Problem, owned
+from service.server.domain import owned
+from service.server.errors import NotFound
 from service.contracts import ArtifactList, BatchCreate, BatchCreated, BatchOut
 from service.server.openapi import errors, links
 from service.server.series import SERIES_ARTIFACTS, read_artifact
@@ -70,9 +71,9 @@ def get_artifact(batch_id: str, name: str, ctx: CtxDep, who: OwnerDep) -> FileRe
     with ctx.sessions() as s:
         batch = owned(s, Batch, batch_id, who)
     if name not in SERIES_ARTIFACTS:
-        raise Problem(404, f"no artifact {name!r}; a series' artifacts are {', '.join(SERIES_ARTIFACTS)}")
+        raise NotFound(f"no artifact {name!r}; a series' artifacts are {', '.join(SERIES_ARTIFACTS)}")
     path = read_artifact(ctx.settings, batch.id, name)
     if path is None:
-        raise Problem(404, f"batch {batch.id} has no {name} yet ({batch.mode} batch; a series writes it after "
+        raise NotFound(f"batch {batch.id} has no {name} yet ({batch.mode} batch; a series writes it after "
                            "its first item)")
     return FileResponse(path, media_type=SERIES_ARTIFACTS[name], filename=name)

@@ -1,19 +1,21 @@
 """Jobs: submit, list, read, cancel, follow (Server-Sent Events), artifacts."""
 from __future__ import annotations
 
-import json
+from collections.abc import AsyncIterable
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 
 from service.server import domain
 from service.server.db import ACTIVE, FINISHED, Job
 from service.server.deps import CtxDep, OwnerDep
 from service.server.limits import parse_cursor
-from service.server.domain import Problem, owned
+from service.server.domain import owned
+from service.server.errors import Invalid, NotFound
 from service.contracts import ArtifactList, JobCreate, JobList, JobOut
 from service.server.openapi import errors, links
 from service.server.views import job_out, respond
@@ -22,11 +24,6 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(401, 422, 
 
 ARTIFACTS = {"curve.json": "application/json", "curve.png": "image/png",
              "critic.onnx": "application/octet-stream", "critic.pt": "application/octet-stream"}
-KEEPALIVE_S = 15.0
-
-
-class EventStream(StreamingResponse):
-    media_type = "text/event-stream"
 
 
 @router.post("", status_code=202, response_model=JobOut, name="submit",
@@ -50,7 +47,7 @@ def list_jobs(ctx: CtxDep, who: OwnerDep, status: str | None = None, batch_id: s
         wanted = status.split(",")
         bad = [w for w in wanted if w not in (*ACTIVE, *FINISHED)]
         if bad:
-            raise Problem(422, f"unknown status {bad[0]!r}; use one of {', '.join((*ACTIVE, *FINISHED))}")
+            raise Invalid(f"unknown status {bad[0]!r}; use one of {', '.join((*ACTIVE, *FINISHED))}")
         q = q.where(Job.status.in_(wanted))
     if batch_id:
         q = q.where(Job.batch_id == batch_id)
@@ -77,42 +74,37 @@ def cancel_job(job_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     return respond(job_out(domain.cancel_job(ctx, who, job_id)), 202)
 
 
-@router.get("/{job_id}/events", response_class=EventStream, name="events", responses={
-    200: {"description": "`event: progress` (data: Progress) while it runs, `event: status` (data: Job) "
-                         "on every change; the stream ends after the final status",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-    **errors(401, 404, 422, 503, json_content=True)})
-async def job_events(job_id: str, request: Request, ctx: CtxDep, who: OwnerDep) -> EventStream:
-    """Server-Sent Events: ``progress`` while it runs, ``status`` on every change; ends when done."""
+async def watched_job(job_id: str, ctx: CtxDep, who: OwnerDep) -> dict:
+    """The job as ``GET /v1/jobs/{id}`` shows it (404 before any event is sent)."""
     def load() -> dict:
         with ctx.sessions() as s:
             return job_out(owned(s, Job, job_id, who)).model_dump(mode="json")
 
-    first = await run_in_threadpool(load)
-    watch = request.app.state.watch
+    return await run_in_threadpool(load)
 
-    async def stream():
-        last_status, last_progress, job = None, None, first
-        sub = watch.subscribe(job_id, first)
-        try:
-            while True:
-                if job is None:  # nothing changed for a while: a comment keeps proxies from closing us
-                    yield ": keep-alive\n\n"
-                else:
-                    if job["progress"] is not None and job["progress"] != last_progress:
-                        last_progress = job["progress"]
-                        yield f"event: progress\ndata: {json.dumps(job['progress'])}\n\n"
-                    if job["status"] != last_status:  # after progress: the final status ends the stream
-                        last_status = job["status"]
-                        yield f"event: status\ndata: {json.dumps(job)}\n\n"
-                    if job["status"] in FINISHED:
-                        return
-                job = await sub.next(KEEPALIVE_S)
-        finally:
-            sub.close()
 
-    return EventStream(stream(),
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+@router.get("/{job_id}/events", response_class=EventSourceResponse, name="events", responses={
+    200: {"description": "`event: progress` (data: Progress) while it runs, `event: status` (data: Job) "
+                         "on every change; the stream ends after the final status",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    **errors(401, 404, 422, 503, json_content=True)})
+async def job_events(job_id: str, request: Request,
+                     first: Annotated[dict, Depends(watched_job)]) -> AsyncIterable[ServerSentEvent]:
+    """Server-Sent Events: ``progress`` while it runs, ``status`` on every change; ends when done."""
+    # FastAPI's SSE support writes the events, and a keep-alive comment after 15 s of silence
+    last_status, last_progress, job = None, None, first
+    with request.app.state.watch.watching({job_id: first}) as watching:
+        while True:
+            if job["progress"] is not None and job["progress"] != last_progress:
+                last_progress = job["progress"]
+                yield ServerSentEvent(event="progress", data=last_progress)
+            if job["status"] != last_status:  # after progress: the final status ends the stream
+                last_status = job["status"]
+                yield ServerSentEvent(event="status", data=job)
+            if job["status"] in FINISHED:
+                return
+            await watching.changed()
+            job = watching.views[job_id]
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactList, name="artifacts", responses=errors(404))
@@ -133,8 +125,8 @@ def get_artifact(job_id: str, name: str, ctx: CtxDep, who: OwnerDep) -> FileResp
     with ctx.sessions() as s:
         job = owned(s, Job, job_id, who)
     if name not in ARTIFACTS:
-        raise Problem(404, f"no artifact {name!r}; artifacts are {', '.join(ARTIFACTS)}")
+        raise NotFound(f"no artifact {name!r}; artifacts are {', '.join(ARTIFACTS)}")
     path = ctx.settings.artifacts_dir(job.id, job.fence) / name
     if not path.is_file():
-        raise Problem(404, f"job {job.id} has no {name} (status {job.status})")
+        raise NotFound(f"job {job.id} has no {name} (status {job.status})")
     return FileResponse(path, media_type=ARTIFACTS[name], filename=name)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from fastapi.responses import JSONResponse
+from service.server.answers import answer
+from service.server.errors import Forbidden
 
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -40,8 +41,7 @@ class CrossSiteGuard:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] in UNSAFE and cross_site(dict(scope.get("headers") or [])):
-            response = JSONResponse({"detail": "cross-site request refused: state-changing requests must "
-                                               "come from this server's own pages or a non-browser client"},
-                                    status_code=403)
-            return await response(scope, receive, send)
+            refused = Forbidden("cross-site request refused: state-changing requests must come from this "
+                                "server's own pages or a non-browser client")
+            return await answer(refused)(scope, receive, send)
         return await self.app(scope, receive, send)

@@ -11,24 +11,26 @@ and stay out of the public OpenAPI contract:
   (training.table.result_rows), so the page and the terminal never disagree.
 - ``GET /ui/api/events?jobs=a,b,...``: one Server-Sent Events stream for many jobs (a job list or
   a batch). A browser opens at most six connections to one server, so one stream per running job
-  would starve the page; this one shares the API's single poller (service/watch.py) like
+  would starve the page; this one shares the API process's poller (server/watch.py) like
   ``/v1/jobs/{id}/events`` does.
 """
 from __future__ import annotations
 
-import asyncio
-import json
+from collections.abc import AsyncIterable
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 
 from service.server.auth import LOCAL_OWNER
 from service.server.db import FINISHED, Job
 from service.server.deps import CtxDep, OwnerDep
-from service.server.domain import Problem, owned
+from service.server.domain import owned
+from service.server.errors import Invalid, NotFound
 from service.server.views import job_out
 from training.table import result_rows
 
@@ -44,7 +46,6 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
            "X-Frame-Options": "DENY", "Cache-Control": "no-cache"}
 MAX_STREAM_JOBS = 200
-KEEPALIVE_S = 15.0
 
 router = APIRouter(include_in_schema=False)
 
@@ -85,7 +86,7 @@ def ui_index() -> FileResponse:
 def ui_asset(name: str) -> FileResponse:
     path = ASSETS.get(name)
     if path is None:
-        raise Problem(404, f"no dashboard file {name!r}")
+        raise NotFound(f"no dashboard file {name!r}")
     return _page(path)
 
 
@@ -106,30 +107,14 @@ def job_rows(job_id: str, ctx: CtxDep, who: OwnerDep) -> JSONResponse:
 def _stream_ids(jobs: str) -> list[str]:
     ids = list(dict.fromkeys(i.strip() for i in jobs.split(",") if i.strip()))
     if not ids:
-        raise Problem(422, "jobs: give one or more job ids, comma-separated")
+        raise Invalid("jobs: give one or more job ids, comma-separated")
     if len(ids) > MAX_STREAM_JOBS:
-        raise Problem(422, f"jobs: {len(ids)} ids, at most {MAX_STREAM_JOBS} per stream")
+        raise Invalid(f"jobs: {len(ids)} ids, at most {MAX_STREAM_JOBS} per stream")
     return ids
 
 
-async def _changed(subs: list, timeout: float) -> list[str]:
-    """Ids of the subscriptions that changed, waiting up to ``timeout`` for the first change."""
-    waiters = [asyncio.ensure_future(sub.changed.wait()) for sub in subs]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-    ready = [sub for sub in subs if sub.changed.is_set()]
-    for sub in ready:
-        sub.changed.clear()
-    return [sub.job_id for sub in ready]
-
-
-@router.get("/ui/api/events")
-async def jobs_events(jobs: str, request: Request, ctx: CtxDep, who: OwnerDep) -> StreamingResponse:
-    """``event: job`` (data: the job as ``GET /v1/jobs/{id}`` shows it) for each job now and on every
-    change; the stream ends when all of them are finished. Another owner's id answers 404."""
+async def _watched_jobs(jobs: str, ctx: CtxDep, who: OwnerDep) -> dict[str, dict]:
+    """Each job as ``GET /v1/jobs/{id}`` shows it, in the order given (404 before any event is sent)."""
     ids = _stream_ids(jobs)
 
     def load() -> dict[str, dict]:
@@ -138,32 +123,25 @@ async def jobs_events(jobs: str, request: Request, ctx: CtxDep, who: OwnerDep) -
                      for j in s.scalars(select(Job).where(Job.id.in_(ids), Job.owner == who))}
         missing = [i for i in ids if i not in found]
         if missing:
-            raise Problem(404, f"no job {missing[0]!r}")
-        return found
+            raise NotFound(f"no job {missing[0]!r}")
+        return {i: found[i] for i in ids}
 
-    first = await run_in_threadpool(load)
-    watch = request.app.state.watch
+    return await run_in_threadpool(load)
 
-    async def stream():
-        subs = [watch.subscribe(i, first[i]) for i in ids]
-        try:
-            views = {i: watch.latest.get(i, first[i]) for i in ids}
-            pending = set(ids)
-            changed = list(ids)
-            while True:
-                for job_id in changed:
-                    view = views[job_id] = watch.latest.get(job_id, views[job_id])
-                    yield f"event: job\ndata: {json.dumps(view)}\n\n"
-                    if view["status"] in FINISHED:
-                        pending.discard(job_id)
-                if not pending:
-                    return
-                changed = await _changed([s for s in subs if s.job_id in pending], KEEPALIVE_S)
-                if not changed:
-                    yield ": keep-alive\n\n"
-        finally:
-            for sub in subs:
-                sub.close()
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+@router.get("/ui/api/events", response_class=EventSourceResponse)
+async def jobs_events(request: Request,
+                      first: Annotated[dict[str, dict], Depends(_watched_jobs)]) -> AsyncIterable[ServerSentEvent]:
+    """``event: job`` (data: the job as ``GET /v1/jobs/{id}`` shows it) for each job now and on every
+    change; the stream ends when all of them are finished. Another owner's id answers 404."""
+    pending, changed = set(first), list(first)
+    with request.app.state.watch.watching(first) as watching:
+        while True:
+            for job_id in changed:
+                view = watching.views[job_id]
+                yield ServerSentEvent(event="job", data=view)
+                if view["status"] in FINISHED:
+                    pending.discard(job_id)
+            if not pending:
+                return
+            changed = await watching.changed(among=pending)

@@ -69,14 +69,20 @@ export function sourceName(ref, names) {
 // How far a job has come: steps of the cap, or time against the budget when one is set (it
 // usually ends the run first; loading and evaluation come on top of it).
 export function progressOf(job) {
+  // whichever ends the job first: its steps or its time budget (every estimate has one by default)
   const p = job.progress, budget = job.spec?.options?.time_budget_s;
   if (!p) return null;
+  const what = [p.phase, p.candidate].filter(Boolean).join(" of ");
+  const label = `step ${p.step} of ${p.total}${what ? ` (${what})` : ""}`;
+  const byStep = p.total ? p.step / p.total : 0;
   if (budget && job.started_at) {
     const elapsed = Math.max(0, (Date.now() - new Date(job.started_at).getTime()) / 1000);
-    return { value: Math.min(elapsed, budget), max: budget,
-      text: `step ${p.step}, running ${Math.round(elapsed)} s (training time budget ${budget} s)` };
+    if (elapsed / budget > byStep) {
+      return { value: Math.min(elapsed, budget), max: budget,
+        text: `${label}, running ${Math.round(elapsed)} s of its ${budget} s time budget` };
+    }
   }
-  return { value: p.step, max: p.total, text: `step ${p.step} of ${p.total}` };
+  return { value: p.step, max: p.total, text: label };
 }
 
 export function statusBadge(status) {
