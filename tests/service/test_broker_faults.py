@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 OPTIONS = {"critic": "fc", "width": 16, "steps": 20, "batch_size": 16, "eval_every": 10, "device": "cpu",
            "progress_every": 5, "eval_samples": 32, "seed": 3}
-LONG = dict(OPTIONS, steps=200, early_stopping=False, checkpoint_every=10, eval_every=100)
+# long enough that a kill lands mid-run now that steps take about a millisecond
+LONG = dict(OPTIONS, steps=3000, early_stopping=False, checkpoint_every=10, eval_every=100)
 
 
 @pytest.fixture(scope="module")
