@@ -18,6 +18,7 @@ seconds (time.process_time, one torch thread): on a shared machine the CPU secon
 measure of the work done.
 
     python bench/series_speed.py [--cases digits,photos32x3] [--seeds 1] [--fid] [--fid-items 2] [--out bench/results]
+    python bench/series_speed.py --report bench/results/series_speed_*.json > table.md
 """
 from __future__ import annotations
 
@@ -119,8 +120,42 @@ def run_case(name: str, seed: int, args, emit) -> None:
         emit(row)
 
 
+def report(paths: list[str]) -> str:
+    """Markdown tables from the JSON files of runs: per item, then per case (the series against N colds)."""
+    lines = ["| case | item | start | warm: certified ± s.e. | cold: certified ± s.e. | (warm - cold) / s.e. "
+             "| warm train s (steps) | cold train s (steps) | warm / cold train s | FID s per checkpoint | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    totals = []
+    for path in paths:
+        rows = json.loads(Path(path).read_text())[1:]
+        for r in rows:
+            w, c = r["warm"], r["cold"]
+            ratio = "" if r["item"] == 0 else f"{w['train_s'] / c['train_s']:.2f}"
+            delta = "" if r["item"] == 0 else f"{(w['certified'] - c['certified']) / c['se']:+.1f}"
+            fid = f"{r['fid_s']:.0f}" if "fid_s" in r else ""
+            lines.append(f"| {r['case']} s{r['seed']} | {r['item']} | {r['start']} | {w['certified']:.4f} ± "
+                         f"{w['se']:.4f} | {c['certified']:.4f} ± {c['se']:.4f} | {delta} | {w['train_s']:.1f} "
+                         f"({w['train_steps']}) | {c['train_s']:.1f} ({c['train_steps']}) | {ratio} | {fid} "
+                         f"| {r['load'][0]:.1f} |")
+        later = rows[1:]
+        fids = [r["fid_s"] for r in rows if "fid_s" in r]
+        totals.append((rows[0]["case"], rows[0]["seed"], len(rows), rows[-1]["series_wall_s"], rows[-1]["cold_wall_s"],
+                       sum(r["warm"]["train_s"] for r in later) / sum(r["cold"]["train_s"] for r in later),
+                       max(r["warm"]["train_s"] / r["cold"]["train_s"] for r in later),
+                       sum(fids) / len(fids) * len(rows) if fids else None))
+    lines += ["", "| case | items | series wall s | N cold estimates wall s | series / cold | warm / cold train s "
+              "(items after the first: total, worst item) | FID of every checkpoint, s (estimated) |",
+              "|---|---|---|---|---|---|---|"]
+    for case, seed, n, series_s, cold_s, mean_ratio, worst, fid in totals:
+        fid_text = f"{fid:.0f}" if fid is not None else "not timed"
+        lines.append(f"| {case} s{seed} | {n} | {series_s:.0f} | {cold_s:.0f} | {series_s / cold_s:.2f} "
+                     f"| {mean_ratio:.2f}, {worst:.2f} | {fid_text} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--report", nargs="+", metavar="JSON", help="Print markdown tables of these runs and exit.")
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--first-seed", type=int, default=0)
@@ -130,6 +165,9 @@ def main() -> None:
     ap.add_argument("--fid-samples", type=int, default=100, help="Samples whose Inception features are timed.")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
+    if args.report:
+        print(report(args.report), end="")
+        return
     torch.set_num_threads(args.threads)
     stamp = datetime.date.today().isoformat()
     out = Path(args.out) / f"series_speed_{args.cases.replace(',', '-')}_s{args.first_seed}_{stamp}_cpu.json"

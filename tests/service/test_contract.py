@@ -113,12 +113,14 @@ def test_schemathesis_finds_no_5xx_and_no_contradiction(make_service, tmp_path):
     path = tmp_path / "real.npy"
     np.save(path, np.random.default_rng(0).integers(0, 256, (64, 1, 8, 8), dtype=np.uint8))
     assert svc.upload(path).status_code == 201
+    # one worker: two threads building ASTs at once hit CPython 3.11's "AST constructor recursion depth
+    # mismatch" SystemError inside hypothesis (python/cpython#106905), failing the run on no fault of the API
     checks = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance," \
              "response_headers_conformance"
     out = subprocess.run(
         [str(BIN / "schemathesis"), "run", f"{svc.url}/openapi.json", "-H", f"Authorization: Bearer {svc.token}",
          "--checks", checks, "--max-examples", "25", "--phases", "examples,coverage,fuzzing,stateful",
-         "--max-time", "60", "--workers", "2", "--seed", "1", "--generation-database", "none", "--no-color",
+         "--max-time", "60", "--workers", "1", "--seed", "1", "--generation-database", "none", "--no-color",
          "--request-timeout", "30"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"}, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
