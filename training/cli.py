@@ -4,6 +4,7 @@ Options are generated from EstimateOptions' fields (their descriptions are the h
 and the job service can never disagree on what an option means or defaults to."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import types
@@ -175,15 +176,23 @@ def estimate(real, fake, options_file, critic_option, value_range, size, channel
     """
     from training.threads import fixed_threads
 
+    with command_errors(debug), fixed_threads(threads):
+        _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
+             allow_torchscript, fid_mode, json_out, plot, quiet, fields)
+
+
+@contextlib.contextmanager
+def command_errors(debug: bool, interrupted: str = "interrupted"):
+    """How an estimator command ends on an error: one line on stderr and exit status 2 (FID asked for but
+    unavailable), 130 (interrupted) or 1, unless --debug (the traceback) or a missing library (the `w1`
+    group's install hint)."""
     try:
-        with fixed_threads(threads):
-            _run(real, fake, options_file, critic_option, value_range, size, channels, resize, checkpoint_dir,
-                 allow_torchscript, fid_mode, json_out, plot, quiet, fields)
+        yield
     except FIDUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
+        click.echo(f"error: {interrupted}", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
         if debug or _missing_library(exc):

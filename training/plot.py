@@ -40,11 +40,7 @@ def plot_curve(result: Any, path: str | Path) -> None:
         title += f" — space: {describe_space(data['space'])}"
     if data.get("critic_spec"):
         title += f"\ncritic: {data['critic_spec'].get('name')} {data['critic_spec'].get('activation')}"
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, ax, title, path, legend_loc="lower right", legend_size=8)
 
 
 def plot_series(series: Any, path: str | Path) -> None:
@@ -83,8 +79,14 @@ def plot_series(series: Any, path: str | Path) -> None:
     if data.critic:
         warm = sum(it.start == "warm" for it in items)
         title += f"\ncritic: {data.critic}, {warm} of {len(items)} items warm-started"
+    _save(fig, ax, title, path, legend_loc="best", legend_size=7)
+
+
+def _save(fig, ax, title: str, path, *, legend_loc: str, legend_size: int) -> None:
+    import matplotlib.pyplot as plt
+
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="best", fontsize=7)
+    ax.legend(loc=legend_loc, fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from training.cli import (SOURCES_HELP, FIDUnavailable, _Command, _missing_library, _one_line, build_options,
-                          estimate_options)
+from training.cli import SOURCES_HELP, _Command, build_options, command_errors, estimate_options
 
 SERIES_HELP = """\b
 Examples:
@@ -77,22 +76,11 @@ def series(real, fakes, labels, steps_from_names, checkpoint_steps, warm_start, 
     (--steps is the critic's training steps; the checkpoints' steps are --checkpoint-steps or
     --steps-from-names).
     """
-    try:
+    with command_errors(debug, "interrupted (with --checkpoint-dir, the same command resumes)"):
         names, steps = item_names(fakes, labels, steps_from_names, checkpoint_steps)
         options, _ = build_options(options_file, critic_option, value_range, size, channels, resize, fid_mode, fields)
         _run(real, list(fakes), names, steps, warm_start, options, checkpoint_dir, allow_torchscript, json_out,
              csv_out, plot, quiet)
-    except FIDUnavailable as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted (with --checkpoint-dir, the same command resumes)", err=True)
-        sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
-        if debug or _missing_library(exc):
-            raise
-        click.echo(f"error: {_one_line(exc)}", err=True)
-        sys.exit(1)
 
 
 def _console(stderr: bool):

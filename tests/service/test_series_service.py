@@ -49,6 +49,13 @@ def library_series(real, fakes, options):
     return estimate_series(str(real), [str(p) for p in fakes], options=options)
 
 
+def wait_for_step(c, svc, job_id: str, step: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while (c.get(f"/v1/jobs/{job_id}").json()["progress"] or {}).get("step", 0) < step:
+        assert time.monotonic() < deadline, svc.log_tail()
+        time.sleep(0.1)
+
+
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -90,15 +97,12 @@ def test_series_on_the_embedded_default(live_service, series_files):
 
 def test_sigkilled_worker_resumes_the_series_at_its_current_item(make_service, series_files):
     real, fakes = series_files
-    opts = dict(OPTIONS, steps=200, early_stopping=False)
+    # a warm item trains at most 375 steps; batches of 256 make them slow enough for the kill to land mid-item
+    opts = dict(OPTIONS, steps=375, batch_size=256, early_stopping=False)
     svc = make_service(workers=1, W1_STALE_AFTER_S="10")  # a loaded machine's heartbeat is not taken for a death
     with svc.client() as c:
         batch = submit_series(c, svc, real, fakes, opts)
-        third = batch["jobs"][2]["id"]
-        deadline = time.monotonic() + 300
-        while (c.get(f"/v1/jobs/{third}").json()["progress"] or {}).get("step", 0) < 60:
-            assert time.monotonic() < deadline, svc.log_tail()
-            time.sleep(0.1)
+        wait_for_step(c, svc, batch["jobs"][2]["id"], 60)
         svc.kill_worker(sig=signal.SIGKILL)
         svc.start_worker()
         jobs = check_finished_series(c, svc, batch, real, fakes, opts)
@@ -108,15 +112,12 @@ def test_sigkilled_worker_resumes_the_series_at_its_current_item(make_service, s
 
 def test_cancel_stops_the_series_and_keeps_finished_items(make_service, series_files):
     real, fakes = series_files
-    opts = dict(OPTIONS, steps=400, early_stopping=False)
+    opts = dict(OPTIONS, steps=375, batch_size=256, early_stopping=False)  # slow enough for the cancel to land mid-item
     svc = make_service(workers=1)
     with svc.client() as c:
         batch = submit_series(c, svc, real, fakes, opts)
         second = batch["jobs"][1]["id"]
-        deadline = time.monotonic() + 300
-        while (c.get(f"/v1/jobs/{second}").json()["progress"] or {}).get("step", 0) < 20:
-            assert time.monotonic() < deadline, svc.log_tail()
-            time.sleep(0.1)
+        wait_for_step(c, svc, second, 20)
         r = c.post(f"/v1/batches/{batch['id']}/cancel")
         assert r.status_code == 202, r.text
         jobs = [svc.wait(j["id"], timeout=120) for j in batch["jobs"]]
