@@ -29,8 +29,9 @@ from training.series import SeriesRunner, WarmStart
 
 VARIANTS = {
     # the issue's measured schedule: 3e-4 constant, <= 300 steps, validation every 50, patience 2
-    "issue": WarmStart(lr=3e-4, lr_schedule="constant", steps=300, cold_trial_steps=0),
-    "issue+adam": WarmStart(lr=3e-4, lr_schedule="constant", steps=300, carry_optimizer=True, cold_trial_steps=0),
+    "issue": WarmStart(lr=3e-4, lr_schedule="constant", steps=300, cold_trial_steps=0, early_stopping=True),
+    "issue+adam": WarmStart(lr=3e-4, lr_schedule="constant", steps=300, carry_optimizer=True, cold_trial_steps=0,
+                            early_stopping=True),
     "issue+adam-noval0": WarmStart(lr=3e-4, lr_schedule="constant", steps=300, carry_optimizer=True,
                                    validate_carried=False, cold_trial_steps=0),
     "lr1e-3": WarmStart(lr=1e-3, lr_schedule="constant", steps=400, carry_optimizer=True, cold_trial_steps=0),

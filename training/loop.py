@@ -42,11 +42,19 @@ class Schedule:
     min_delta: float = 1e-3
     progress_every: int = 10
     checkpoint_every: int = 500
+    min_steps: int = 0  # early stopping ends training only from this step on
 
     @classmethod
     def of(cls, opts: EstimateOptions, candidate=None) -> "Schedule":
-        """The options' schedule, with a candidate's own learning rate when it sets one."""
-        schedule = cls(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(cls)})
+        """The options' schedule, with a candidate's own learning rate when it sets one.
+
+        With the cosine schedule early stopping waits for half of the steps: while the rate is near its
+        peak the validation value can dip for several evaluations and then climb well past its early best
+        (a 32x32x3 GAN checkpoint, FC critic: 16.98 at step 100, 14.69-15.83 at 200-500, 21.1 at 2,000;
+        stopping at 500 reported 17.7 against 21.8). The best critic is kept either way, so waiting costs
+        time only."""
+        fields = {f.name: getattr(opts, f.name) for f in dataclasses.fields(cls) if f.name != "min_steps"}
+        schedule = cls(**fields, min_steps=opts.steps // 2 if opts.lr_schedule == "cosine" else 0)
         lr = getattr(candidate, "lr", None)
         return dataclasses.replace(schedule, lr=lr) if lr else schedule
 
@@ -197,7 +205,7 @@ def validate(state: TrainState, sides, schedule: Schedule) -> float:
         state.best_state = copy.deepcopy(state.critic.state_dict())
     else:
         state.bad_evals += 1
-        if schedule.early_stopping and state.bad_evals >= schedule.patience:
+        if schedule.early_stopping and state.bad_evals >= schedule.patience and state.step >= schedule.min_steps:
             state.stopped_early = True
     return value
 

@@ -11,7 +11,8 @@
 The real set is opened and split once; the first update is a cold estimate (critic='auto' chooses the
 family there); every later update starts from the previous update's critic and optimiser state and
 trains at most `steps_per_update` steps (and `time_budget_s` seconds) with the warm schedule, so its
-cost is bounded whatever the generator did. The generator runs under no_grad in eval mode during the
+cost is bounded whatever the generator did (the first warm update trains one critic per warm rate it
+races, training.series.WarmStart: up to twice that). The generator runs under no_grad in eval mode during the
 update and keeps its train/eval mode (training.sources.open_callable)."""
 from __future__ import annotations
 

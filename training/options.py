@@ -73,7 +73,8 @@ class EstimateOptions(BaseModel):
         "trials take at most half of what is left after loading, the winner the rest. 0 = no time limit.")
     batch_size: int | None = Field(None, ge=1, description="Samples per side per training step.")
     early_stopping: bool | None = Field(None, description="Stop when the validation estimate has not improved "
-                                        "for `patience` evaluations (the best critic is kept).")
+                                        "for `patience` evaluations (the best critic is kept); with the cosine "
+                                        "schedule not before half of `steps`.")
     eval_every: int | None = Field(None, ge=1, description="Steps between validation estimates.")
     patience: int | None = Field(None, ge=1, description="Validation evaluations without improvement before stopping.")
     min_delta: float | None = Field(None, ge=0, description="Relative improvement that counts for early stopping.")

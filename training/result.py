@@ -129,8 +129,10 @@ class SeriesPosition(BaseModel):
                                                 "trial it was compared with.")
     lead_se: float | None = Field(None, description="The warm critic's lead over the cold trial in standard "
                                   "errors of their paired validation difference (negative: behind).")
+    warm_lr: float | None = Field(None, description="The warm critic's learning rate (the series chooses it at its "
+                                  "first warm item by racing the candidate rates on the validation split).")
     decision: str = ""
-    train_steps: int = Field(0, description="Every training step this item ran: auto's trials, the warm critic's "
+    train_steps: int = Field(0, description="Every training step this item ran: auto's trials, the warm critics' "
                              "and the cold trial's.")
 
     @property

@@ -37,22 +37,34 @@ from training.threads import apply_threads, choose_threads, restores_threads
 
 SERIES_CHECKPOINT = "series.pt"
 # A carried critic validating below this part of the warm critic's value means the generator moved far
-# (bench/results/series_design_*: 0.57-0.76 on checkpoints where the warm schedule matched a cold
-# estimate within 1 s.e., 0.29-0.35 where it stayed about 3 s.e. below): the item's notes say so.
+# (bench/series_design.py on digits GAN checkpoints during the design: 0.57-0.76 on checkpoints where
+# the warm schedule matched a cold estimate within 1 s.e., 0.29-0.35 where it stayed about 3 s.e.
+# below): the item's notes say so.
 FAR = 0.5
-SERIES_VERSION = 1
+SERIES_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
 class WarmStart:
     """How a warm-started item trains: the carried critic, the estimate's own optimiser and learning rate
-    (`lr` None) decayed to 0 by a cosine over `steps`, validation every `eval_every` steps, early stopping
-    after `patience` evaluations without improvement. Measured (bench/results/series_design_*.md) on 8
-    checkpoints of a GAN 250 generator steps apart: 375 steps at 3e-3 with a cosine decay plus the 25-step
-    cold trial (400 steps, 0.19 of a cold estimate's 2,100) stay within 1 s.e. of a cold estimate of every
-    item; the issue's 3e-4 constant for 300 steps stayed 3-5 s.e. below it, and carrying Adam's moment
-    estimates (`carry_optimizer`) did slightly worse than a fresh optimiser. On contraction series the
-    carried critic is already optimal: early stopping ends a warm item after 100 steps.
+    (`lr` None) decayed to 0 by a cosine over `steps`, validation every `eval_every` steps (the best
+    critic is kept); with `early_stopping`, stopping after `patience` evaluations without improvement.
+    Measured with bench/series_design.py on 8 digits GAN checkpoints 250 generator steps apart:
+    375 steps at 3e-3 with a cosine decay plus the 25-step cold trial (400 steps, 0.19 of a cold
+    estimate's 2,100) stay within 1 s.e. of a cold estimate of every item; the issue's 3e-4 constant for
+    300 steps stayed 3-5 s.e. below it, and carrying Adam's moment estimates (`carry_optimizer`) did
+    slightly worse than a fresh optimiser. Early stopping is off: on 8 checkpoints of a 32x32x3 GAN
+    (bench/series_speed.py) patience 2 ended 3 of 7 items after 100 steps, in the dip that the high
+    starting rate causes, 4.7-7.8 s.e. below a cold estimate. The item's cost is bounded by
+    `steps` either way.
+
+    The rate is raced, once: no single rate suits every case (8 GAN checkpoints, full 375 steps, seed 0:
+    on digits 8x8 the estimate's 3e-3 stayed within -0.9..+0.6 s.e. of cold estimates and a third of it
+    1.2-2.5 s.e. below them; on 32x32x3 photo patches 3e-3 stayed 1.0-1.4 s.e. below, a third of it
+    +0.2..+0.6 s.e. above). So the first warm item trains one warm critic per factor of `lr_factors`
+    (times the estimate's rate, or `lr`), each for the full warm schedule, and the higher certified
+    validation value wins; its rate is kept for the rest of the series. That item costs one warm schedule
+    more (775 steps with the trial instead of 400).
 
     What carries over is the previous item's final critic, nothing else: the validation reference is
     measured anew (`validate_carried`: the carried critic is validated on the new item before it trains,
@@ -65,19 +77,27 @@ class WarmStart:
     lr_schedule: str = "cosine"
     steps: int = 375
     eval_every: int = 50
+    early_stopping: bool = False
     patience: int = 2
     carry_optimizer: bool = False
     validate_carried: bool = True
     cold_trial_steps: int = 25
+    lr_factors: tuple[float, ...] = (1.0, 1 / 3)
 
-    def schedule(self, opts: EstimateOptions, candidate=None, max_steps: int | None = None) -> Schedule:
+    def schedule(self, opts: EstimateOptions, candidate=None, max_steps: int | None = None,
+                 lr: float | None = None) -> Schedule:
         """The warm critic's schedule: never more steps than a cold estimate (`opts.steps`) or `max_steps`;
-        `lr` None: the candidate's own rate (Schedule.of)."""
+        at `lr`, else `self.lr`, else the candidate's own rate (Schedule.of)."""
         steps = max(1, min(self.steps, opts.steps, max_steps or opts.steps))
         base = Schedule.of(opts, candidate)
-        return dataclasses.replace(base, lr=self.lr or base.lr, lr_schedule=self.lr_schedule,
+        return dataclasses.replace(base, lr=lr or self.lr or base.lr, lr_schedule=self.lr_schedule,
                                    steps=steps, eval_every=min(self.eval_every, steps), patience=self.patience,
-                                   early_stopping=True)
+                                   early_stopping=self.early_stopping, min_steps=0)
+
+    def rates(self, opts: EstimateOptions, candidate=None) -> list[float]:
+        """The warm rates the first warm item races (one: nothing to race)."""
+        base = self.lr or Schedule.of(opts, candidate).lr
+        return [base * f for f in self.lr_factors] or [base]
 
 
 @dataclasses.dataclass
@@ -108,6 +128,7 @@ class SeriesRunner:
         self.dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.items: list[SeriesItem] = []
         self.carry: Carry | None = None
+        self.warm_lr: float | None = None  # chosen at the first warm item, kept for the series
         self.selection = None
         self.t0 = time.perf_counter()
         if self.dir is not None and (self.dir / SERIES_CHECKPOINT).exists():
@@ -167,42 +188,64 @@ class SeriesRunner:
         return state, run.position, {"start": "cold", "decision": "warm start off: a cold estimate"}
 
     def _warm(self, sides, run: Run, deadline, item_dir, max_steps: int | None):
-        """The carried critic trains with the warm schedule, a cold trial of the family beside it; the
-        higher certified validation value decides (held-out sides stay sealed throughout)."""
+        """The carried critic trains with the warm schedule (at the first warm item, one per candidate rate,
+        raced), a cold trial of the family beside it; the higher certified validation value decides
+        (held-out sides stay sealed throughout)."""
         opts, ws, carry = self.opts, self.warm, self.carry
-        warm = new_state(carry.candidate, sides, opts, critic_state=carry.critic,
-                         optimizer_state=carry.optimizer if ws.carry_optimizer else None)
+        rates = [self.warm_lr] if self.warm_lr is not None else ws.rates(opts, carry.candidate)
+        warms = [new_state(carry.candidate, sides, opts, critic_state=carry.critic,
+                           optimizer_state=carry.optimizer if ws.carry_optimizer else None) for _ in rates]
         cold = new_state(carry.candidate, sides, opts)
-        warm.name, cold.name = "warm", "cold"
-        _threads([warm, cold], sides, opts)
-        run.states = [warm, cold]
-        run.planned = ws.steps + ws.cold_trial_steps
+        for state, lr in zip(warms, rates):
+            state.name = "warm" if len(rates) == 1 else f"warm lr={lr:.2g}"
+        cold.name = "cold"
+        _threads([*warms, cold], sides, opts)
+        run.states = [*warms, cold]
+        schedules = [ws.schedule(opts, carry.candidate, max_steps, lr) for lr in rates]
+        run.planned = len(rates) * schedules[0].steps + ws.cold_trial_steps
         self._checkpointing(item_dir, sides, run)
-        schedule, cold_schedule = ws.schedule(opts, carry.candidate, max_steps), Schedule.of(opts, carry.candidate)
+        cold_schedule = Schedule.of(opts, carry.candidate)
         trial = min(ws.cold_trial_steps, opts.steps, max_steps if max_steps is not None else opts.steps)
-        if ws.validate_carried and warm.step == 0 and warm.best_state is None:
-            validate(warm, sides, schedule)  # the carried critic as it is: the warm run keeps it unless it improves
-            run.extra["carried"] = score(warm, sides, opts).value
-        train(warm, sides, schedule, until=schedule.steps, deadline=deadline, validation=True, run=run)
+        if ws.validate_carried:
+            for state, schedule in zip(warms, schedules):
+                if state.step == 0 and state.best_state is None:
+                    validate(state, sides, schedule)  # the carried critic as it is: kept unless training improves it
+            run.extra["carried"] = score(warms[0], sides, opts).value
+        warm, lr, race = self._race(warms, rates, schedules, sides, deadline, run)
+        self.warm_lr = lr
+        info = {"warm_lr": lr, "carried_validation": run.extra.get("carried")}
         if trial == 0:  # no cold trial: the warm critic is kept
-            return warm, run.position, {"start": "warm", "decision": "warm start (no cold trial)",
-                                        "carried_validation": run.extra.get("carried")}
+            return warm, run.position, {**info, "start": "warm", "decision": race + "warm start (no cold trial)"}
         train(cold, sides, cold_schedule, until=trial, deadline=deadline, validation=True, run=run)
         w, c = score(warm, sides, opts), score(cold, sides, opts)
         lead = w.lead(c, same_indices(sides.real, sides.fake, "validation"))
-        info = {"warm_validation": w.value, "cold_trial_validation": c.value, "lead_se": lead,
-                "carried_validation": run.extra.get("carried")}
+        info |= {"warm_validation": w.value, "cold_trial_validation": c.value, "lead_se": lead}
         if c.value <= w.value:
-            return warm, run.position, {**info, "start": "warm", "decision": (
+            return warm, run.position, {**info, "start": "warm", "decision": race + (
                 f"warm start kept: validation {w.value:.4g} vs the {cold.step}-step cold trial's {c.value:.4g} "
                 f"(lead {lead:+.1f} s.e.)")}
         until = opts.steps if max_steps is None else min(opts.steps, max(max_steps, cold.step))
         run.planned = run.position + until - cold.step
         train(cold, sides, cold_schedule, until=until, deadline=deadline, validation=wants_validation(opts),
               run=run)
-        return cold, run.position, {**info, "start": "fallback", "decision": (
+        return cold, run.position, {**info, "start": "fallback", "decision": race + (
             f"fell back to a cold start: the warm critic validated {w.value:.4g}, below the {trial}-step cold "
             f"trial's {c.value:.4g} ({lead:+.1f} s.e.)")}
+
+    def _race(self, warms: list[TrainState], rates: list[float], schedules: list[Schedule], sides, deadline,
+              run: Run) -> tuple[TrainState, float, str]:
+        """Train the warm critics one after the other, each its full schedule (none stops early: the high
+        rate's early dip made a race with elimination pick the low rate on digits, where the high one
+        ends 1 s.e. higher); the higher certified validation value wins. Returns the winner, its rate and
+        a sentence for the decision (empty: nothing raced)."""
+        for state, schedule in zip(warms, schedules):
+            train(state, sides, schedule, until=schedule.steps, deadline=deadline, validation=True, run=run)
+        if len(warms) == 1:
+            return warms[0], rates[0], ""
+        scores = [score(state, sides, self.opts) for state in warms]
+        best = max(range(len(warms)), key=lambda i: scores[i].value)
+        values = ", ".join(f"lr {lr:.2g}: {sc.value:.4g}" for lr, sc in zip(rates, scores))
+        return warms[best], rates[best], f"warm rate {rates[best]:.2g} chosen for the series ({values}); "
 
     # ---- progress and checkpoints ----
     def _forward(self, index: int, label: str):
@@ -241,6 +284,7 @@ class SeriesRunner:
         blob = {"version": SERIES_VERSION, "fingerprint": self._fingerprint(),
                 "items": [item.model_dump_json() for item in self.items],
                 "selection": self.selection.model_dump_json() if self.selection is not None else None,
+                "warm_lr": self.warm_lr,
                 "carry": {"candidate": self.carry.candidate.spec(), "critic": self.carry.critic,
                           "optimizer": self.carry.optimizer}}
         path = self.dir / SERIES_CHECKPOINT
@@ -263,6 +307,7 @@ class SeriesRunner:
                              "use another checkpoint directory or delete it")
         self.items = [SeriesItem.model_validate_json(text) for text in blob["items"]]
         self.selection = Selection.model_validate_json(blob["selection"]) if blob["selection"] else None
+        self.warm_lr = blob.get("warm_lr")
         carry = blob["carry"]
         self.carry = Carry(Candidate(**carry["candidate"]), carry["critic"], carry["optimizer"])
 

@@ -98,7 +98,7 @@ def test_a_warm_start_that_validates_below_a_cold_trial_falls_back(contraction):
     back to a cold start, says so, and reports the cold critic."""
     real = contraction.real * 0.8
     shifted = real + 0.15
-    warm = WarmStart(steps=10, eval_every=5, cold_trial_steps=40)
+    warm = WarmStart(steps=10, eval_every=5, cold_trial_steps=40, lr_factors=(1.0,))  # one rate: no race
     result = estimate_series(real, [contraction.fakes[0] * 0.8, shifted], options=SMALL, warm_start=warm)
     item = result.items[1]
     assert item.start == "fallback" and not item.warm_started
@@ -110,6 +110,25 @@ def test_a_warm_start_that_validates_below_a_cold_trial_falls_back(contraction):
     true_w1 = float(np.linalg.norm(np.full(real.shape[1:], 2 * 0.15)))
     assert item.lower_confidence_bound <= true_w1
     assert item.certified_lower_bound >= 0.9 * true_w1
+
+
+def test_the_first_warm_item_races_the_rates_and_the_series_keeps_the_winner(contraction):
+    warm = WarmStart(steps=40, eval_every=10, lr_factors=(1.0, 0.1))
+    result = estimate_series(contraction.real, contraction.fakes[:3], options=SMALL, warm_start=warm)
+    first, second = result.items[1], result.items[2]
+    base = EstimateOptions.build(SMALL).resolved().lr
+    assert first.warm_lr in (pytest.approx(base), pytest.approx(base * 0.1))
+    assert "chosen for the series" in first.decision and f"lr {base:.2g}" in first.decision
+    assert first.train_steps == 2 * 40 + warm.cold_trial_steps  # both rates trained in full, then the trial
+    assert second.warm_lr == first.warm_lr and "chosen" not in second.decision
+    assert second.train_steps == 40 + warm.cold_trial_steps
+    # the winner is the rate whose critic validates higher: each rate alone gives the same critics
+    alone = {f: estimate_series(contraction.real, contraction.fakes[:2], options=SMALL,
+                                warm_start=WarmStart(steps=40, eval_every=10, lr_factors=(f,))).items[1]
+             for f in (1.0, 0.1)}
+    winner = max(alone, key=lambda f: alone[f].warm_validation)
+    assert first.warm_lr == pytest.approx(base * winner)
+    assert first.warm_validation == pytest.approx(alone[winner].warm_validation, rel=1e-5)
 
 
 def test_a_killed_series_resumes_at_its_current_item_with_the_carried_critic(contraction, tmp_path):

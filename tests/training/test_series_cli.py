@@ -100,7 +100,8 @@ def test_w1_monitor_in_a_gan_training_loop_carries_its_critic_at_a_bounded_cost(
             assert item.result.sources["fake"]["kind"] == "module"
     first, *later = monitor.items
     assert first.start == "cold" and first.steps_run == 80
-    for item in later:
+    for k, item in enumerate(later):
         assert item.start in ("warm", "fallback") and item.warm_validation is not None
-        assert item.steps_run <= 40 and item.train_steps <= 2 * 40  # the warm critic and a cold trial, each <= 40
+        # each warm critic and the cold trial <= 40 steps; the first warm update races two warm rates
+        assert item.steps_run <= 40 and item.train_steps <= (3 if k == 0 else 2) * 40
     assert [it.label for it in monitor.result().items] == ["step 60", "step 120", "step 180"]
