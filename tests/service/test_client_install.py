@@ -65,7 +65,8 @@ def test_server_and_estimator_packages_are_not_installed(client_venv):
 
 def test_estimator_and_server_commands_name_their_extra(client_venv):
     for args, extra in ((["estimate", "a.npz", "b.npz"], "estimator"), (["serve"], "server"),
-                        (["worker"], "server"), (["keys", "list"], "server")):
+                        (["worker"], "server"), (["keys", "list"], "server"),
+                        (["series", "a.npz", "b.npz"], "estimator")):
         out = run_w1(client_venv, *args)
         assert out.returncode == 1, (args, out.stdout, out.stderr)
         assert f"pip install 'w1-service[{extra}]'" in out.stderr and "Traceback" not in out.stderr, out.stderr
@@ -94,6 +95,12 @@ def test_client_commands_and_library_against_a_live_server(client_venv, live_ser
     assert "certified lower bound" in batch.stdout and "bright" in batch.stdout and "same" in batch.stdout
     assert (tmp_path / "batch.csv").is_file() and (tmp_path / "batch.json").is_file()
     assert run_w1(client_venv, "generators", "list", server=live_service).returncode == 0
+    series = run_w1(client_venv, "series", "real.npz", "fake.npz", "fake.npz", "real.npz", "--labels", "a,b,c",
+                    "--critic", "fc", "--width", "16", "--steps", "30", "--batch-size", "32", "--eval-every", "10",
+                    "--device", "cpu", "--server", live_service.url, "--csv", "series.csv", server=live_service,
+                    cwd=tmp_path)
+    assert series.returncode == 0, series.stderr
+    assert "warm" in series.stdout and "c" in series.stdout and (tmp_path / "series.csv").read_text().count("\n") == 4
 
     builtin = run_w1(client_venv, "submit", "builtin:digits", "fake.npz", server=live_service, cwd=tmp_path)
     assert builtin.returncode == 1 and "pip install 'w1-service[estimator]'" in builtin.stderr, builtin.stderr
