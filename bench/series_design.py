@@ -38,7 +38,8 @@ VARIANTS = {
     "lr3e-3": WarmStart(lr=3e-3, lr_schedule="constant", steps=400, carry_optimizer=True, cold_trial_steps=0),
     "lr1e-3-cos": WarmStart(lr=1e-3, steps=400, carry_optimizer=True, cold_trial_steps=0),
     "lr3e-3-cos": WarmStart(lr=3e-3, steps=400, carry_optimizer=True, cold_trial_steps=0),
-    "lr3e-3-cos-fresh": WarmStart(lr=3e-3, steps=400, cold_trial_steps=0),  # = the default without its trial
+    "lr3e-3-cos-fresh": WarmStart(lr=3e-3, steps=400, cold_trial_steps=0),  # the default's 3e-3 rate alone, no trial
+    "lr1e-3-cos-fresh": WarmStart(lr=1e-3, steps=400, cold_trial_steps=0),  # the default's 1e-3 rate alone, no trial
     "lr3e-3-cos300": WarmStart(lr=3e-3, steps=300, carry_optimizer=True, cold_trial_steps=0),
     "lr3e-3-cos300-fresh": WarmStart(lr=3e-3, steps=300, cold_trial_steps=0),
     "lr3e-3-cos-noval0": WarmStart(lr=3e-3, steps=400, validate_carried=False, cold_trial_steps=0),
@@ -48,7 +49,7 @@ VARIANTS = {
     "w350-t50": WarmStart(steps=350, cold_trial_steps=50),
     "w375-t25": WarmStart(steps=375, cold_trial_steps=25),
     "w400-t50": WarmStart(steps=400, cold_trial_steps=50),
-    "default": WarmStart(),  # what ships: 375 steps of lr3e-3-cos-fresh + a 25-step cold trial (fallback rule)
+    "default": WarmStart(),  # what ships: two rates raced once (3e-3, 1e-3), 375 steps, a 25-step cold trial
     "default-trial100": WarmStart(cold_trial_steps=100),
 }
 CASES = {

@@ -49,11 +49,11 @@ class WarmStart:
     """How a warm-started item trains: the carried critic, the estimate's own optimiser and learning rate
     (`lr` None) decayed to 0 by a cosine over `steps`, validation every `eval_every` steps (the best
     critic is kept); with `early_stopping`, stopping after `patience` evaluations without improvement.
-    Measured with bench/series_design.py on 8 digits GAN checkpoints 250 generator steps apart:
+    Measured (bench/results/series_design_2026-12-07_cpu.md) on 8 digits GAN checkpoints 250 steps apart:
     375 steps at 3e-3 with a cosine decay plus the 25-step cold trial (400 steps, 0.19 of a cold
     estimate's 2,100) stay within 1 s.e. of a cold estimate of every item; the issue's 3e-4 constant for
-    300 steps stayed 3-5 s.e. below it, and carrying Adam's moment estimates (`carry_optimizer`) did
-    slightly worse than a fresh optimiser. Early stopping is off: on 8 checkpoints of a 32x32x3 GAN
+    300 steps stayed 3-5 s.e. below it; in earlier design runs carrying Adam's moment estimates
+    (`carry_optimizer`) did slightly worse than a fresh optimiser. Early stopping is off: on 8 checkpoints of a 32x32x3 GAN
     (bench/series_speed.py) patience 2 ended 3 of 7 items after 100 steps, in the dip that the high
     starting rate causes, 4.7-7.8 s.e. below a cold estimate. The item's cost is bounded by
     `steps` either way.
@@ -62,9 +62,9 @@ class WarmStart:
     on digits 8x8 the estimate's 3e-3 stayed within -0.9..+0.6 s.e. of cold estimates and a third of it
     1.2-2.5 s.e. below them; on 32x32x3 photo patches 3e-3 stayed 1.0-1.4 s.e. below, a third of it
     +0.2..+0.6 s.e. above). So the first warm item trains one warm critic per factor of `lr_factors`
-    (times the estimate's rate, or `lr`), each for the full warm schedule, and the higher certified
-    validation value wins; its rate is kept for the rest of the series. That item costs one warm schedule
-    more (775 steps with the trial instead of 400).
+    (times the estimate's rate; a given `lr` is used alone), each for the full warm schedule, and the
+    higher certified validation value wins; its rate is kept for the rest of the series. That item costs
+    one warm schedule more (775 steps with the trial instead of 400).
 
     What carries over is the previous item's final critic, nothing else: the validation reference is
     measured anew (`validate_carried`: the carried critic is validated on the new item before it trains,
@@ -95,8 +95,11 @@ class WarmStart:
                                    early_stopping=self.early_stopping, min_steps=0)
 
     def rates(self, opts: EstimateOptions, candidate=None) -> list[float]:
-        """The warm rates the first warm item races (one: nothing to race)."""
-        base = self.lr or Schedule.of(opts, candidate).lr
+        """The warm rates the first warm item races: `lr` alone when it is set, else `lr_factors` times the
+        candidate's own rate (one rate: nothing to race)."""
+        if self.lr:
+            return [self.lr]
+        base = Schedule.of(opts, candidate).lr
         return [base * f for f in self.lr_factors] or [base]
 
 
