@@ -68,9 +68,10 @@ def series(real, fakes, labels, steps_from_names, checkpoint_steps, warm_start, 
     """W1 between REAL and every FAKE (checkpoints of one model, in training order).
 
     The first item is a cold estimate (critic 'auto' chooses the critic family there, once); each
-    later item starts from the previous item's critic and trains at most 375 steps (the estimate's
-    learning rate, decayed by a cosine; the carried critic is kept unless training improves it on the
-    validation split), and falls back to a cold start when a 25-step cold trial validates higher.
+    later item starts from the previous item's critic and trains at most 375 steps (a cosine decay from
+    the estimate's learning rate or a third of it: the first warm item tries both and the series keeps
+    the better; the carried critic is kept unless training improves it on the validation split), and
+    falls back to a cold start when a 25-step cold trial validates higher.
     Every item reports its held-out lower confidence bound and certified interval, as `w1 estimate`
     does. Options are those of `w1 estimate`
     (--steps is the critic's training steps; the checkpoints' steps are --checkpoint-steps or
