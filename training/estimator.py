@@ -149,13 +149,18 @@ class Fitted:
     selection: Selection | None = None
 
 
+def use_thread_policy(states: list[TrainState], sides: Sides, opts: EstimateOptions) -> None:
+    """torch's intra-op threads for training these critics, as training.threads chooses them (the caller of
+    estimate_w1 or a series item gets its own back: restores_threads)."""
+    apply_threads(choose_threads([s.critic for s in states], sides.input_shape, opts.batch_size, sides.device.type))
+
+
 def fit(sides: Sides, given: EstimateOptions, opts: EstimateOptions, run: Run, clock: Clock, checkpoint_dir,
         *, deadline: float | None) -> Fitted:
     """Steps 2 and 3 on one split: the candidates' critics, auto's choice on the validation split, and
     the winner's training to `steps`, early stopping or the deadline (held-out samples unread)."""
     states = [new_state(c, sides, opts) for c in candidates(given, opts, sides.input_shape, sides.train_samples)]
-    apply_threads(choose_threads([s.critic for s in states], sides.input_shape, opts.batch_size,
-                                 sides.device.type))
+    use_thread_policy(states, sides, opts)
     run.states = states
     run.checkpoint = _checkpointing(checkpoint_dir, opts, sides, states, run)
     if clock.setup_end is None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from training.data import open_for_space, open_sides, wants_validation
-from training.estimator import Clock, _check, finish, fit
+from training.estimator import Clock, _check, finish, fit, use_thread_policy
 from training.loop import Run, Schedule, new_state, train, validate
 from training.options import EstimateOptions
 from training.report import same_indices
@@ -33,7 +33,7 @@ from training.selection import Candidate, score
 from training.result import SeriesPosition
 from training.series_result import SeriesEvent, SeriesItem, SeriesResult, default_label
 from training.state import TrainState, load_checkpoint, save_checkpoint
-from training.threads import apply_threads, choose_threads, restores_threads
+from training.threads import restores_threads
 
 SERIES_CHECKPOINT = "series.pt"
 # A carried critic validating below this part of the warm critic's value means the generator moved far
@@ -53,10 +53,10 @@ class WarmStart:
     375 steps at 3e-3 with a cosine decay plus the 25-step cold trial (400 steps, 0.19 of a cold
     estimate's 2,100) stay within 1 s.e. of a cold estimate of every item; the issue's 3e-4 constant for
     300 steps stayed 3-5 s.e. below it; in earlier design runs carrying Adam's moment estimates
-    (`carry_optimizer`) did slightly worse than a fresh optimiser. Early stopping is off: on 8 checkpoints of a 32x32x3 GAN
-    (bench/series_speed.py) patience 2 ended 3 of 7 items after 100 steps, in the dip that the high
-    starting rate causes, 4.7-7.8 s.e. below a cold estimate. The item's cost is bounded by
-    `steps` either way.
+    (`carry_optimizer`) did slightly worse than a fresh optimiser. Early stopping is off: on 8
+    checkpoints of a 32x32x3 GAN (bench/series_speed.py) patience 2 ended 3 of 7 items after 100 steps,
+    in the dip that the high starting rate causes, 4.7-7.8 s.e. below a cold estimate. The item's cost
+    is bounded by `steps` either way.
 
     The rate is raced, once: no single rate suits every case (8 GAN checkpoints, full 375 steps, seed 0:
     on digits 8x8 the estimate's 3e-3 stayed within -0.9..+0.6 s.e. of cold estimates and a third of it
@@ -183,7 +183,7 @@ class SeriesRunner:
         """warm_start=False: a cold estimate of the series' family (no new choice)."""
         opts = self.opts
         state = new_state(self.carry.candidate, sides, opts)
-        _threads([state], sides, opts)
+        use_thread_policy([state], sides, opts)
         run.states = [state]
         self._checkpointing(item_dir, sides, run)
         train(state, sides, Schedule.of(opts, state.candidate), until=opts.steps, deadline=deadline,
@@ -202,7 +202,7 @@ class SeriesRunner:
         for state, lr in zip(warms, rates):
             state.name = "warm" if len(rates) == 1 else f"warm lr={lr:.2g}"
         cold.name = "cold"
-        _threads([*warms, cold], sides, opts)
+        use_thread_policy([*warms, cold], sides, opts)
         run.states = [*warms, cold]
         schedules = [ws.schedule(opts, carry.candidate, max_steps, lr) for lr in rates]
         run.planned = len(rates) * schedules[0].steps + ws.cold_trial_steps
@@ -317,11 +317,6 @@ class SeriesRunner:
     def result(self) -> SeriesResult:
         warm = dataclasses.asdict(self.warm) if self.warm is not None else None
         return SeriesResult.of([item.result for item in self.items], warm, total_s=time.perf_counter() - self.t0)
-
-
-def _threads(states: list[TrainState], sides, opts: EstimateOptions) -> None:
-    """The estimator's thread policy for these critics (training.threads; run_item restores the caller's)."""
-    apply_threads(choose_threads([s.critic for s in states], sides.input_shape, opts.batch_size, sides.device.type))
 
 
 def _item_notes(notes: list[str], state: TrainState, opts: EstimateOptions, info: dict) -> list[str]:
