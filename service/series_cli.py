@@ -9,8 +9,6 @@ import click
 
 from training.series_cli import item_names, series as local
 
-_REMOTE_ONLY = ("server", "token")
-
 
 def _run(server: str | None, token: str | None, **kwargs) -> None:
     if server is None:
