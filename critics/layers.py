@@ -26,17 +26,82 @@ class MaxMin(nn.Module):
         return torch.cat([torch.maximum(a, b), torch.minimum(a, b)], dim=1)
 
 
+def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
+    """Comparators (i, j), i < j, of Batcher's odd-even merge sort that sort n lanes: after
+    compare-exchanging every pair in order (larger value to lane i) the lanes are in descending order.
+    Built for the next power of two and cut to n: lanes past n would hold -inf, which never moves, so
+    a comparator touching one is dropped (tests check every 0/1 input, which proves a network sorts)."""
+    size = 1 << max(n - 1, 0).bit_length()
+    pairs: list[tuple[int, int]] = []
+
+    def merge(lo: int, count: int, stride: int) -> None:  # merge two sorted halves of lanes lo, lo+stride, ...
+        if 2 * stride < count:
+            merge(lo, count, 2 * stride)
+            merge(lo + stride, count, 2 * stride)
+            pairs.extend((i, i + stride) for i in range(lo + stride, lo + count - stride, 2 * stride))
+        else:
+            pairs.append((lo, lo + stride))
+
+    def sort(lo: int, count: int) -> None:
+        if count > 1:
+            sort(lo, count // 2)
+            sort(lo + count // 2, count // 2)
+            merge(lo, count, 1)
+
+    sort(0, size)
+    return tuple((i, j) for i, j in pairs if j < n)
+
+
+class _NetworkSort(torch.autograd.Function):
+    """Descending sort of dim 2 of a (N, groups, g, rest) tensor by a sorting network. A comparator's
+    swap is a 0/1 weight w (1 where lane i < lane j) and both the values and, in the backward, the
+    gradients move by lerp with weight w, which is exact for w in {0, 1}: the output is a permutation of
+    the input (the values torch.sort gives) and the gradient the same permutation transposed. Built from
+    elementwise ops torch vectorises on the CPU (torch.where and torch.sort's backward scatter are not):
+    about 5x faster than torch.sort forward and backward on the conv critics' groups of 4."""
+
+    @staticmethod
+    def forward(ctx, grouped: torch.Tensor, pairs: tuple[tuple[int, int], ...]) -> torch.Tensor:
+        lanes = list(grouped.unbind(2))
+        swaps = []
+        for i, j in pairs:
+            swap = (lanes[j] - lanes[i]).clamp_(min=0).sign_()
+            lanes[i], lanes[j] = torch.lerp(lanes[i], lanes[j], swap), torch.lerp(lanes[j], lanes[i], swap)
+            swaps.append(swap)
+        ctx.pairs = pairs
+        ctx.save_for_backward(*swaps)
+        return torch.stack(lanes, 2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        lanes = list(grad.unbind(2))
+        for (i, j), swap in zip(reversed(ctx.pairs), reversed(ctx.saved_tensors)):
+            lanes[i], lanes[j] = torch.lerp(lanes[i], lanes[j], swap), torch.lerp(lanes[j], lanes[i], swap)
+        return torch.stack(lanes, 2), None
+
+
+# Where the network sorts: groups of at most NETWORK_MAX_GROUP (its comparators grow as g log^2 g) in
+# tensors of more than NETWORK_MIN_SIZE elements (below, torch.sort's fewer op calls cost less; the
+# crossover measured on one CPU thread, fixed per-op cost ~5 us against ~1 ns per element).
+NETWORK_MAX_GROUP = 16
+NETWORK_MIN_SIZE = 1 << 15
+
+
 class GroupSort(nn.Module):
     """Sort (descending) within consecutive groups of `group_size` channels along dim 1.
 
     group_size=2 is MaxMin on neighbouring channel pairs. A permutation at every input, so 1-Lipschitz
-    and gradient-norm preserving."""
+    and gradient-norm preserving. Large tensors of small groups sort by a sorting network in eager mode
+    (same values as torch.sort, several times faster); TorchScript, tracing and torch.compile/export see
+    the plain torch.sort."""
 
     def __init__(self, group_size: int = 2):
         super().__init__()
         if group_size < 2:
             raise ValueError(f"GroupSort group_size must be >= 2, got {group_size}")
         self.group_size = group_size
+        self.by_network = group_size <= NETWORK_MAX_GROUP
+        self.pairs = sorting_network(group_size) if self.by_network else ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, g = x.shape[1], self.group_size
@@ -44,7 +109,15 @@ class GroupSort(nn.Module):
             raise ValueError(f"GroupSort: {c} channels are not divisible by group_size {g}")
         shape = x.shape
         grouped = x.reshape(shape[0], c // g, g, -1)
+        if self.by_network and not torch.jit.is_scripting() and not torch.jit.is_tracing():
+            return self._sort_eager(grouped).reshape(shape)
         return grouped.sort(dim=2, descending=True).values.reshape(shape)
+
+    @torch.jit.unused
+    def _sort_eager(self, grouped: torch.Tensor) -> torch.Tensor:
+        if grouped.numel() <= NETWORK_MIN_SIZE or torch.compiler.is_compiling():  # compile/export: the operator
+            return grouped.sort(dim=2, descending=True).values
+        return _NetworkSort.apply(grouped, self.pairs)
 
     def extra_repr(self) -> str:
         return f"group_size={self.group_size}"

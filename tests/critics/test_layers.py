@@ -124,3 +124,57 @@ def test_ortholinear_errors():
         OrthoLinear(0, 3)
     with pytest.raises(ValueError, match="expects 6 input features, got 5"):
         OrthoLinear(6, 2)(torch.randn(1, 5))
+
+
+@pytest.mark.parametrize("g", range(2, 17))
+def test_sorting_network_sorts_every_zero_one_input(g):
+    """The 0-1 principle: a comparator network that sorts all 2^g inputs of zeros and ones sorts every
+    input. Checked here for the network behind GroupSort, against torch.sort."""
+    from critics.layers import _NetworkSort, sorting_network
+    codes = torch.arange(2 ** g)
+    bits = ((codes[:, None] >> torch.arange(g)) & 1).to(torch.float32)  # (2^g, g)
+    out = _NetworkSort.apply(bits[:, None, :, None], sorting_network(g))[:, 0, :, 0]
+    assert torch.equal(out, bits.sort(dim=1, descending=True).values)
+
+
+@pytest.mark.parametrize("g,shape", [(4, (64, 12, 16, 16)), (8, (300, 256)), (2, (40, 16, 8, 8)), (3, (50, 12, 10, 10))])
+def test_groupsort_network_equals_torch_sort_values_and_gradients(g, shape):
+    from critics.layers import NETWORK_MIN_SIZE
+    assert torch.Size(shape).numel() > NETWORK_MIN_SIZE  # the network path
+    x = torch.randint(-3, 4, shape).to(torch.float64)  # many ties
+    grouped = x.reshape(shape[0], shape[1] // g, g, -1)
+    want = grouped.sort(dim=2, descending=True).values.reshape(shape)
+    xr = x.clone().requires_grad_()
+    y = GroupSort(g)(xr)
+    assert torch.equal(y, want)
+    v = torch.randn(shape, dtype=torch.float64)
+    (y * v).sum().backward()
+    # The gradient is a permutation of v within each group (the transpose of the forward's), so it
+    # preserves each group's values and hence the norm; where values are distinct it is torch.sort's.
+    gv = v.reshape(grouped.shape).sort(dim=2).values
+    assert torch.equal(xr.grad.reshape(grouped.shape).sort(dim=2).values, gv)
+    distinct = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    (GroupSort(g)(distinct) * v).sum().backward()
+    ref = distinct.detach().clone().requires_grad_()
+    (ref.reshape(grouped.shape).sort(dim=2, descending=True).values.reshape(shape) * v).sum().backward()
+    assert torch.equal(distinct.grad, ref.grad)
+
+
+def test_groupsort_network_gradcheck():
+    from critics.layers import _NetworkSort, sorting_network
+    x = torch.randn(3, 2, 8, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _NetworkSort.apply(t, sorting_network(8)), (x,))
+
+
+@pytest.mark.parametrize("pad", [(1, 1, 1, 1), (0, 1, 0, 1), (2, 1, 0, 3)])
+def test_circular_pad_gradient_equals_autograds(pad):
+    from critics.conv import _CircularPad
+    x = torch.randn(3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    y = _CircularPad.apply(x, pad)
+    assert torch.equal(y, F.pad(x.detach(), pad, mode="circular"))
+    v = torch.randn(y.shape, dtype=torch.float64)
+    (y * v).sum().backward()
+    ref = x.detach().clone().requires_grad_()
+    (F.pad(ref, pad, mode="circular") * v).sum().backward()
+    torch.testing.assert_close(x.grad, ref.grad, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: _CircularPad.apply(t, pad), (x.detach().requires_grad_(),))
