@@ -112,7 +112,7 @@ class LipschitzConv2d(CachedWeight):
         """Pixel unshuffle by s, 'same' padding, then the conv with `weight`; for s > 1 computed as the
         stride-s conv it equals: the kernel pixel-shuffled (channel c*s^2 + i*s + j, tap (a, b) becomes
         channel c, tap (a*s + i, b*s + j)) on the input padded by s times the padding. On the CPU this
-        saves the unshuffle and its backward copy (4-5 % of a 32x32x3 conv critic's step)."""
+        saves the unshuffle and its backward copy (87.7 -> 78.7 ms per 32x32x3 conv critic step, one A/B run)."""
         s, weight = self.stride, self.weight
         if s > 1:
             if x.shape[-1] % s or x.shape[-2] % s:
