@@ -135,14 +135,15 @@ class Score:
         return (self.value - other.value) / se if se > 0 else 0.0  # no spread at all: no evidence either way
 
 
-def score(state: TrainState, sides, opts: EstimateOptions) -> Score | None:
+def score(state: TrainState, sides, opts: EstimateOptions, current: bool = False) -> Score | None:
     """The certified validation values of the critic this candidate would report with (its best
-    validated one when early stopping keeps the best), or None before its first validation."""
+    validated one when early stopping keeps the best; with `current`, the critic as it is now), or
+    None before its first validation."""
     from critics import lipschitz_bound
 
     if state.best_state is None and state.last_validation is None:
         return None
-    critic = best_critic(state, bool(opts.early_stopping))
+    critic = state.critic if current else best_critic(state, bool(opts.early_stopping))
     bound = float(lipschitz_bound(critic, sides.input_shape).bound)
     return Score(critic_values(critic, sides.real.validation_batches()) / bound,
                  critic_values(critic, sides.fake.validation_batches()) / bound, bound)
@@ -155,7 +156,9 @@ def choose(states: list[TrainState], sides, opts: EstimateOptions, run: Run, *,
     still in the race trains and is scored; one that another leads by MARGIN_SE standard errors is
     out. The race ends when one is left, when the rest reach the trial (a quarter of `steps`) or stop
     early, or when TRIAL_SHARE of the time budget is spent: then the highest certified value wins.
-    The race's state lives in run.extra["race"] (checkpointed), so a resumed run decides the same."""
+    Candidates are compared on their best validated critics, except on small data
+    (race_on_current_critics). The race's state lives in run.extra["race"] (checkpointed), so a resumed
+    run decides the same."""
     if len(states) == 1:
         return states[0]
     race = run.extra.setdefault("race", {"round": 0, "out": {}, "scores": {}, "decided": None})
@@ -167,7 +170,21 @@ def choose(states: list[TrainState], sides, opts: EstimateOptions, run: Run, *,
     return winner
 
 
+def race_on_current_critics(train_samples: int | None) -> bool:
+    """Whether the race compares the candidates' current critics rather than their best validated ones:
+    on small data (under SMALL_DATA training samples a side; 90 validation samples at 900 a side). There
+    a candidate that memorises its training samples peaks on validation early and then falls, and the
+    best of its validation values can be a noise peak that wins the race: on digits contractions at
+    W1 = 0.43 (900 a side, seed 2) the FC critic won with 0.3996 at step 200 against the conv critic's
+    0.3975 and reported 0.48 of W1, where the conv critic reports 0.66. Compared on current critics, 9
+    seeds gave 0.689 of W1 instead of 0.669, with the same choices and values at W1 = 2.15 and 1.29
+    (bench/results/small_data_race_2026-12-07_cpu.md). The winner still reports its best validated
+    critic."""
+    return train_samples is not None and train_samples < SMALL_DATA
+
+
 def _race(states, sides, opts: EstimateOptions, run: Run, race: dict, deadline: float | None) -> None:
+    race.setdefault("compared", "current" if race_on_current_critics(sides.train_samples) else "best")
     trial, t_select = trial_steps(opts), time.perf_counter()
     trial_end = t_select + TRIAL_SHARE * max(deadline - t_select, 0.0) if deadline is not None else None
     paired = same_indices(sides.real, sides.fake, "validation")
@@ -180,7 +197,7 @@ def _race(states, sides, opts: EstimateOptions, run: Run, race: dict, deadline: 
             train(state, sides, Schedule.of(opts, state.candidate), until=until, pause_at=trial_end,
                   validation=True, run=run)
         race["round"] += 1
-        scores = {s.name: score(s, sides, opts) for s in alive}
+        scores = {s.name: score(s, sides, opts, current=race["compared"] == "current") for s in alive}
         race["scores"].update({name: _summary(sc, paired) for name, sc in scores.items()})
         ranked = sorted((s for s in alive if scores[s.name] is not None), key=lambda s: -scores[s.name].value)
         if not ranked:
@@ -233,6 +250,8 @@ def selection_record(states: list[TrainState], winner: TrainState, sides, opts: 
     margin = decided["margin_se"]
     reason = (f"{winner.name} chosen at step {decided['step']}: {decided['why']}"
               + (f" (lead {margin:.1f} validation standard errors; the margin is {MARGIN_SE:g})" if margin is not None
-                 else ""))
+                 else "")
+              + ("; small data: candidates compared on their current critics, not their best validated ones"
+                 if race.get("compared") == "current" else ""))
     return Selection(chosen=winner.name, candidates=records, trial_steps=trial_steps(opts) if len(states) > 1 else 0,
                      decided_at_step=decided["step"], margin_se=margin, margin_threshold_se=MARGIN_SE, reason=reason)

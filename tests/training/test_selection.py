@@ -14,7 +14,8 @@ from training.data import HeldOutSealed, Side, open_sides, split_indices
 from training.loop import Run, Schedule, new_state, train
 from training.options import EstimateOptions
 from training.report import Statistics
-from training.selection import MARGIN_SE, Candidate, auto_candidates, choose, selection_record
+from training.selection import (MARGIN_SE, SMALL_DATA, Candidate, auto_candidates, choose, score,
+                                selection_record)
 from training.sources import open_source
 from training.sources.base import ArraySource
 from training.space import InputSpace
@@ -242,3 +243,24 @@ def test_the_result_says_when_the_budget_bound_it_and_when_the_critic_barely_tra
     assert not any("trained only" in n or "time budget" in n for n in done.notes)
     assert EstimateOptions().resolved().time_budget_s == 600  # the default estimate is bounded
     assert EstimateOptions(preset="paper").resolved().time_budget_s == 0  # the paper's protocol is not
+
+
+def test_on_small_data_the_race_compares_current_critics(scaled_digits):
+    """Under SMALL_DATA training samples the race scores each candidate's critic as it is (a memorising
+    candidate's best validation value is a noise peak, training.selection.race_on_current_critics);
+    with more data its best validated critic. The recorded scores are those of the critics compared."""
+    for n, compared in ((600, "current"), (1800, "best")):
+        real, fake = (np.concatenate([x] * 3)[:n] for x in scaled_digits)
+        opts = EstimateOptions(critic="auto", steps=200, eval_every=50, batch_size=32).resolved()
+        sides = open_sides(real, fake, opts)
+        assert (sides.train_samples < SMALL_DATA) == (compared == "current")
+        states = [new_state(Candidate(f"fc{w}", critic="fc", width=w), sides, opts) for w in (16, 32)]
+        run = Run(states=states, planned=opts.steps)
+        winner = choose(states, sides, opts, run, deadline=None)
+        race = run.extra["race"]
+        assert race["compared"] == compared
+        for s in states:
+            value = score(s, sides, opts, current=compared == "current").value
+            assert race["scores"][s.name]["validation"] == pytest.approx(value, abs=1e-9)
+        sel = selection_record(states, winner, sides, opts, run)
+        assert sel.reason.endswith("not their best validated ones") == (compared == "current")
