@@ -4,14 +4,15 @@ training.known_cases.digits_contraction(s, 900, seed): 900 digits a side drawn i
 contracted toward the mean digit by s (W1 exact; s = 0.9 gives a fifth of s = 0.5's W1). Each run
 prints one JSON line: certified / W1, the chosen critic's population value / W1 (its certified dual
 value over all 1,797 digits and their contractions: the estimate without held-out noise), the lower
-confidence bound / W1, the choice and the time. Variants (patched in this process only):
+confidence bound / W1, the choice and the time (before_after.one_run: one torch thread). Variants
+(patched in this process only):
 
   default    the code as it is
   best       the race compares best validated critics on small data too (before 2026-12-07's change)
   convonly   auto's FC candidate dropped on small data
   ema        an exponential moving average of the weights (decay 0.99) validated beside each critic
 
-    python bench/small_data_variants.py --variant default --s 0.9 --seeds 0-8 [--threads 1]
+    python bench/small_data_variants.py --variant default --s 0.9 --seeds 0-8
 """
 from __future__ import annotations
 
@@ -19,18 +20,15 @@ import argparse
 import copy
 import json
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import training.loop as loop  # noqa: E402
 import training.selection as selection  # noqa: E402
-from training import estimate_w1  # noqa: E402
-from training.known_cases import digits_contraction  # noqa: E402
+from before_after import one_run  # noqa: E402  (bench/, this script's folder)
 
 
 def patch(variant: str) -> None:
@@ -72,8 +70,10 @@ def patch(variant: str) -> None:
 
 
 def seeds(text: str) -> list[int]:
+    if "," in text:
+        return [int(v) for v in text.split(",")]
     lo, _, hi = text.partition("-")
-    return list(range(int(lo), int(hi or lo) + 1)) if "," not in text else [int(v) for v in text.split(",")]
+    return list(range(int(lo), int(hi or lo) + 1))
 
 
 def main() -> None:
@@ -81,27 +81,14 @@ def main() -> None:
     ap.add_argument("--variant", default="default")
     ap.add_argument("--s", default="0.9", help="contractions, comma-separated")
     ap.add_argument("--seeds", default="0-2", help="e.g. 0-8 or 0,3,5")
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     patch(args.variant)
-    from sklearn.datasets import load_digits
-
-    digits = load_digits().images.astype(np.float64)[:, None] / 16.0
-    centre = digits.mean(axis=0, keepdims=True)
     for s in (float(v) for v in args.s.split(",")):
-        x = torch.from_numpy((2 * digits - 1).astype(np.float32))  # the default [-1, 1] input space
-        y = torch.from_numpy((2 * (centre + s * (digits - centre)) - 1).astype(np.float32))
         for seed in seeds(args.seeds):
-            case = digits_contraction(s, 900, seed)
-            t0 = time.perf_counter()
-            r = estimate_w1(case.real, case.fake, seed=seed)
-            with torch.no_grad():
-                population = float(r.critic(x).double().mean() - r.critic(y).double().mean()) / r.lipschitz_bound
-            print(json.dumps(dict(variant=args.variant, s=s, seed=seed, ratio=r.certified_lower_bound / case.true_w1,
-                                  population=population / case.true_w1, lcb=r.lower_confidence_bound / case.true_w1,
-                                  chosen=r.selection.chosen, steps=r.steps_run,
-                                  seconds=round(time.perf_counter() - t0, 1))), flush=True)
+            row = one_run({"kind": "contraction", "s": s, "seed": seed, "n": 900, "options": {}})
+            print(json.dumps(dict(variant=args.variant, s=s, seed=seed, ratio=row["ratio"],
+                                  population=row["population_ratio"], lcb=row["lcb_ratio"], chosen=row["chosen"],
+                                  steps=row["steps"], seconds=round(row["seconds"], 1))), flush=True)
 
 
 if __name__ == "__main__":
