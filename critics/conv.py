@@ -122,10 +122,13 @@ class LipschitzConv2d(CachedWeight):
         if s > 1:
             check_divisible(x, s, name="stride")
             weight = F.pixel_shuffle(weight, s)
-        if self.effective_kernel_size > 1:
-            pad = tuple(p * s for p in self.same_padding())
-            x = _CircularPad.apply(x, pad) if self.padding_mode == "circular" else F.pad(x, pad)
-        return F.conv2d(x, weight, self.bias, stride=s)
+        return F.conv2d(self.pad(x, tuple(p * s for p in self.same_padding())), weight, self.bias, stride=s)
+
+    def pad(self, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+        """x padded by (left, right, top, bottom) in the layer's padding mode (none needed: x itself)."""
+        if not any(pad):
+            return x
+        return _CircularPad.apply(x, pad) if self.padding_mode == "circular" else F.pad(x, pad)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

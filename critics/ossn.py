@@ -36,18 +36,13 @@ class OSSNConv2d(LipschitzConv2d):
             self._reset_vector(tuple(input_size))
 
     # --- the linear operator (no bias) on the unshuffled input, and its exact adjoint ---------------
-    def _pad(self, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
-        if self.effective_kernel_size == 1:
-            return x
-        return F.pad(x, pad, mode="circular" if self.padding_mode == "circular" else "constant")
-
     def operator(self, v: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(self._pad(v, self.same_padding()), kernel)
+        return F.conv2d(self.pad(v, self.same_padding()), kernel)
 
     def adjoint(self, y: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         """A^T y: the convolution with the flipped, transposed kernel and mirrored padding (lo <-> hi)."""
         lo_w, hi_w, lo_h, hi_h = self.same_padding()
-        return F.conv2d(self._pad(y, (hi_w, lo_w, hi_h, lo_h)), kernel.flip(-1, -2).transpose(0, 1))
+        return F.conv2d(self.pad(y, (hi_w, lo_w, hi_h, lo_h)), kernel.flip(-1, -2).transpose(0, 1))
 
     # --- power iteration -----------------------------------------------------------------------------
     def _power_steps(self, n: int) -> None:
