@@ -101,10 +101,13 @@ class Selection(BaseModel):
     trial_steps: int = Field(description="The longest trial a candidate could get (steps).")
     rule: str = ("candidates train in rounds of eval_every steps; one that another leads by margin_threshold_se "
                  "standard errors of the validation difference is out; at the end of the trials the highest "
-                 "certified validation value wins; held-out samples unread until chosen")
+                 "certified validation value wins, except that on small data (under 1,000 training samples a side) "
+                 "the first candidate is kept unless another leads it by 2 standard errors; held-out samples "
+                 "unread until chosen")
     decided_at_step: int = Field(0, description="The candidates' step when the choice was made.")
     margin_se: float | None = Field(None, description="The winner's lead over the runner-up at the choice, in "
-                                    "standard errors of the difference of their certified validation values.")
+                                    "standard errors of the difference of their certified validation values "
+                                    "(negative where small data kept the first candidate behind a leader).")
     margin_threshold_se: float | None = Field(None, description="The lead that ends a candidate's trial.")
     reason: str = Field("", description="When and why the choice was made, in words.")
 

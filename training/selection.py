@@ -72,7 +72,8 @@ def auto_candidates(input_shape: tuple[int, int, int], train_samples: int | None
     they tie at 64-256 dimensions (0.993-0.999 of W1) and the conv critic wins at 32x32x3 (0.999 vs 0.984);
     bench/results/critic_design_2026-12-03_cpu.md. Vectors and images too small for a conv stage: FC only.
     Under SMALL_DATA training samples the FC critic trains at SMALL_DATA_LR and the conv critic on
-    noisy inputs (SMALL_DATA_NOISE)."""
+    noisy inputs (SMALL_DATA_NOISE). The order matters there: the race keeps the first candidate unless
+    another leads it by SMALL_DATA_MARGIN_SE."""
     small = train_samples is not None and train_samples < SMALL_DATA
     fc = Candidate("fc-groupsort8-256", critic="fc", activation="groupsort", width=256,
                    options={"group_size": 8}, lr=SMALL_DATA_LR if small else None)
@@ -157,7 +158,8 @@ def choose(states: list[TrainState], sides, opts: EstimateOptions, run: Run, *,
     out. The race ends when one is left, when the rest reach the trial (a quarter of `steps`) or stop
     early, or when TRIAL_SHARE of the time budget is spent: then the highest certified value wins.
     Candidates are compared on their best validated critics, except on small data
-    (race_on_current_critics). The race's state lives in run.extra["race"] (checkpointed), so a resumed
+    (race_on_current_critics), where the first candidate also wins unless another leads it by
+    SMALL_DATA_MARGIN_SE (keep_first_on_small_data). The race's state lives in run.extra["race"] (checkpointed), so a resumed
     run decides the same."""
     if len(states) == 1:
         return states[0]
@@ -181,6 +183,27 @@ def race_on_current_critics(train_samples: int | None) -> bool:
     (bench/results/small_data_race_2026-12-07_cpu.md). The winner still reports its best validated
     critic."""
     return train_samples is not None and train_samples < SMALL_DATA
+
+
+# Small data: the first candidate (auto_candidates puts the conv critic on noisy inputs first) is kept
+# unless another leads it by this many standard errors of the difference of their validation values.
+# With 90 validation samples a side a memorising FC critic's values are noisy (standard error 0.18-0.29
+# of W1 against 0.11-0.17 for the conv critic at W1 = 0.43) and it led on 2 of 9 seeds by 1.1 and 0.1 SE
+# while its population value was 0.54-0.58 of W1 against the conv critic's 0.76-0.79; where it is
+# truly better (W1 = 1.29, 2.15: population 0.91-0.94 against 0.81-0.87) it led by 2.1-9.3 SE
+# (bench/results/small_data_choice_2026-12-07_cpu.md). Two standard errors: the usual significance.
+SMALL_DATA_MARGIN_SE = 2.0
+
+
+def keep_first_on_small_data(states, scores: dict, race: dict, leader, paired: bool) -> float | None:
+    """On small data, how far the leader leads the first candidate (in SE) when that is too little to
+    pass it over (then the first candidate wins), else None."""
+    first = states[0]
+    if (race["compared"] != "current" or leader is first or first.name in race["out"]
+            or scores.get(first.name) is None or scores.get(leader.name) is None):
+        return None
+    lead = scores[leader.name].lead(scores[first.name], paired)
+    return lead if lead < SMALL_DATA_MARGIN_SE else None
 
 
 def _race(states, sides, opts: EstimateOptions, run: Run, race: dict, deadline: float | None) -> None:
@@ -218,9 +241,16 @@ def _race(states, sides, opts: EstimateOptions, run: Run, race: dict, deadline: 
         else:
             continue
         runner = ranked[1] if len(ranked) > 1 else None
+        passed_over = keep_first_on_small_data(states, scores, race, leader, paired)
+        kept = None
+        if passed_over is not None:
+            kept = {"leader": leader.name, "lead_se": passed_over}
+            race["scores"][leader.name]["behind_se"] = -passed_over  # behind the winner by a negative margin
+            leader, runner = states[0], leader
         lead = (scores[leader.name].lead(scores[runner.name], paired)
                 if runner is not None and scores[leader.name] is not None and scores[runner.name] is not None else None)
-        race["decided"] = {"chosen": leader.name, "step": leader.step, "why": why, "margin_se": lead}
+        race["decided"] = {"chosen": leader.name, "step": leader.step, "why": why, "margin_se": lead,
+                           "kept_first": kept}
         return
 
 
@@ -247,9 +277,11 @@ def selection_record(states: list[TrainState], winner: TrainState, sides, opts: 
             training=dict(s.candidate.training(), **({"input_noise_std": s.input_noise} if s.input_noise else {}))
             if s.candidate is not None else {},
             steps=s.step, train_s=s.train_s, stopped_early=s.stopped_early))
-    margin = decided["margin_se"]
+    margin, kept = decided["margin_se"], decided.get("kept_first")
     reason = (f"{winner.name} chosen at step {decided['step']}: {decided['why']}"
-              + (f" (lead {margin:.1f} validation standard errors; the margin is {MARGIN_SE:g})" if margin is not None
+              + (f"; small data: {kept['leader']} led it by only {kept['lead_se']:.1f} validation standard errors "
+                 f"(< {SMALL_DATA_MARGIN_SE:g}), so the first candidate is kept" if kept
+                 else f" (lead {margin:.1f} validation standard errors; the margin is {MARGIN_SE:g})" if margin is not None
                  else "")
               + ("; small data: candidates compared on their current critics, not their best validated ones"
                  if race.get("compared") == "current" else ""))

@@ -14,8 +14,8 @@ from training.data import HeldOutSealed, Side, open_sides, split_indices
 from training.loop import Run, Schedule, new_state, train
 from training.options import EstimateOptions
 from training.report import Statistics
-from training.selection import (MARGIN_SE, SMALL_DATA, Candidate, auto_candidates, choose, score,
-                                selection_record)
+from training.selection import (MARGIN_SE, SMALL_DATA, SMALL_DATA_MARGIN_SE, Candidate, Score, auto_candidates,
+                                choose, keep_first_on_small_data, score, selection_record)
 from training.sources import open_source
 from training.sources.base import ArraySource
 from training.space import InputSpace
@@ -56,18 +56,21 @@ def test_auto_reads_heldout_only_after_the_choice(scaled_digits):
         assert all(touches[first:]), "a training/validation read came after a held-out read"
         # ...and only in reads that are entirely held out (never mixed into a training batch)
         assert all(set(idx.tolist()) <= heldout for idx in src.reads[first:])
-    # every candidate was trained and recorded; the winner has the highest certified validation value
+    # every candidate was trained and recorded; the winner has the highest certified validation value,
+    # or (small data: 600 samples here) is the first candidate, kept because the leader's lead was small
     sel = r.selection
     assert sel is not None and [c.name for c in sel.candidates] == [c.name for c in auto_candidates((1, 8, 8))]
     assert len(sel.candidates) == 2 and all(c.validation is not None and c.train_s > 0 for c in sel.candidates)
     best = max(sel.candidates, key=lambda c: c.validation)
-    assert sel.chosen == best.name and r.critic_spec == best.spec
+    kept = "so the first candidate is kept" in sel.reason
+    assert sel.chosen == (sel.candidates[0].name if kept else best.name)
+    assert r.critic_spec == next(c.spec for c in sel.candidates if c.name == sel.chosen)
     # when and why: at a validation round within the trial, every loser's trial ended then
     assert 0 < sel.decided_at_step <= sel.trial_steps and sel.decided_at_step % FAST["eval_every"] == 0
     assert sel.reason.startswith(f"{sel.chosen} chosen at step {sel.decided_at_step}")
     for c in sel.candidates:
         if c.name != sel.chosen:
-            assert c.trial_ended_at == c.steps == sel.decided_at_step and c.behind_se >= 0
+            assert c.trial_ended_at == c.steps == sel.decided_at_step and (c.behind_se < 0) == kept
             assert (c.behind_se >= MARGIN_SE) == ("its lead reached the margin" in sel.reason)
     assert r.options["critic"] == "auto" and r.timings.selection_s > 0 and r.timings.steps_per_s > 0
     back = W1Result.from_json(r.to_json())
@@ -264,3 +267,56 @@ def test_on_small_data_the_race_compares_current_critics(scaled_digits):
             assert race["scores"][s.name]["validation"] == pytest.approx(value, abs=1e-9)
         sel = selection_record(states, winner, sides, opts, run)
         assert sel.reason.endswith("not their best validated ones") == (compared == "current")
+
+
+def test_on_small_data_the_first_candidate_is_kept_unless_another_leads_it_by_the_margin():
+    """keep_first_on_small_data: a leader ahead of the first candidate by less than SMALL_DATA_MARGIN_SE
+    standard errors of the paired difference does not pass it over on small data; by more it does, and
+    with enough data (race on best critics) or a first candidate already out the rule never applies."""
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(1.0, 1.0, 90), rng.normal(0.0, 1.0, 90)
+    first = Score(real, fake, 1.0)
+    noise_r, noise_f = rng.normal(0, 0.5, 90), rng.normal(0, 0.5, 90)
+    leads = {}
+    for shift in (0.0, 0.05, 0.1, 0.2, 0.4):  # moves the leader's value up by `shift`, spread unchanged
+        leader = Score(real + noise_r + shift, fake + noise_f, 1.0)
+        leads[shift] = leader.lead(first, True)
+        states = [type("S", (), {"name": n})() for n in ("first", "leader")]
+        scores = {"first": first, "leader": leader}
+        for compared, out in (("current", {}), ("best", {}), ("current", {"first": {}})):
+            kept = keep_first_on_small_data(states, scores, {"compared": compared, "out": out}, states[1], True)
+            applies = compared == "current" and not out and leads[shift] < SMALL_DATA_MARGIN_SE
+            assert (kept is not None) == applies
+            if applies:
+                assert kept == pytest.approx(leads[shift])
+        assert keep_first_on_small_data(states, scores, {"compared": "current", "out": {}}, states[0], True) is None
+    assert min(leads.values()) < SMALL_DATA_MARGIN_SE < max(leads.values())  # both branches ran
+
+
+def test_a_small_data_race_follows_the_first_candidate_rule():
+    """On real small-data races (600 digits against 600 others contracted by 0.9, unpaired) the winner is
+    the first candidate unless it was passed over by a lead of at least SMALL_DATA_MARGIN_SE (recomputed
+    here from the critics as they are), and the result says when the rule overrode the leader. Two
+    orders of the same two candidates: the leader first, and the leader second (kept out by the rule)."""
+    from sklearn.datasets import load_digits
+
+    x = load_digits().images[:600, None].astype(np.float32) / 16.0
+    c = x.mean(axis=0, keepdims=True)
+    real, fake = x, (c + 0.9 * (x[::-1] - c)).astype(np.float32)
+    overridden = []
+    for lrs in ((1e-3, 3e-3), (3e-3, 1e-3)):
+        opts = EstimateOptions(critic="auto", steps=200, eval_every=50, batch_size=32).resolved()
+        sides = open_sides(real, fake, opts)
+        assert sides.train_samples < SMALL_DATA
+        states = [new_state(Candidate(f"lr{lr:g}", critic="fc", width=32, lr=lr), sides, opts) for lr in lrs]
+        run = Run(states=states, planned=opts.steps)
+        winner = choose(states, sides, opts, run, deadline=None)
+        scores = {s.name: score(s, sides, opts, current=True) for s in states}
+        leader = max(states, key=lambda s: scores[s.name].value)
+        lead_over_first = scores[leader.name].lead(scores[states[0].name], True) if leader is not states[0] else 0.0
+        passed_over = lead_over_first >= SMALL_DATA_MARGIN_SE or states[0].name in run.extra["race"]["out"]
+        assert winner is (leader if passed_over else states[0])
+        reason = selection_record(states, winner, sides, opts, run).reason
+        assert ("so the first candidate is kept" in reason) == (winner is not leader)
+        overridden.append(winner is not leader)
+    assert overridden == [False, True]  # this data exercises both branches (leads of 1.5 SE here)
