@@ -38,9 +38,9 @@ import torch
 from training.data import HeldOutSealed, Sides, folds_for, open_sides, pick_device, wants_validation
 from training.loop import Run, Schedule, best_critic, dual_value, new_state, train
 from training.options import EstimateOptions
-from training.report import Statistics, legend, same_heldout, stderr, training_notes
+from training.report import Statistics, legend, same_heldout, small_data_notes, stderr, training_notes
 from training.result import CurvePoint, FoldRecord, ProgressEvent, SampleCounts, Selection, Timings, W1Result
-from training.selection import candidates, choose, selection_record
+from training.selection import SMALL_DATA, candidates, choose, selection_record
 from training.state import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
 from training.threads import apply_threads, choose_threads, restores_threads
 
@@ -261,6 +261,7 @@ def _result(fitted, evaluated, stats: Statistics, fid, opts: EstimateOptions, cl
         for k, (f, (_, fr, ff, paired, cert)) in enumerate(zip(fitted, evaluated))]
     notes = stats.notes() + [note for f in fitted
                              for note in training_notes(f.state.step, f.state.ended_by, opts, f.selection)]
+    notes += small_data_notes(sides.train_samples, SMALL_DATA)
     result = W1Result(
         estimate=stats.estimate, stderr=stats.stderr, ci=stats.ci, confidence=opts.confidence,
         lipschitz_bound=stats.lipschitz_bound,

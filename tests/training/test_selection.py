@@ -13,7 +13,7 @@ from training import W1Result, estimate_w1
 from training.data import HeldOutSealed, Side, open_sides, split_indices
 from training.loop import Run, Schedule, new_state, train
 from training.options import EstimateOptions
-from training.report import Statistics
+from training.report import Statistics, small_data_notes
 from training.selection import (MARGIN_SE, SMALL_DATA, SMALL_DATA_MARGIN_SE, Candidate, Score, auto_candidates,
                                 choose, keep_first_on_small_data, score, selection_record)
 from training.sources import open_source
@@ -124,6 +124,18 @@ def test_a_negative_value_is_explained():
     notes = " ".join(stats.notes())
     assert "is negative" in notes and "never negative" in notes
     assert ("whole interval lies below 0" in notes) == (stats.certified_ci[1] < 0)
+
+
+def test_a_small_data_estimate_says_what_to_expect():
+    """The note appears under SMALL_DATA training samples on a side, names the count, and never for more
+    samples or a generator side (unlimited); an estimate on 600 a side carries it."""
+    assert small_data_notes(None, SMALL_DATA) == [] and small_data_notes(SMALL_DATA, SMALL_DATA) == []
+    (note,) = small_data_notes(630, SMALL_DATA)
+    assert note.startswith("Small data: 630 training samples on a side") and "valid lower bound" in note
+    x = np.random.default_rng(0).random((600, 1, 8, 8)).astype(np.float32)
+    r = estimate_w1(x, x[::-1] * 0.5, critic="fc", **FAST)
+    assert r.samples.real_train < SMALL_DATA
+    assert [n for n in r.notes if n.startswith("Small data")] == small_data_notes(r.samples.real_train, SMALL_DATA)
 
 
 def test_vectors_keep_their_values_and_get_the_fc_family():

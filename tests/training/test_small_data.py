@@ -41,6 +41,7 @@ def test_the_small_data_cases_are_small_and_span_a_fifth(runs):
         assert trained["fc-groupsort8-256"] == {"lr": 1e-3} and trained["conv-bcop-groupsort"]["input_noise"] == 0.35
         assert r.selection.reason.endswith("small data: candidates compared on their current critics, "
                                            "not their best validated ones")
+        assert any(note.startswith(f"Small data: {r.samples.real_train} training samples on a side") for note in r.notes)
 
 
 def test_the_lower_confidence_bound_never_exceeds_the_truth(runs):
