@@ -187,7 +187,7 @@ def race_on_current_critics(train_samples: int | None) -> bool:
 
 # Small data: the first candidate (auto_candidates puts the conv critic on noisy inputs first) is kept
 # unless another leads it by this many standard errors of the difference of their validation values.
-# With 90 validation samples a side a memorising FC critic's values are noisy (standard error 0.18-0.29
+# With 90 validation samples a side a memorising FC critic's values are noisy (standard error 0.17-0.29
 # of W1 against 0.11-0.17 for the conv critic at W1 = 0.43) and it led on 2 of 9 seeds by 1.1 and 0.1 SE
 # while its population value was 0.54-0.58 of W1 against the conv critic's 0.76-0.79; where it is
 # truly better (W1 = 1.29, 2.15: population 0.91-0.94 against 0.81-0.87) it led by 2.1-9.3 SE

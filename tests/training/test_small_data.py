@@ -5,9 +5,10 @@ options. The lower confidence bound never exceeds the truth; where W1 is large t
 within 5 %; where it is small the shortfall is below the one measured before small-data training
 (bench/results/before_after_contraction_*: 2889359 reached 0.950 / 0.900 / 0.664 of W1 at s = 0.5 / 0.7 /
 0.9, mean over these seeds; 5f93704 0.962 / 0.925 / 0.708; with the race on current critics on small
-data 0.962 / 0.924 / 0.768). At s = 0.9 one seed moves that mean by 0.1 (the race between the conv and
-FC critics; over 9 seeds 0.67-0.70, bench/results/small_data_race_2026-12-07_cpu.md), so this bar
-guards against a regression, not the issue's target. About 3 minutes on one busy core."""
+data 0.962 / 0.924 / 0.768, unchanged by keeping the conv critic against small leads). At s = 0.9 one
+seed moves that mean by 0.1 (held-out noise and the race between the conv and FC critics; over 9 seeds
+0.72, bench/results/small_data_choice_2026-12-07_cpu.md), so this bar guards against a regression, not
+the issue's target. About 3 minutes on one busy core."""
 from __future__ import annotations
 
 import numpy as np
