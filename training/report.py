@@ -141,11 +141,10 @@ def small_data_notes(train_samples: int | None, small_below: int) -> list[str]:
     distribution was 0.93-0.96 of W1 at W1 = 1.29-2.15 and 0.76 at 0.43."""
     if train_samples is None or train_samples >= small_below:
         return []
-    return [f"Small data: {train_samples} training samples on a side (fewer than {small_below:,}). A critic trained "
-            "on so few samples partly memorises them, so the certified value tends to fall short of W1, most where "
-            "W1 is small against the spread of the data (on digits at 900 samples a side: about 0.95 of W1 where it "
-            "is large, 0.75 where it is a fifth of that); it is a valid lower bound all the same. More samples, or a "
-            "generator to sample from, give a tighter number."]
+    return [f"Small data: {train_samples} training samples on a side (under {small_below:,}). A critic partly "
+            "memorises so few, so the certified value tends to fall short of W1, most where W1 is small against the "
+            "data's spread (digits, 900 a side: about 0.95 of W1 where it is large, 0.75 at a fifth of that); still a "
+            "valid lower bound. More samples, or a generator to sample from, give a tighter one."]
 
 
 def legend(confidence: float) -> dict[str, str]:
