@@ -50,7 +50,7 @@ def patch(variant: str) -> None:
 
         def conv_only(shape, train_samples=None):
             found = auto(shape, train_samples)
-            small = train_samples is not None and train_samples < selection.SMALL_DATA
+            small = selection.small_data(train_samples)
             return [c for c in found if c.critic == "conv"] if small and len(found) > 1 else found
         selection.auto_candidates = conv_only
     elif variant in ("fcnoise", "fc64", "normpool"):
@@ -63,7 +63,7 @@ def patch(variant: str) -> None:
 
         def small_fc_changed(shape, train_samples=None):
             found = auto(shape, train_samples)
-            small = train_samples is not None and train_samples < selection.SMALL_DATA
+            small = selection.small_data(train_samples)
             return [dataclasses.replace(c, **change) if small and c.critic == "fc" else c for c in found]
         selection.auto_candidates = small_fc_changed
     elif variant == "ema":

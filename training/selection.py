@@ -63,6 +63,11 @@ SMALL_DATA_LR = 1e-3
 SMALL_DATA_NOISE = 0.35
 
 
+def small_data(train_samples: int | None) -> bool:
+    """Fewer than SMALL_DATA training samples on the smaller side (None: a generator side, unlimited)."""
+    return train_samples is not None and train_samples < SMALL_DATA
+
+
 def auto_candidates(input_shape: tuple[int, int, int], train_samples: int | None = None) -> list[Candidate]:
     """The critics critic="auto" trains for inputs of this (C, H, W) shape (vectors are (1, 1, D)),
     with `train_samples` training samples on the smaller side (None: a generator side, unlimited).
@@ -74,7 +79,7 @@ def auto_candidates(input_shape: tuple[int, int, int], train_samples: int | None
     Under SMALL_DATA training samples the FC critic trains at SMALL_DATA_LR and the conv critic on
     noisy inputs (SMALL_DATA_NOISE). The order matters there: the race keeps the first candidate unless
     another leads it by SMALL_DATA_MARGIN_SE."""
-    small = train_samples is not None and train_samples < SMALL_DATA
+    small = small_data(train_samples)
     fc = Candidate("fc-groupsort8-256", critic="fc", activation="groupsort", width=256,
                    options={"group_size": 8}, lr=SMALL_DATA_LR if small else None)
     if not _conv_fits(tuple(input_shape)):
@@ -182,7 +187,7 @@ def race_on_current_critics(train_samples: int | None) -> bool:
     seeds gave 0.689 of W1 instead of 0.669, with the same choices and values at W1 = 2.15 and 1.29
     (bench/results/small_data_race_2026-12-07_cpu.md). The winner still reports its best validated
     critic."""
-    return train_samples is not None and train_samples < SMALL_DATA
+    return small_data(train_samples)
 
 
 # Small data: the first candidate (auto_candidates puts the conv critic on noisy inputs first) is kept
