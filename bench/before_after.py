@@ -45,6 +45,19 @@ def known_cases():
     return module
 
 
+def contraction_population(s: float):
+    """(all 1,797 digits, their contractions toward the mean digit by s) in the default [-1, 1] space:
+    the whole distribution of a digits contraction, where a critic's dual value is its population value."""
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images.astype(np.float64)[:, None] / 16.0
+    c = digits.mean(axis=0, keepdims=True)
+    return (torch.from_numpy((2 * digits - 1).astype(np.float32)),
+            torch.from_numpy((2 * (c + s * (digits - c)) - 1).astype(np.float32)))
+
+
 def one_run(case: dict) -> dict:
     """One default estimate with whichever `training` is on sys.path (run in a subprocess)."""
     import numpy as np
@@ -67,9 +80,7 @@ def one_run(case: dict) -> dict:
            "chosen": r.selection.chosen if r.selection else r.critic_spec.get("name"),
            "decided_at": getattr(r.selection, "decided_at_step", None), "notes": r.notes}
     if truth is not None:
-        s, c = case["s"], digits.mean(axis=0, keepdims=True)
-        x = torch.from_numpy((2 * digits - 1).astype(np.float32))
-        y = torch.from_numpy((2 * (c + s * (digits - c)) - 1).astype(np.float32))
+        x, y = contraction_population(case["s"])
         with torch.no_grad():
             population = float(r.critic(x).double().mean() - r.critic(y).double().mean()) / r.lipschitz_bound
         row.update(true_w1=truth, ratio=r.certified_lower_bound / truth, lcb_ratio=r.lower_confidence_bound / truth,

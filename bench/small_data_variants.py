@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import training.loop as loop  # noqa: E402
 import training.selection as selection  # noqa: E402
-from before_after import one_run  # noqa: E402  (bench/, this script's folder)
+from before_after import contraction_population, one_run  # noqa: E402  (bench/, this script's folder)
 
 
 def patch(variant: str) -> None:
@@ -122,15 +122,9 @@ def register_normpool_critic() -> None:
 def record_curves(s: float) -> list:
     """Patch loop.validate to log (candidate, step, certified validation, population value) at every
     validation, the population over all 1,797 digits and their contractions by s (as one_run's)."""
-    import numpy as np
-    from sklearn.datasets import load_digits
-
     from critics import lipschitz_bound
 
-    digits = load_digits().images.astype(np.float64)[:, None] / 16.0
-    c = digits.mean(axis=0, keepdims=True)
-    x = torch.from_numpy((2 * digits - 1).astype(np.float32))
-    y = torch.from_numpy((2 * (c + s * (digits - c)) - 1).astype(np.float32))
+    x, y = contraction_population(s)
     log, validate = [], loop.validate
 
     def validate_logged(state, sides, schedule):
