@@ -20,28 +20,27 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from estimation_quality import scaling_cases  # noqa: E402  (bench/, this script's folder)
 from training.data import open_sides  # noqa: E402
-from training.known_cases import gaussian_scaling, image_scaling, photo_patches  # noqa: E402
 from training.options import EstimateOptions  # noqa: E402
 from training.report import Statistics, same_indices  # noqa: E402
 
 
-def cases(seed: int):
-    """(case, centre in the estimator's input space): the CI's scaling cases (test_estimate_nonlinear)."""
-    for d in (32, 256):
-        yield gaussian_scaling(d, s=0.7, n=4000, seed=seed), np.zeros((1, d))  # value_range none: identity
-    for size, count, grey in ((16, 3000, True), (32, 2000, False)):
-        case = image_scaling(photo_patches(size, count, grey=grey, seed=seed), 0.5,
-                             f"photos{size}{'' if grey else 'x3'} s=0.5")
-        yield case, 2 * case.real.astype(np.float64).mean(axis=0, keepdims=True) - 1  # the [-1, 1] space
+def centre(real: np.ndarray, options: dict) -> np.ndarray:
+    """The contraction's centre in the estimator's input space: 0 for the Gaussian cases (value_range
+    none: the identity; Q = s P about the origin), the mean image mapped into [-1, 1] for the photo cases
+    (their fake side is the real side contracted about its own mean)."""
+    if options.get("space", {}).get("value_range") == "none":
+        return np.zeros((1, real[0].size))
+    return 2 * real.astype(np.float64).mean(axis=0, keepdims=True) - 1
 
 
-def optimal_on_heldout(case, centre: np.ndarray, seed: int) -> Statistics:
-    opts = EstimateOptions(seed=seed, **case.options).resolved()
-    sides = open_sides(case.real, case.fake, opts)
+def optimal_on_heldout(real, fake, options: dict, seed: int) -> Statistics:
+    opts = EstimateOptions(seed=seed, **options).resolved()
+    sides = open_sides(real, fake, opts)
     sides.real.unseal()
     sides.fake.unseal()
-    c = torch.from_numpy(centre.reshape(1, -1))
+    c = torch.from_numpy(centre(real, options).reshape(1, -1))
 
     def values(side):
         x = torch.cat(list(side.heldout_batches())).double().flatten(1)
@@ -58,10 +57,10 @@ def main() -> None:
     print("| case | seed | optimal critic on the held-out split: value / W1 | its lower confidence bound / W1 |")
     print("|---|---|---|---|")
     for seed in range(int(lo), int(hi or lo) + 1):
-        for case, centre in cases(seed):
-            st = optimal_on_heldout(case, centre, seed)
-            print(f"| {case.name} | {seed} | {st.certified / case.true_w1:.4f} | "
-                  f"{st.lower_confidence_bound / case.true_w1:.4f} |", flush=True)
+        for name, real, fake, truth, options in scaling_cases(seed):
+            st = optimal_on_heldout(real, fake, options, seed)
+            print(f"| {name} | {seed} | {st.certified / truth:.4f} | {st.lower_confidence_bound / truth:.4f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":
