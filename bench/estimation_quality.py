@@ -17,7 +17,7 @@ critic as dcgan-bcop/-rko/-ossn. Each is trained with the "default" preset, on 1
 With --pot, POT's exact emd2 between the first --pot-n samples of each side (and between two halves of the real side: its finite-sample floor) is reported beside.
 
     python bench/estimation_quality.py [--seeds 3] [--first-seed 0] [--critics bcop,rko,ossn,fc,auto]
-        [--cases translation,scaling,gan] [--pot] [--out bench/results]
+        [--cases translation,scaling,gan] [--pot] [--options '{"steps": 1500}'] [--out bench/results]
 """
 from __future__ import annotations
 
@@ -138,6 +138,8 @@ def main():
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--options", default="{}", help="EstimateOptions overrides for every run (JSON), e.g. "
+                    "'{\"steps\": 1500}' or '{\"critic\": \"fc\", \"width\": 128, \"steps\": 4000}'")
     ap.add_argument("--combine", nargs="+", metavar="JSON", help="only merge these result files into --report")
     ap.add_argument("--report", default="bench/results/estimation_quality.md")
     args = ap.parse_args()
@@ -148,8 +150,10 @@ def main():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    overrides = json.loads(args.options)
     meta = dict(date=stamp, device=args.device, threads=args.threads, cpu=platform.processor() or platform.machine(),
-                torch=torch.__version__, preset="default", critics=CRITICS, dcgan_width=DCGAN_WIDTH)
+                torch=torch.__version__, preset="default", critics=CRITICS, dcgan_width=DCGAN_WIDTH,
+                options=overrides)
     stem = f"estimation_quality_{args.critics.replace(',', '-')}_s{args.first_seed}-{args.first_seed + args.seeds - 1}_{stamp}"
     partial = out / f"{stem}.json"
     kinds = args.cases.split(",")
@@ -164,7 +168,7 @@ def main():
             ref = pot_reference(real, fake, case_opts, args.pot_n) if args.pot else {}
             for critic in args.critics.split(","):
                 t0 = time.perf_counter()
-                opts = {**CRITICS[critic], **case_opts}
+                opts = {**CRITICS[critic], **case_opts, **overrides}
                 vectors = case_opts.get("space", {}).get("value_range") == "none"
                 if opts["critic"] in ("dcgan", "conv") and vectors:
                     continue  # no convolution on vectors
@@ -197,6 +201,8 @@ def report(rows: list[dict], meta: dict) -> str:
     """Markdown: the known-answer table (ratio to the true W1) and the GAN table (certified bounds)."""
     lines = [f"# Estimation quality ({meta['date']}, device {meta['device']}, {meta['threads']} thread(s), "
              f"torch {meta['torch']})", ""]
+    if meta.get("options"):
+        lines += [f"Options for every run: `{json.dumps(meta['options'])}`.", ""]
     known = [r for r in rows if r["true_w1"] is not None]
     gan = [r for r in rows if r["true_w1"] is None]
     if known:
