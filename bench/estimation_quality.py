@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import platform
 import time
@@ -155,6 +156,8 @@ def main():
                 torch=torch.__version__, preset="default", critics=CRITICS, dcgan_width=DCGAN_WIDTH,
                 options=overrides)
     stem = f"estimation_quality_{args.critics.replace(',', '-')}_s{args.first_seed}-{args.first_seed + args.seeds - 1}_{stamp}"
+    if overrides:  # runs with other options started in the same minute must not share a file
+        stem += "_" + hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
     partial = out / f"{stem}.json"
     kinds = args.cases.split(",")
     gans = list(gan_cases()) if "gan" in kinds else []  # the same samples for every seed
