@@ -30,9 +30,10 @@ def test_folds_partition_the_samples_and_keep_each_fold_out_of_its_training():
     assert sorted(held) == list(range(103))  # every sample held out exactly once
 
 
-def test_pooled_numbers_follow_from_each_folds_certified_critic():
+def test_pooled_numbers_follow_from_each_folds_certified_critic(known_answers):
     case = digits_contraction(0.7, 200, seed=5)
     r = estimate_w1(case.real, case.fake, folds=4, **SMALL)
+    known_answers.add("digits contraction s=0.7, 200 a side, 4 folds", case.true_w1, r)
     assert len(r.folds) == len(r.critics) == 4
     assert r.samples.real_heldout == r.samples.fake_heldout == 200
     opts = EstimateOptions(folds=4, **SMALL).resolved()
@@ -59,7 +60,7 @@ def test_pooled_numbers_follow_from_each_folds_certified_critic():
     assert r.lower_confidence_bound <= case.true_w1
 
 
-def test_the_pooled_standard_error_is_honest():
+def test_the_pooled_standard_error_is_honest(known_answers):
     """12 cross-fitted estimates of independent draws: z = (certified - theta) / s.e., with theta the
     pooled certified dual value of the fold critics over the whole distribution (all 1,797 digits and
     their images: no sampling error). The s.e. must not understate the spread of z (combining the folds'
@@ -72,6 +73,7 @@ def test_the_pooled_standard_error_is_honest():
         s = 0.7 if i % 2 else 0.85
         case = digits_contraction(s, 240, seed=100 + i)
         r = estimate_w1(case.real, case.fake, folds=4, seed=i, **SMALL)
+        known_answers.add(f"digits contraction s={s}, 240 a side, 4 folds, seed {i}", case.true_w1, r)
         x = torch.from_numpy((2 * digits - 1).astype(np.float32))
         y = torch.from_numpy((2 * (c + s * (digits - c)) - 1).astype(np.float32))
         w = np.array([f.real_heldout + f.fake_heldout for f in r.folds], dtype=np.float64)

@@ -40,9 +40,10 @@ def test_chi_mean_matches_monte_carlo():
 
 
 @pytest.mark.parametrize("name", list(SCALING))
-def test_scaling_certified_estimate_is_tight_and_lcb_below_truth(name):
+def test_scaling_certified_estimate_is_tight_and_lcb_below_truth(name, known_answers):
     case = SCALING[name]()
     r = estimate_w1(case.real, case.fake, **case.options)
+    known_answers.add(case.name, case.true_w1, r)
     ratio = r.certified_lower_bound / case.true_w1
     print(f"{case.name}: certified/true {ratio:.4f}, lcb/true {r.lower_confidence_bound / case.true_w1:.4f}, "
           f"chosen {r.selection.chosen if r.selection else r.critic_spec['name']}, {r.timings.total_s:.0f} s")
@@ -51,9 +52,10 @@ def test_scaling_certified_estimate_is_tight_and_lcb_below_truth(name):
     assert ratio >= RATIO, (case.name, ratio)
 
 
-def test_translation_keeps_its_accuracy_with_auto():
+def test_translation_keeps_its_accuracy_with_auto(known_answers):
     real, fake, true_w1 = translated_digits(4.0)
     r = estimate_w1(real, fake)
+    known_answers.add("digits + v, |v| = 4 (auto)", true_w1, r)
     assert r.lower_confidence_bound <= true_w1
     assert r.certified_lower_bound >= 0.99 * true_w1, (r.certified_lower_bound, true_w1)
 

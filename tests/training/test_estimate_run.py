@@ -133,7 +133,7 @@ def test_checkpoint_resume_equals_uninterrupted_run(digits_pair, tmp_path):
         estimate_w1(*digits_pair, checkpoint_dir=tmp_path / "full", **{**TINY, "lr": 0.1})
 
 
-def test_generator_sides_draw_fresh_heldout_samples():
+def test_generator_sides_draw_fresh_heldout_samples(known_answers):
     """Two generators: real = images U[0, 0.5]^64, fake = the same plus u: W1 = |2u| in [-1, 1]."""
     u = torch.full((1, 1, 8, 8), 0.05)
 
@@ -144,6 +144,7 @@ def test_generator_sides_draw_fresh_heldout_samples():
     r = estimate_w1(make(0.0), make(u), critic="dcgan", width=8, steps=300, lr=3e-3,
                     early_stopping=False, eval_samples=2000, validation_samples=500)
     true_w1 = float((2 * u).norm())
+    known_answers.add("generators, shift |2u| = 0.8 (300 steps)", true_w1, r)
     assert r.samples.real_heldout == r.samples.fake_heldout == 2000
     assert r.samples.real_train == 64 * r.steps_run
     assert r.estimate <= true_w1 + (r.ci[1] - r.estimate)

@@ -138,7 +138,7 @@ def test_a_small_data_estimate_says_what_to_expect():
     assert [n for n in r.notes if n.startswith("Small data")] == small_data_notes(r.samples.real_train, SMALL_DATA)
 
 
-def test_vectors_keep_their_values_and_get_the_fc_family():
+def test_vectors_keep_their_values_and_get_the_fc_family(known_answers):
     """64-d Gaussians (values far outside [-1, 1]) and the same shifted by v: W1 = |v| = 3."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1000, 64)).astype(np.float32)
@@ -151,6 +151,7 @@ def test_vectors_keep_their_values_and_get_the_fc_family():
     assert r.space["value_range"] == "none" and r.space["size"] == [1, 64]
     assert r.selection is not None and [c.spec["name"] for c in r.selection.candidates] == ["fc"]
     true_w1 = float(np.linalg.norm(v))
+    known_answers.add("64-d Gaussians + v, |v| = 3 (200 steps)", true_w1, r)
     assert r.estimate <= true_w1 + (r.ci[1] - r.estimate)
     assert r.certified_lower_bound >= 0.9 * true_w1, (r.certified_lower_bound, true_w1)
 

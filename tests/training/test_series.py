@@ -92,7 +92,7 @@ def test_auto_chooses_once_and_the_family_is_kept(contraction):
     assert second.start == "warm" and second.warm_validation is not None
 
 
-def test_a_warm_start_that_validates_below_a_cold_trial_falls_back(contraction):
+def test_a_warm_start_that_validates_below_a_cold_trial_falls_back(contraction, known_answers):
     """The carried critic learned |x - c| on a contraction; the next fake is the real set shifted, which it
     ranks the wrong way round. Ten warm steps cannot undo that, a 40-step cold trial can: the item falls
     back to a cold start, says so, and reports the cold critic."""
@@ -108,6 +108,7 @@ def test_a_warm_start_that_validates_below_a_cold_trial_falls_back(contraction):
     assert "fell back" in item.decision and item.decision in item.result.notes
     assert any("fell back" in note for note in result.notes)
     true_w1 = float(np.linalg.norm(np.full(real.shape[1:], 2 * 0.15)))
+    known_answers.add("series: shifted after a contraction (fallback)", true_w1, item)
     assert item.lower_confidence_bound <= true_w1
     assert item.certified_lower_bound >= 0.9 * true_w1
 
