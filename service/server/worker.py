@@ -222,8 +222,11 @@ class Attempt:
             return
         folder = self.settings.artifacts_dir(self.job_id, self.fence)
         write_artifacts(result, folder)
-        final = {"step": result.steps_run, "total": self.latest["total"] if self.latest else result.steps_run,
-                 "estimate": result.estimate, "objective": self.latest["objective"] if self.latest else None}
+        # The last report is the held-out evaluation's, where step = total = the steps of every critic
+        # trained (with critic='auto' the trials too): the bar ends full. (result.steps_run counts the
+        # chosen critic's steps only: 300 of 400 after a 100-step trial read as unfinished.)
+        final = ({**self.latest, "total": self.latest["step"], "estimate": result.estimate} if self.latest else
+                 {"step": result.steps_run, "total": result.steps_run, "estimate": result.estimate, "objective": None})
         stored = json.loads(result.to_json(indent=None))
         stored["sources"] = {side: public_description(stored["sources"].get(side, {}), refs[side].identity)
                              for side in ("real", "fake")}
