@@ -20,7 +20,7 @@ def _run(server: str | None, token: str | None, **kwargs) -> None:
 
         if kwargs["debug"]:
             raise
-        click.echo(f"error: {_one_line(exc)}", err=True)
+        click.echo(f"Error: {_one_line(exc)}", err=True)
         sys.exit(1)
 
 

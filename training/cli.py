@@ -189,15 +189,15 @@ def command_errors(debug: bool, interrupted: str = "interrupted"):
     try:
         yield
     except FIDUnavailable as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        click.echo(f"error: {interrupted}", err=True)
+        click.echo(f"Error: {interrupted}", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
         if debug or _missing_library(exc):
             raise
-        click.echo(f"error: {_one_line(exc)}", err=True)
+        click.echo(f"Error: {_one_line(exc)}", err=True)
         sys.exit(1)
 
 

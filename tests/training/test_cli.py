@@ -77,6 +77,7 @@ def test_bad_input_is_one_line_and_nonzero(npz_pair, args, words):
     assert res.exit_code != 0
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and words in lines[0], res.stderr
+    assert lines[0].startswith("Error: "), res.stderr  # as every other w1 command (click's form)
     assert "Traceback" not in res.output
 
 
