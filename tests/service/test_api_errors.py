@@ -91,6 +91,8 @@ BAD_UPLOADS = {
     "Inf values": ("inf.npy", npy_bytes(np.full((4, 1, 8, 8), np.inf, np.float32)), "inf"),
     "wrong rank": ("r.npy", npy_bytes(np.zeros((4, 2, 1, 8, 8), np.float32)), ""),
     "unsupported type": ("x.txt", b"hello", "unsupported"),
+    "corrupt image (zip)": ("c.zip", zip_bytes({"img/0.png": b"\x89PNG\r\n\x1a\nbroken"}),
+                            "img/0.png: not a readable PNG/JPEG image (cannot identify image file)"),
     "pickled object array": ("p.npy", npy_bytes(np.array([{"a": 1}], dtype=object)), ""),
 }
 

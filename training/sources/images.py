@@ -163,7 +163,8 @@ def _decode_header(raw: bytes, where: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(raw))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise SourceError(f"{where}: not a readable PNG/JPEG image ({e})") from None
+        reason = str(e).split(" <_io.")[0]  # PIL names the in-memory buffer by its repr: leave that out
+        raise SourceError(f"{where}: not a readable PNG/JPEG image ({reason})") from None
     if img.format not in ("PNG", "JPEG", "MPO"):  # MPO: camera JPEGs with extra frames
         raise SourceError(f"{where}: is {img.format}, not PNG or JPEG")
     if img.mode not in _MODES:

@@ -78,7 +78,7 @@ def _check_images(where: str, count: int, first: bytes | None, first_name: str, 
         with Image.open(io.BytesIO(first)) as img:  # lazy: only the header is parsed
             (w, h), channels = img.size, len(img.getbands())
     except Exception as exc:  # PIL's own bomb check (> 2 x 89 M pixels) lands here too
-        refuse(f"{where}: {first_name}: not a readable PNG/JPEG image ({exc})")
+        refuse(f"{where}: {first_name}: not a readable PNG/JPEG image ({str(exc).split(' <_io.')[0]})")
     if w * h > settings.max_image_pixels:
         refuse(f"{where}: {first_name} is {w}x{h} = {w * h:,} pixels, over this server's limit of "
                 f"{settings.max_image_pixels:,} per image (W1_MAX_IMAGE_PIXELS)")
