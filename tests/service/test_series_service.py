@@ -3,7 +3,9 @@ mean, W1 known) runs in order on one worker with warm-started critics, on the em
 Redis + PostgreSQL; its results equal a library run of the same series; a SIGKILLed worker's series
 resumes at the current item with the carried critic; cancelling keeps the finished items; an independent
 batch keeps running beside a series."""
+import re
 import signal
+import threading
 import time
 from datetime import datetime
 
@@ -166,6 +168,7 @@ def test_w1_series_server_and_w1_batch_series(live_service, series_files, tmp_pa
     series = SeriesResult.from_json(out["json"].read_text())
     assert [it.step for it in series.items] == [1000, 2000, 3000] and series.items[1].start in ("warm", "fallback")
     assert out["csv"].read_text().count("\n") == 4 and out["png"].read_bytes()[:4] == b"\x89PNG"
+    _artifact_reads_survive_rewrites(live_service, re.search(r"series batch (batch_\w+)", res.output).group(1))
     res = CliRunner().invoke(main, ["series", str(real), str(fakes[0]), "--server", live_service.url, "--cold"],
                              env=env)
     assert res.exit_code == 1 and "--cold and --checkpoint-dir are for a series run here" in res.output
@@ -180,3 +183,33 @@ def test_w1_series_server_and_w1_batch_series(live_service, series_files, tmp_pa
     assert (tmp_path / "run.png").read_bytes()[:4] == b"\x89PNG"
     rows = (tmp_path / "run.csv").read_text().splitlines()
     assert rows[0].startswith("index,label,step,start") and rows[1].startswith("0,k0,0,cold")
+
+
+def _artifact_reads_survive_rewrites(live_service, batch_id: str) -> None:
+    """The series rewrites its artifacts after every item (a temporary file renamed over the old one, as
+    service.server.series does) while clients read them: every read gets one whole version. (Served by
+    path, a read could take its length from one version and its bytes from the next, and the client saw
+    'peer closed connection without sending complete message body'.)"""
+    folder = live_service.data_dir / "batches" / batch_id / "artifacts"
+    versions = [b"index,label\n" + b"0,a\n" * 3000, b"index,label\n0,a\n"]
+    done = threading.Event()
+
+    def rewrite():
+        k = 0
+        while not done.is_set():
+            tmp = folder / ".series.csv.tmp.csv"
+            tmp.write_bytes(versions[k % 2])
+            tmp.replace(folder / "series.csv")
+            k += 1
+
+    writer = threading.Thread(target=rewrite, daemon=True)
+    writer.start()
+    try:
+        with live_service.client() as c:
+            for _ in range(200):
+                r = c.get(f"/v1/batches/{batch_id}/artifacts/series.csv")
+                assert r.status_code == 200 and r.content in versions, (r.status_code, len(r.content))
+                assert r.headers["content-disposition"] == 'attachment; filename="series.csv"'
+    finally:
+        done.set()
+        writer.join()

@@ -3,7 +3,6 @@ batch in "series" mode runs its fakes in order with warm-started critics and has
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from service.server import domain
@@ -61,13 +60,13 @@ def list_artifacts(batch_id: str, ctx: CtxDep, who: OwnerDep) -> Response:
     return respond(ArtifactList(items=[n for n in SERIES_ARTIFACTS if read_artifact(ctx.settings, batch.id, n)]))
 
 
-@router.get("/{batch_id}/artifacts/{name}", response_class=FileResponse, name="artifact", responses={
+@router.get("/{batch_id}/artifacts/{name}", response_class=Response, name="artifact", responses={
     200: {"description": "The file: series.json (JSON), series.csv (CSV), series.png (PNG)",
           "content": {"application/json": {"schema": {"type": "object"}},
                       "text/csv": {"schema": {"type": "string"}},
                       "image/png": {"schema": {"type": "string", "format": "binary"}}}},
     **errors(404)})
-def get_artifact(batch_id: str, name: str, ctx: CtxDep, who: OwnerDep) -> FileResponse:
+def get_artifact(batch_id: str, name: str, ctx: CtxDep, who: OwnerDep) -> Response:
     with ctx.sessions() as s:
         batch = owned(s, Batch, batch_id, who)
     if name not in SERIES_ARTIFACTS:
@@ -76,4 +75,7 @@ def get_artifact(batch_id: str, name: str, ctx: CtxDep, who: OwnerDep) -> FileRe
     if path is None:
         raise NotFound(f"batch {batch.id} has no {name} yet ({batch.mode} batch; a series writes it after "
                            "its first item)")
-    return FileResponse(path, media_type=SERIES_ARTIFACTS[name], filename=name)
+    # Read whole, not streamed by path: the series rewrites these files (write, then rename) after every
+    # item, and a FileResponse takes the size from one version and may send the next (a cut-off body).
+    return Response(path.read_bytes(), media_type=SERIES_ARTIFACTS[name],
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
