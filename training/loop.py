@@ -133,16 +133,19 @@ def new_state(candidate, sides, opts: EstimateOptions, *, critic_state: dict | N
     from critics import build_critic
 
     from training.data import stream_seed
+    from training.threads import single_threaded
 
-    torch.manual_seed(opts.seed)  # every candidate starts as it would alone
-    critic = build_critic(candidate.critic, sides.input_shape, conv=candidate.conv, activation=candidate.activation,
-                          width=candidate.width, **candidate.options).to(sides.device)
+    with single_threaded():  # the same initial weights and noise scale whatever threads the caller runs on
+        torch.manual_seed(opts.seed)  # every candidate starts as it would alone
+        critic = build_critic(candidate.critic, sides.input_shape, conv=candidate.conv,
+                              activation=candidate.activation, width=candidate.width, **candidate.options)
+        noise = candidate.input_noise * sides.spread() if candidate.input_noise else 0.0
+    critic = critic.to(sides.device)
     if critic_state is not None:
         critic.load_state_dict(critic_state)
     optimizer = make_optimizer(opts, critic.parameters())
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    noise = candidate.input_noise * sides.spread() if candidate.input_noise else 0.0
     state = TrainState(candidate.name, critic, optimizer, sides.real.stream(), sides.fake.stream(),
                        input_noise=noise, noise_seed=stream_seed(opts.seed, 0, "noise"))
     state.candidate = candidate

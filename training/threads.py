@@ -199,6 +199,21 @@ def restores_threads(func):
 
 
 @contextlib.contextmanager
+def single_threaded():
+    """torch on one intra-op thread within the block, then as before: for work done before the policy
+    sets the estimate's threads whose bits must not depend on the caller's (a critic's initial weights
+    come from QR decompositions, which LAPACK splits differently on two threads)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
 def fixed_threads(count: int | None):
     """Within the block, estimates use `count` intra-op threads (None: the policy again)."""
     global _override
