@@ -47,15 +47,8 @@ def known_cases():
 
 def contraction_population(s: float):
     """(all 1,797 digits, their contractions toward the mean digit by s) in the default [-1, 1] space:
-    the whole distribution of a digits contraction, where a critic's dual value is its population value."""
-    import numpy as np
-    import torch
-    from sklearn.datasets import load_digits
-
-    digits = load_digits().images.astype(np.float64)[:, None] / 16.0
-    c = digits.mean(axis=0, keepdims=True)
-    return (torch.from_numpy((2 * digits - 1).astype(np.float32)),
-            torch.from_numpy((2 * (c + s * (digits - c)) - 1).astype(np.float32)))
+    this checkout's training.known_cases.digits_contraction_population (the before-tree may lack it)."""
+    return known_cases().digits_contraction_population(s)
 
 
 def one_run(case: dict) -> dict:

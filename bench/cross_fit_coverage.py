@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import norm
-from sklearn.datasets import load_digits
 
 from training import estimate_w1
-from training.known_cases import digits_contraction
+from training.known_cases import digits_contraction, digits_contraction_population
 
 OPTIONS = dict(critic="fc", width=64, steps=300, eval_every=50)
 
@@ -37,16 +36,13 @@ def main():
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    digits = load_digits().images.astype(np.float64)[:, None] / 16.0
-    c = digits.mean(axis=0, keepdims=True)
     z1 = norm.ppf(0.95)
     rows = []
     for i in range(args.runs):
         s = (0.7, 0.9)[i % 2]
         case = digits_contraction(s, args.n, seed=1000 + i)
         r = estimate_w1(case.real, case.fake, folds=args.folds, seed=i, **OPTIONS)
-        x = torch.from_numpy((2 * digits - 1).astype(np.float32))
-        y = torch.from_numpy((2 * (c + s * (digits - c)) - 1).astype(np.float32))
+        x, y = digits_contraction_population(s)
         w = np.array([f.real_heldout + f.fake_heldout for f in r.folds], dtype=np.float64)
         w /= w.sum()
         with torch.no_grad():

@@ -50,16 +50,32 @@ def digits_contraction(s: float, n: int, seed: int = 0) -> KnownCase:
     The truth is over the distributions, not the samples: W1(P, Q) = |1 - s| E_P |X - c| (scaling about
     a point, optimal critic |x - c|), here an exact mean over the 1,797 images, doubled in the default
     [-1, 1] space. The fake images are stored as float32 (rounding < 1e-7 per pixel)."""
+    digits, contracted = _digits_contraction(s)
+    rng = np.random.default_rng(seed)
+    real = digits[rng.integers(len(digits), size=n)]
+    fake = contracted[rng.integers(len(digits), size=n)]
+    c = digits.mean(axis=0, keepdims=True)
+    radius = np.sqrt(((digits - c) ** 2).reshape(len(digits), -1).sum(axis=1)).mean()
+    return KnownCase(f"digits contraction s={s} n={n}", real.astype(np.float32), fake.astype(np.float32),
+                     2 * abs(1 - s) * float(radius), {})
+
+
+def digits_contraction_population(s: float):
+    """The whole of digits_contraction's P and Q (all 1,797 digits and their contractions by s), as float32
+    tensors in the default [-1, 1] space: a critic's dual value over them is its population value, the
+    estimate without sampling error."""
+    import torch
+
+    return tuple(torch.from_numpy((2 * side - 1).astype(np.float32)) for side in _digits_contraction(s))
+
+
+def _digits_contraction(s: float) -> tuple[np.ndarray, np.ndarray]:
+    """(the 1,797 digits in [0, 1], float64; each contracted toward the mean digit by s)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits().images.astype(np.float64)[:, None] / 16.0
     c = digits.mean(axis=0, keepdims=True)
-    rng = np.random.default_rng(seed)
-    real = digits[rng.integers(len(digits), size=n)]
-    fake = c + s * (digits[rng.integers(len(digits), size=n)] - c)
-    radius = np.sqrt(((digits - c) ** 2).reshape(len(digits), -1).sum(axis=1)).mean()
-    return KnownCase(f"digits contraction s={s} n={n}", real.astype(np.float32), fake.astype(np.float32),
-                     2 * abs(1 - s) * float(radius), {})
+    return digits, c + s * (digits - c)
 
 
 def chi_mean(d: int) -> float:

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import norm
-from sklearn.datasets import load_digits
 
 from training import estimate_w1
 from training.data import open_sides, split_indices
-from training.known_cases import digits_contraction
+from training.known_cases import digits_contraction, digits_contraction_population
 from training.options import EstimateOptions
 from training.report import stderr
 
@@ -66,16 +65,13 @@ def test_the_pooled_standard_error_is_honest(known_answers):
     their images: no sampling error). The s.e. must not understate the spread of z (combining the folds'
     errors as independent did: bench/results/cross_fit_coverage_*), and the one-sided bound at 95 %
     covers theta in at least 10 of 12 runs (expected 12)."""
-    digits = load_digits().images.astype(np.float64)[:, None] / 16.0
-    c = digits.mean(axis=0, keepdims=True)
     z, covered = [], 0
     for i in range(12):
         s = 0.7 if i % 2 else 0.85
         case = digits_contraction(s, 240, seed=100 + i)
         r = estimate_w1(case.real, case.fake, folds=4, seed=i, **SMALL)
         known_answers.add(f"digits contraction s={s}, 240 a side, 4 folds, seed {i}", case.true_w1, r)
-        x = torch.from_numpy((2 * digits - 1).astype(np.float32))
-        y = torch.from_numpy((2 * (c + s * (digits - c)) - 1).astype(np.float32))
+        x, y = digits_contraction_population(s)
         w = np.array([f.real_heldout + f.fake_heldout for f in r.folds], dtype=np.float64)
         with torch.no_grad():
             theta = sum(wk / w.sum() * float(critic(x).double().mean() - critic(y).double().mean()) / f.lipschitz_bound
