@@ -133,9 +133,9 @@ def new_state(candidate, sides, opts: EstimateOptions, *, critic_state: dict | N
     from critics import build_critic
 
     from training.data import stream_seed
-    from training.threads import single_threaded
+    from training.threads import torch_threads
 
-    with single_threaded():  # the same initial weights and noise scale whatever threads the caller runs on
+    with torch_threads(1):  # the same initial weights and noise scale whatever threads the caller runs on
         torch.manual_seed(opts.seed)  # every candidate starts as it would alone
         critic = build_critic(candidate.critic, sides.input_shape, conv=candidate.conv,
                               activation=candidate.activation, width=candidate.width, **candidate.options)

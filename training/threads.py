@@ -183,34 +183,31 @@ def apply_threads(choice: ThreadChoice) -> ThreadChoice:
     return choice
 
 
+@contextlib.contextmanager
+def torch_threads(count: int | None = None):
+    """torch's intra-op threads set to `count` within the block (None: left as they are) and put back
+    after it. count=1 is for work done before the policy sets the estimate's threads whose bits must not
+    depend on the caller's (a critic's initial weights come from QR decompositions, which LAPACK splits
+    differently on two threads)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def restores_threads(func):
     """Decorator: torch's intra-op thread count is put back when `func` returns (estimate_w1 sets its
     own, and a caller training a model between estimates keeps theirs)."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        import torch
-
-        before = torch.get_num_threads()
-        try:
+        with torch_threads():
             return func(*args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
     return wrapper
-
-
-@contextlib.contextmanager
-def single_threaded():
-    """torch on one intra-op thread within the block, then as before: for work done before the policy
-    sets the estimate's threads whose bits must not depend on the caller's (a critic's initial weights
-    come from QR decompositions, which LAPACK splits differently on two threads)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager
