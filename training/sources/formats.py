@@ -23,3 +23,9 @@ def in_skipped(name: str) -> bool:
 def is_image(name: str) -> bool:
     """A PNG/JPEG member of a set: an image suffix (any case), not hidden."""
     return name.lower().endswith(IMAGE_SUFFIXES) and not in_skipped(name)
+
+
+def unreadable_image(where: str, exc: BaseException) -> str:
+    """The error for an image PIL cannot open: where it is and PIL's reason, without the repr of the
+    in-memory buffer PIL names when it is handed one ('cannot identify image file <_io.BytesIO ...>')."""
+    return f"{where}: not a readable PNG/JPEG image ({str(exc).split(' <_io.')[0]})"

@@ -28,7 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .base import ArraySource, FiniteSource, SourceError, as_index_array
-from .formats import IMAGE_SUFFIXES, in_skipped, skipped
+from .formats import IMAGE_SUFFIXES, in_skipped, skipped, unreadable_image
 
 __all__ = ["open_image_set", "IMAGE_SUFFIXES", "ARCHIVE_SUFFIXES", "DEFAULT_CACHE_BYTES", "archive_kind"]
 
@@ -163,8 +163,7 @@ def _decode_header(raw: bytes, where: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(raw))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        reason = str(e).split(" <_io.")[0]  # PIL names the in-memory buffer by its repr: leave that out
-        raise SourceError(f"{where}: not a readable PNG/JPEG image ({reason})") from None
+        raise SourceError(unreadable_image(where, e)) from None
     if img.format not in ("PNG", "JPEG", "MPO"):  # MPO: camera JPEGs with extra frames
         raise SourceError(f"{where}: is {img.format}, not PNG or JPEG")
     if img.mode not in _MODES:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from service.server.errors import refuse
-from training.sources.formats import is_image
+from training.sources.formats import is_image, unreadable_image
 
 RATIO_FLOOR = 64 * 1024**2  # decoded bytes below which the compression ratio is not checked
 _IMAGE_HEADER_BYTES = 4 * 1024**2
@@ -78,7 +78,7 @@ def _check_images(where: str, count: int, first: bytes | None, first_name: str, 
         with Image.open(io.BytesIO(first)) as img:  # lazy: only the header is parsed
             (w, h), channels = img.size, len(img.getbands())
     except Exception as exc:  # PIL's own bomb check (> 2 x 89 M pixels) lands here too
-        refuse(f"{where}: {first_name}: not a readable PNG/JPEG image ({str(exc).split(' <_io.')[0]})")
+        refuse(unreadable_image(f"{where}: {first_name}", exc))
     if w * h > settings.max_image_pixels:
         refuse(f"{where}: {first_name} is {w}x{h} = {w * h:,} pixels, over this server's limit of "
                 f"{settings.max_image_pixels:,} per image (W1_MAX_IMAGE_PIXELS)")
