@@ -268,8 +268,8 @@ def test_dashboard_end_to_end(live_service, browser, shots, sets):
         assert [r["label"] for r in rows] == [*BATCH_LABELS[:2], "'" + BATCH_LABELS[2]]
         assert [float(r["lower_confidence_bound"]) for r in rows] == [j["result"]["lower_confidence_bound"] for j in batch["jobs"]]
         for job in batch["jobs"]:  # a finished job's bar is full, and with critic="auto" counts the trials too
-            trials = sum(c["steps"] for c in job["result"]["selection"]["candidates"]) - job["result"]["steps_run"]
-            assert job["progress"]["step"] == job["progress"]["total"] == job["result"]["steps_run"] + trials
+            every_critic = sum(c["steps"] for c in job["result"]["selection"]["candidates"])  # the winner's too
+            assert job["progress"]["step"] == job["progress"]["total"] == every_critic
             assert job["progress"]["phase"] == "evaluation"
         # critic="auto": the item's page lists every candidate with its validation value
         page.click(f"#batch-table a >> text=ckpt-1000")
