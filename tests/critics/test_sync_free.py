@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from critics import build_critic
-from critics.orthogonal import _retract_on_device, _retract_on_host, kept_orthonormal, sync_free
+from critics.orthogonal import (_retract_on_device, _retract_on_host, gram, gram_error_of, kept_orthonormal,
+                                polar3_error, polar3_step, sync_free)
 
 
 def optimizer_step_counters(opt):
@@ -69,8 +70,8 @@ def test_training_step_reads_nothing_back(name, conv, shape, width, batch, host_
             assert m.orthogonality_error() < 1e-3
 
 
-@pytest.mark.parametrize("drift,max_steps", [(1e-4, 2), (3e-3, 2), (0.05, 2), (0.3, 2), (0.3, 1), (0.45, 3),
-                                             (1.5, 2), (1.5, 4)])
+@pytest.mark.parametrize("drift,max_steps", [(1e-4, 2), (3e-3, 2), (0.05, 2), (0.15, 2), (0.15, 1), (0.3, 2),
+                                             (0.3, 1), (0.45, 3), (1.5, 2), (1.5, 4)])
 def test_host_rule_is_the_device_rule_bit_for_bit(drift, max_steps):
     """The CPU's host-decided re-projection applies exactly the steps the device rule keeps (none, some,
     as many as the cap allows, the scaled start of a large drift), so a run has the same bits either way."""
@@ -87,3 +88,28 @@ def test_host_rule_is_the_device_rule_bit_for_bit(drift, max_steps):
         assert steps_host == 0
     elif drift > 0.01:
         assert steps_host >= 1
+    if 0.1 <= drift <= 0.19:  # one third-order step where one Björck step would not do
+        assert steps_host == 1 and float(gram_error_of(gram(on_host)).amax()) <= 5e-3
+
+
+@pytest.mark.parametrize("shape", [(40, 40), (48, 20), (20, 48)])
+@pytest.mark.parametrize("drift", [0.02, 0.1, 0.2, 0.45])
+def test_third_order_step_error_is_within_its_bound(shape, drift):
+    """polar3_step against the exact map of its eigenvalues: from float64 eigenvalues x of W^T W - I
+    (W W^T for wide W), the step gives 5/8 x^3 - 15/64 x^4 + 9/64 x^5, and ||.||_F stays under polar3_error;
+    singular values above 1 stay within 1 + 5/8 x^3 (so a later Björck step is still in its region)."""
+    torch.manual_seed(1)
+    q = torch.linalg.qr(torch.randn(max(shape), min(shape), dtype=torch.float64))[0]
+    q = q if shape[0] >= shape[1] else q.mT
+    d = torch.randn_like(q)
+    w = q + d * (drift / float(gram_error_of(gram(q + d)).amax()))  # roughly the drift asked for
+    g = gram(w)
+    e = float(gram_error_of(g).amax())
+    x = torch.linalg.eigvalsh(g - torch.eye(g.shape[-1], dtype=g.dtype))
+    assert e <= 0.5
+    out = polar3_step(w, g)
+    got = torch.linalg.eigvalsh(gram(out) - torch.eye(g.shape[-1], dtype=g.dtype))
+    expected = 5 / 8 * x ** 3 - 15 / 64 * x ** 4 + 9 / 64 * x ** 5
+    assert torch.allclose(got.sort().values, expected.sort().values, atol=1e-12)
+    assert float(gram_error_of(gram(out))) <= polar3_error(e)
+    assert float(torch.linalg.matrix_norm(out, ord=2)) <= 1 + 5 / 8 * e ** 3 + 1e-12
