@@ -6,6 +6,7 @@ watch its progress and curve appear, read the result, download its JSON, submit 
 page and watch its chart fill in, compare jobs (also across input spaces), follow the job list live,
 cancel a running job, page and filter, sign out; a label holding markup renders as text; a second
 owner sees none of the first's jobs; the browser never asks anything of another server. Beside it:
+a checkpoint series' page (steps, the critics' starts, the x axis by step) next to an independent one's;
 keyless local mode, and the cross-site guard that stands in for a token there.
 
 Screenshots of each page go to a temp folder; with W1_UPDATE_SCREENSHOTS=1 they also replace the
@@ -342,6 +343,74 @@ def test_dashboard_end_to_end(live_service, browser, shots, sets):
         assert outside == [], outside
         assert not [u for u in ui.requests if alice in u or bob in u]
         assert alice not in svc.log_tail(10**7) and bob not in svc.log_tail(10**7)
+        assert ui.problems == [], ui.problems
+
+
+# A checkpoint series (mode "series"): the steps are uneven, so an x axis by step and one by order differ.
+SERIES_STEPS = [100, 200, 1000]
+SERIES_OPTIONS = {**SMALL, "seed": 3, "time_budget_s": 0}
+
+
+def test_series_batch_page(live_service, browser, sets):
+    """A series batch's page shows what makes it a series: its checkpoint steps (a column, and the chart's
+    x axis) and how each item's critic started, as the API reports them; an independent batch beside it
+    keeps the plain page (no steps, no starts, items in submission order)."""
+    svc, alice = live_service, live_service.tokens["alice"]
+    ids = [svc.upload(sets[name], token=alice).json()["id"] for name in ("real", "fake0", "fake1", "fake2")]
+    with svc.client(alice) as c:
+        series = c.post("/v1/batches", json={"real": {"dataset": ids[0]}, "options": SERIES_OPTIONS, "mode": "series",
+                                             "fakes": [{"label": f"ckpt-{step}", "step": step, "fake": {"dataset": i}}
+                                                       for step, i in zip(SERIES_STEPS, ids[1:])]})
+        plain = c.post("/v1/batches", json={"real": {"dataset": ids[0]}, "options": SMALL,
+                                            "fakes": [{"label": f"plain-{k}", "fake": {"dataset": i}} for k, i in enumerate(ids[1:3])]})
+        assert series.status_code == plain.status_code == 202, (series.text, plain.text)
+        series, plain = series.json(), plain.json()
+        assert series["mode"] == "series" and plain["mode"] == "independent"
+
+    with Page(browser, svc.url) as ui:
+        page = ui.page
+        ui.go(f"#/batches/{series['id']}")
+        ui.sign_in(alice)
+        expect(page.locator("#batch-kind")).to_contain_text("checkpoint series")
+        expect(page.locator("#batch-count")).to_have_text("3 of 3 items have a result.", timeout=180_000)
+        expect(page.locator("main h1 [data-status]")).to_have_text("succeeded")
+        with svc.client(alice) as c:
+            batch = c.get(f"/v1/batches/{series['id']}").json()
+        # where the API puts them: the step in each job's spec and summary row, the start in the result
+        assert [j["spec"]["step"] for j in batch["jobs"]] == [r["step"] for r in batch["summary"]] == SERIES_STEPS
+        starts = [j["result"]["series"]["start"] for j in batch["jobs"]]
+        assert starts == [r["start"] for r in batch["summary"]] and starts[0] == "cold"
+        assert all(s in ("warm", "fallback") for s in starts[1:]), starts
+
+        heads = page.locator("#batch-table thead th").all_inner_texts()
+        assert heads[:2] == ["item", "step"] and heads[-1] == "critic start", heads
+        expect(page.locator("#batch-table td.step")).to_have_text([str(s) for s in SERIES_STEPS])
+        assert [page.locator("#batch-table td.start").nth(k).get_attribute("data-start") for k in range(3)] == starts
+        expect(page.locator("#batch-table td.start")).to_have_text(
+            [{"cold": "cold", "warm": "warm", "fallback": "cold (fallback)"}[s] for s in starts])
+        # the chart's x axis is the checkpoint step: labelled so, ticked with the steps, the points placed by step
+        expect(page.locator("svg.chart .axis-label").last).to_have_text("checkpoint step")
+        ticks = page.evaluate("() => [...document.querySelectorAll('svg.chart text.tick')]"
+                              ".filter((t) => t.querySelector('title')).map((t) => t.firstChild.textContent)")
+        assert ticks == [str(s) for s in SERIES_STEPS], ticks
+        xs = [float(page.locator("[data-point=lcb]").nth(k).get_attribute("cx")) for k in range(3)]
+        assert (xs[1] - xs[0]) / (xs[2] - xs[0]) == pytest.approx((200 - 100) / (1000 - 100), abs=0.01), xs
+        rows = list(csv.DictReader(io.StringIO(ui.download("#export-csv").decode())))
+        assert [(int(r["step"]), r["start"], r["warm_started"]) for r in rows] == \
+            [(s, start, str(start == "warm").lower()) for s, start in zip(SERIES_STEPS, starts)]
+        accessible(page)
+
+        # an independent batch: as before
+        page.goto(f"{svc.url}/ui/#/batches/{plain['id']}")
+        expect(page.locator("#batch-count")).to_have_text("2 of 2 items have a result.", timeout=180_000)
+        expect(page.locator("#batch-kind")).to_contain_text("One real set against each fake.")
+        heads = page.locator("#batch-table thead th").all_inner_texts()
+        assert "step" not in heads and "critic start" not in heads, heads
+        assert page.locator("#batch-table td.step, #batch-table td.start").count() == 0
+        expect(page.locator("svg.chart .axis-label").last).to_have_text("item (label, in submission order)")
+        ticks = page.evaluate("() => [...document.querySelectorAll('svg.chart text.tick')]"
+                              ".filter((t) => t.querySelector('title')).map((t) => t.firstChild.textContent)")
+        assert ticks == ["plain-0", "plain-1"], ticks
         assert ui.problems == [], ui.problems
 
 
