@@ -24,7 +24,7 @@ import warnings
 import torch
 
 from critics.conv import LipschitzConv2d, pixel_unshuffle
-from critics.orthogonal import bjorck_step_applied, kept_orthonormal, orthonormality_error
+from critics.orthogonal import bjorck_step_applied, check_bjorck_iters, kept_orthonormal, orthonormality_error
 
 
 def _random_orthonormal(*shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -55,8 +55,7 @@ class BCOPConv2d(LipschitzConv2d):
                  retract_tol: float = 5e-3, max_retract_iters: int = 100,
                  generator: torch.Generator | None = None):
         super().__init__(in_channels, out_channels, kernel_size, stride, bias, padding_mode)
-        if bjorck_iters < 1:
-            raise ValueError(f"bjorck_iters must be >= 1 (the differentiable steps), got {bjorck_iters}")
+        check_bjorck_iters(bjorck_iters)
         if not 0 < retract_tol <= 0.1:
             raise ValueError(f"retract_tol must be in (0, 0.1], got {retract_tol}")
         self.bjorck_iters, self.retract_tol, self.max_retract_iters = bjorck_iters, retract_tol, max_retract_iters

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from critics.conv import CachedWeight, pixel_unshuffle
-from critics.orthogonal import bjorck_step_applied, kept_orthonormal, orthonormality_error
+from critics.orthogonal import bjorck_step_applied, check_bjorck_iters, kept_orthonormal, orthonormality_error
 
 
 class MaxMin(nn.Module):
@@ -159,8 +159,7 @@ class OrthoLinear(CachedWeight):
         super().__init__()
         if in_features < 1 or out_features < 1:
             raise ValueError(f"feature counts must be positive, got in={in_features}, out={out_features}")
-        if bjorck_iters < 1:
-            raise ValueError(f"bjorck_iters must be >= 1, got {bjorck_iters}")
+        check_bjorck_iters(bjorck_iters)
         self.in_features, self.out_features, self.bjorck_iters = in_features, out_features, bjorck_iters
         self.retract_tol, self.max_retract_iters = retract_tol, max_retract_iters
         # Re-projection steps per training build: one where a Gram matrix costs as much as the rest of

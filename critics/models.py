@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import inspect
 import operator
+import types
+import typing
 from typing import Callable
 
 import torch
@@ -103,10 +105,37 @@ def build_critic(name: str, input_shape, conv: str = "bcop", activation: str | N
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for critic {name!r}; "
                          f"accepted: {', '.join(accepted) or 'none'}")
+    _check_option_types(name, builder, options)
     layers = builder(shape, conv, activation, width, **options)
     spec = {"name": name, "input_shape": list(shape), "conv": conv, "activation": activation,
             "width": width, "options": dict(options)}
     return Critic(layers, shape, spec)
+
+
+_KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _check_option_types(name: str, builder, options: dict) -> None:
+    """Each option of the builder's annotated type (int, float, str, bool, or None where allowed), so a
+    bad value (a string for `depth`, from a command line or a request) is named, not a TypeError deep inside."""
+    try:
+        params = inspect.signature(builder, eval_str=True).parameters
+    except (NameError, TypeError):  # annotations this module cannot resolve: the builder checks its own
+        return
+    for key, value in options.items():
+        annotation = params[key].annotation
+        kinds = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+        if value is None and type(None) in kinds or not all(k in _KINDS or k is type(None) for k in kinds):
+            continue
+        if not any(_is_kind(value, k) for k in kinds if k in _KINDS):
+            wanted = " or ".join(_KINDS[k] for k in kinds if k in _KINDS)
+            raise ValueError(f"critic {name!r} option {key} must be {wanted}, got {value!r}")
+
+
+def _is_kind(value, kind) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, (int, float) if kind is float else kind)
 
 
 def critic_from_spec(spec: dict) -> Critic:

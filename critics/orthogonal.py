@@ -22,6 +22,16 @@ def bjorck(w: torch.Tensor, iters: int = 20, beta: float = 0.5) -> torch.Tensor:
     return r.mT if wide else r
 
 
+MAX_BJORCK_ITERS = 100  # differentiable steps per build: each one more matrix product and its saved activations
+
+
+def check_bjorck_iters(iters: int) -> None:
+    """Refuse a step count that would make every forward pass cost without bound (memory included)."""
+    if isinstance(iters, bool) or not isinstance(iters, int) or not 1 <= iters <= MAX_BJORCK_ITERS:
+        raise ValueError(f"bjorck_iters must be an integer in 1..{MAX_BJORCK_ITERS} (each is one more "
+                         f"differentiable matrix product per forward pass), got {iters!r}")
+
+
 def orthonormality_error(w: torch.Tensor) -> float:
     """max |W^T W - I| (or W W^T for wide matrices) over a batch: how far Björck is from converged."""
     wide = w.shape[-2] < w.shape[-1]

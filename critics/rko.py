@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from critics.conv import LipschitzConv2d
-from critics.orthogonal import bjorck, orthonormality_error
+from critics.orthogonal import bjorck, check_bjorck_iters, orthonormality_error
 
 
 class RKOConv2d(LipschitzConv2d):
@@ -19,8 +19,7 @@ class RKOConv2d(LipschitzConv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  bias: bool = True, padding_mode: str = "circular", bjorck_iters: int = 20):
         super().__init__(in_channels, out_channels, kernel_size, stride, bias, padding_mode)
-        if bjorck_iters < 1:
-            raise ValueError(f"bjorck_iters must be >= 1, got {bjorck_iters}")
+        check_bjorck_iters(bjorck_iters)
         self.bjorck_iters = bjorck_iters
         k = self.effective_kernel_size
         self.kernel = nn.Parameter(torch.empty(out_channels, self.effective_in_channels, k, k))

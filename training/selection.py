@@ -118,7 +118,8 @@ def candidates(given: EstimateOptions, opts: EstimateOptions, input_shape, train
     named = [k for k in ("conv", "activation", "width") if getattr(given, k) not in (None, preset.get(k))]
     named += ["critic_options"] if given.critic_options else []
     if named:
-        raise ValueError(f"{', '.join(named)} apply to a named critic; with critic='auto' the candidates are "
+        raise ValueError(f"{' and '.join(named)} {'applies' if len(named) == 1 else 'apply'} to a named critic; "
+                         "with critic='auto' the candidates are "
                          "fixed (training.selection.auto_candidates): name a critic, e.g. critic='dcgan'")
     return auto_candidates(input_shape, train_samples)
 

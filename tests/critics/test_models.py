@@ -102,6 +102,14 @@ def test_register_custom_critic():
     ({"width": 6, "activation": "groupsort"}, "not divisible by group_size 4"),
     ({"depth": 3}, r"unknown option\(s\) depth for critic 'dcgan'; accepted: min_size"),
     ({"width": 0}, "width must be a positive int"),
+    # option types from the builder's annotations (a command line or a request may send strings)
+    ({"min_size": "abc"}, "critic 'dcgan' option min_size must be an integer, got 'abc'"),
+    ({"min_size": 2.5}, "option min_size must be an integer, got 2.5"),
+    ({"min_size": True}, "option min_size must be an integer, got True"),
+    ({"padding_mode": 3}, "option padding_mode must be a string, got 3"),
+    ({"name": "conv", "max_width": "64"}, "critic 'conv' option max_width must be an integer, got '64'"),
+    ({"name": "fc", "bjorck_iters": 10**8}, r"bjorck_iters must be an integer in 1\.\.100"),
+    ({"name": "fc", "bjorck_iters": 0}, r"bjorck_iters must be an integer in 1\.\.100"),
 ])
 def test_build_errors_are_clear(kwargs, message):
     args = {"name": "dcgan", "input_shape": (3, 16, 16), **kwargs}
@@ -161,3 +169,12 @@ def test_default_activation_is_the_critics_own():
     assert [m.out_features for m in fc if isinstance(m, OrthoLinear)] == [256, 256, 256, 1]
     twin = critic_from_spec(conv.spec)
     assert [type(m) for m in twin] == [type(m) for m in conv]
+
+
+def test_option_types_allow_none_where_annotated_and_every_layer_bounds_bjorck_iters():
+    assert build_critic("conv", (1, 8, 8), max_width=None).spec["options"] == {"max_width": None}
+    assert build_critic("fc", (1, 8, 8), bjorck_iters=100)[1].bjorck_iters == 100
+    for make in (lambda: OrthoLinear(4, 4, bjorck_iters=101), lambda: BCOPConv2d(4, 4, 3, bjorck_iters=101),
+                 lambda: RKOConv2d(4, 4, 3, bjorck_iters=101)):
+        with pytest.raises(ValueError, match=r"bjorck_iters must be an integer in 1\.\.100"):
+            make()

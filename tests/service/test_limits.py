@@ -218,8 +218,11 @@ def test_option_bounds_critic_and_device(settings):
     assert "not one of" in refused(check, device="tpu")
     assert "not available" in refused(check, device="cuda:3")
     # critic="auto" trains fixed candidates: a width or critic_options would not apply (the estimator's rule)
-    assert "width apply to a named critic" in refused(check, critic="auto", width=64)
-    assert "critic_options apply to a named critic" in refused(check, critic="auto", critic_options={"depth": 2})
+    assert "width applies to a named critic" in refused(check, critic="auto", width=64)
+    assert "critic_options applies to a named critic" in refused(check, critic="auto", critic_options={"depth": 2})
+    # options without a parameter count that still cost without bound, and options of the wrong type
+    assert "bjorck_iters must be an integer in 1..100" in refused(check, critic_options={"bjorck_iters": 10**8})
+    assert "option depth must be an integer, got 'abc'" in refused(check, critic_options={"depth": "abc"})
     check(critic="auto")
     check(width=16)
     opts = EstimateOptions.build({"critic": "fc", "device": "cpu", "batch_size": 4096}).resolved()
@@ -364,7 +367,9 @@ def test_hostile_input_live(hostile_service, bombs, tmp_path):
         ({"critic": "fc", "critic_options": {"bogus": 1}}, "unknown option(s) bogus"),
         ({"critic": "fc", "width": 10**6}, "parameters"),
         ({"device": "cuda"}, "not available"),
-        ({"width": 64}, "width apply to a named critic"),  # critic "auto" (the default) has fixed candidates
+        ({"width": 64}, "width applies to a named critic"),
+        ({"critic": "fc", "critic_options": {"bjorck_iters": 100000000}}, "bjorck_iters must be an integer in 1..100"),
+        ({"seed": 10**20}, "seed"),  # the worker's generators take 64-bit seeds  # critic "auto" (the default) has fixed candidates
         ({"holdout": 100}, "too few to hold out 100"),
     ]
     with svc.client() as c:

@@ -88,10 +88,12 @@ def test_heldout_is_sealed_until_unsealed(scaled_digits):
 
 
 def test_auto_refuses_options_that_would_not_apply(scaled_digits):
-    with pytest.raises(ValueError, match="apply to a named critic"):
+    with pytest.raises(ValueError, match="width applies to a named critic"):
         estimate_w1(*scaled_digits, width=16, **FAST)
-    with pytest.raises(ValueError, match="conv apply to a named critic"):
+    with pytest.raises(ValueError, match="conv applies to a named critic"):
         estimate_w1(*scaled_digits, conv="rko", **FAST)
+    with pytest.raises(ValueError, match="conv and width apply to a named critic"):
+        estimate_w1(*scaled_digits, conv="rko", width=16, **FAST)
 
 
 def test_resolved_default_options_run_as_they_are(scaled_digits):
