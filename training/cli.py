@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import sys
 import types
 import typing
@@ -113,8 +115,13 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         return "invalid options: " + "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())
+    text = " ".join((str(exc).strip() or type(exc).__name__).split())
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "CPUAllocator" in text:
+        asked = re.search(r"allocate (\d+) bytes", text)
+        size = f" (one allocation of {int(asked[1]) / 2**30:,.1f} GiB)" if asked else ""
+        return (f"not enough memory for these options{size}: lower --size, --batch-size, --width or the "
+                "critic options")
+    return text
 
 
 def estimate_options(func):
@@ -199,6 +206,23 @@ def command_errors(debug: bool, interrupted: str = "interrupted"):
             raise
         click.echo(f"Error: {_one_line(exc)}", err=True)
         sys.exit(1)
+
+
+def check_output_paths(**paths: str | None) -> None:
+    """Refuse before training an output file that could not be written afterwards (a missing folder, a
+    folder in its place, no write permission), so no result is computed only to be lost.
+    Keys are option names (``json``, ``plot``); ``None`` and ``-`` (stdout) are skipped."""
+    for option, path in paths.items():
+        if not path or path == "-":
+            continue
+        target = Path(path)
+        folder = target.parent if str(target.parent) else Path(".")
+        if target.is_dir():
+            raise ValueError(f"--{option}: {path} is a folder; give a file name")
+        if not folder.is_dir():
+            raise ValueError(f"--{option}: cannot write {path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+            raise ValueError(f"--{option}: cannot write {path}: permission denied")
 
 
 def _missing_library(exc: Exception) -> bool:
@@ -312,6 +336,7 @@ def _run(real, fake, options_file, critic_option, value_range, size, channels, r
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     err = Console(stderr=True)
+    check_output_paths(json=json_out, plot=plot)
     options, fid_mode = build_options(options_file, critic_option, value_range, size, channels, resize, fid_mode,
                                       fields)
     resolved = options.resolved()

@@ -209,6 +209,9 @@ def _final_critic(fitted: Fitted, opts: EstimateOptions):
     critic = best_critic(state, bool(opts.early_stopping))
     if critic is not state.critic:
         state.critic.load_state_dict(critic.state_dict())
+    if not all(bool(p.isfinite().all()) for p in state.critic.parameters()):
+        raise ValueError(f"training diverged: the {state.name} critic's parameters are not finite after "
+                         f"{state.step} steps; lower the learning rate (option lr)")
     state.critic.eval()
     fitted.sides.unseal()
     return state.critic
@@ -262,6 +265,9 @@ def _result(fitted, evaluated, stats: Statistics, fid, opts: EstimateOptions, cl
     notes = stats.notes() + [note for f in fitted
                              for note in training_notes(f.state.step, f.state.ended_by, opts, f.selection)]
     notes += small_data_notes(sides.train_samples, SMALL_DATA)
+    if (opts.folds or 1) > 1 and (sides.real.is_generator or sides.fake.is_generator):
+        notes.append(f"folds = {opts.folds} was asked for, but a generator side draws fresh held-out samples, so "
+                     "there is no cross-fitting: one critic, evaluated on those samples.")
     result = W1Result(
         estimate=stats.estimate, stderr=stats.stderr, ci=stats.ci, confidence=opts.confidence,
         lipschitz_bound=stats.lipschitz_bound,

@@ -92,7 +92,7 @@ class EstimateOptions(BaseModel):
     eval_samples: int | None = Field(None, ge=2, description="Held-out samples drawn from a generator side.")
     validation_samples: int | None = Field(None, ge=2, description="Validation samples drawn from a generator side.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the reported intervals.")
-    seed: int = Field(0, ge=0, description="Seed of everything random (splits, initialisation, batches).")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of everything random (splits, initialisation, batches).")
     device: str = Field("auto", description="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:1', 'mps'.")
     space: InputSpace = Field(default_factory=InputSpace, description="Input space every sample is mapped into.")
     checkpoint_every: int | None = Field(None, ge=1, description="Steps between checkpoints (with a checkpoint dir).")

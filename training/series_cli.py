@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from training.cli import SOURCES_HELP, _Command, build_options, command_errors, estimate_options
+from training.cli import SOURCES_HELP, _Command, build_options, check_output_paths, command_errors, estimate_options
 
 SERIES_HELP = """\b
 Examples:
@@ -78,6 +78,7 @@ def series(real, fakes, labels, steps_from_names, checkpoint_steps, warm_start, 
     --steps-from-names).
     """
     with command_errors(debug, "interrupted (with --checkpoint-dir, the same command resumes)"):
+        check_output_paths(json=json_out, csv=csv_out, plot=plot)
         names, steps = item_names(fakes, labels, steps_from_names, checkpoint_steps)
         options, _ = build_options(options_file, critic_option, value_range, size, channels, resize, fid_mode, fields)
         _run(real, list(fakes), names, steps, warm_start, options, checkpoint_dir, allow_torchscript, json_out,

@@ -68,6 +68,11 @@ def test_help_documents_every_option():
     (["--lr", "-1"], "lr"),
     (["--holdout", "abc"], "holdout"),
     (["--critic", "nope"], "nope"),
+    (["--critic", "fc", "--width", "16", "--critic-option", "depth=abc"], "critic 'fc' option depth must be an integer"),
+    (["--critic", "fc", "--width", "16", "--critic-option", "bjorck_iters=100000000"], "bjorck_iters must be an integer"),
+    (["--seed", "99999999999999999999"], "seed"),
+    (["--json=/nonexistent-w1-folder/result.json"], "--json: cannot write /nonexistent-w1-folder/result.json: folder"),
+    (["--plot", "/nonexistent-w1-folder/curve.png"], "--plot: cannot write /nonexistent-w1-folder/curve.png"),
 ])
 def test_bad_input_is_one_line_and_nonzero(npz_pair, args, words):
     real, fake = npz_pair
@@ -170,3 +175,39 @@ def test_readme_estimate_commands(npz_pair, tmp_path, onnx_exporter, tiny_genera
     assert res.exit_code == 0, res.output
     out = W1Result.from_json(res.stdout)
     assert out.sources["fake"]["latent"] == [4] and out.samples.fake_heldout == 100
+
+
+def test_training_that_diverges_says_so(npz_pair):
+    real, fake = npz_pair
+    res = CliRunner().invoke(main, ["estimate", str(real), str(fake), *FAST, "--critic", "fc", "--width", "16",
+                                    "--steps", "20", "--lr", "1e308"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "training diverged: the fc critic's parameters are not finite" in res.stderr, res.stderr
+    assert "lower the learning rate (option lr)" in res.stderr
+
+
+def test_out_of_memory_names_the_options_to_lower():
+    """torch's CPU allocator failure (a --size or --width too large for the machine) as one line. The
+    message is torch's own; provoking it for real would depend on the machine's memory and overcommit."""
+    from training.cli import _one_line
+
+    exc = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                       "you tried to allocate 39999200004 bytes. Error code 12 (Cannot allocate memory)")
+    assert _one_line(exc) == ("not enough memory for these options (one allocation of 37.3 GiB): lower --size, "
+                              "--batch-size, --width or the critic options")
+    assert _one_line(MemoryError()).startswith("not enough memory for these options: lower --size")
+    assert _one_line(RuntimeError("shape mismatch")) == "shape mismatch"
+
+
+def test_folds_with_a_generator_side_says_there_is_no_cross_fitting(npz_pair, tmp_path, onnx_exporter,
+                                                                     tiny_generator_cls):
+    import torch
+
+    real, _ = npz_pair
+    gen = onnx_exporter(tiny_generator_cls(shape=(1, 8, 8)), torch.zeros(2, 4), tmp_path / "gen.onnx")
+    res = CliRunner().invoke(main, ["estimate", str(real), f"onnx:{gen}?latent=4", *FAST, "--steps", "20",
+                                    "--eval-samples", "100", "--validation-samples", "64", "--folds", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    out = W1Result.from_json(res.stdout)
+    assert out.folds is None
+    assert any("folds = 3 was asked for, but a generator side draws fresh held-out samples" in n for n in out.notes)

@@ -70,6 +70,13 @@ def test_w1_series_bad_input_fails_before_training_naming_the_file(tmp_path):
     res = CliRunner().invoke(main, ["series", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"),
                                     "--steps-from-names"])
     assert res.exit_code == 1 and "real.npy: no step number" in res.output
+    # output files that could not be written after training are refused before it
+    res = CliRunner().invoke(main, ["series", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"),
+                                    "--csv", str(tmp_path)])
+    assert res.exit_code == 1 and f"--csv: {tmp_path} is a folder; give a file name" in res.output
+    res = CliRunner().invoke(main, ["series", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"),
+                                    f"--json={tmp_path / 'missing' / 'w1.json'}"])
+    assert res.exit_code == 1 and f"folder {tmp_path / 'missing'} does not exist" in res.output
 
 
 def test_w1_monitor_in_a_gan_training_loop_carries_its_critic_at_a_bounded_cost():
