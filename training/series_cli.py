@@ -79,6 +79,10 @@ def series(real, fakes, labels, steps_from_names, checkpoint_steps, warm_start, 
     """
     with command_errors(debug, "interrupted (with --checkpoint-dir, the same command resumes)"):
         check_output_paths(json=json_out, csv=csv_out, plot=plot)
+        for fake in fakes:  # `--json out.json`: a bare --json (stdout) followed by a file that is not a fake
+            if json_out == "-" and fake.endswith(".json") and not Path(fake).exists():
+                raise ValueError(f"{fake}: no such file or folder; to write the series as JSON there, attach "
+                                 f"the value: --json={fake}")
         names, steps = item_names(fakes, labels, steps_from_names, checkpoint_steps)
         options, _ = build_options(options_file, critic_option, value_range, size, channels, resize, fid_mode, fields)
         _run(real, list(fakes), names, steps, warm_start, options, checkpoint_dir, allow_torchscript, json_out,

@@ -70,6 +70,10 @@ def test_w1_series_bad_input_fails_before_training_naming_the_file(tmp_path):
     res = CliRunner().invoke(main, ["series", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"),
                                     "--steps-from-names"])
     assert res.exit_code == 1 and "real.npy: no step number" in res.output
+    res = CliRunner().invoke(main, ["series", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"),
+                                    "--json", "w1.json"])
+    assert res.exit_code == 1 and "w1.json: no such file or folder; to write the series as JSON there, " \
+        "attach the value: --json=w1.json" in res.output
     # output files that could not be written after training are refused before it
     res = CliRunner().invoke(main, ["series", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"),
                                     "--csv", str(tmp_path)])
