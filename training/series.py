@@ -32,6 +32,7 @@ from training.report import same_indices
 from training.selection import Candidate, score
 from training.result import SeriesPosition
 from training.series_result import SeriesEvent, SeriesItem, SeriesResult, default_label
+from training.space import SpaceMismatch
 from training.state import TrainState, load_checkpoint, save_checkpoint
 from training.threads import restores_threads
 
@@ -150,7 +151,10 @@ class SeriesRunner:
         opts = self.opts
         budget = time_budget_s if time_budget_s is not None else opts.time_budget_s
         deadline = clock.start + budget if budget else None
-        sides = open_sides(self.real, fake, opts, **(self.generator if callable(fake) else {}))
+        try:
+            sides = open_sides(self.real, fake, opts, **(self.generator if callable(fake) else {}))
+        except SpaceMismatch as exc:  # which checkpoint does not fit the real side's space
+            raise SpaceMismatch(f"item {label!r}: {exc}") from None
         run = Run(self._forward(index, label), self.should_stop, planned=opts.steps)
         item_dir = self.dir / f"item-{index}" if self.dir is not None else None
         clock.setup_end = time.perf_counter()

@@ -102,9 +102,9 @@ class InputSpace(BaseModel):
         channels = self.channels if self.channels is not None else rc
         if self.channels is None and rc != fc:
             raise SpaceMismatch(
-                f"channels differ: real has {rc}, fake has {fc}. Pass --channels 3 (option channels=3) to "
-                f"repeat grey into RGB or --channels 1 (channels=1) to convert RGB to grey (luma) on "
-                f"whichever side needs it."
+                f"channels differ: real has {rc}, fake has {fc}. Convert one side: --channels 3 (a job's "
+                f"options.space.channels = 3) repeats grey into RGB, --channels 1 (options.space.channels = 1) "
+                f"converts RGB to grey (luma), on whichever side needs it."
             )
         for side, c in (("real", rc), ("fake", fc)):
             if c != channels and {c, channels} != {1, 3}:
@@ -123,8 +123,8 @@ class InputSpace(BaseModel):
             if wrong:
                 raise SpaceMismatch(
                     f"image sizes differ from the space's {size[0]}x{size[1]} ({', '.join(wrong)}) "
-                    f"and resize='none'. Pass --resize bilinear, area or nearest (option resize='bilinear', "
-                    f"...) and --size H,W (size=(H, W)) to choose the common size (default: the real "
+                    f"and resize='none'. Pass --resize bilinear, area or nearest (a job's options.space.resize) "
+                    f"and --size H,W (options.space.size = [H, W]) to choose the common size (default: the real "
                     f"side's). Note that resizing changes W1: results are only comparable in the same space."
                 )
         return self.model_copy(update={"size": tuple(size), "channels": channels})

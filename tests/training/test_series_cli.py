@@ -74,6 +74,9 @@ def test_w1_series_bad_input_fails_before_training_naming_the_file(tmp_path):
                                     "--json", "w1.json"])
     assert res.exit_code == 1 and "w1.json: no such file or folder; to write the series as JSON there, " \
         "attach the value: --json=w1.json" in res.output
+    np.save(tmp_path / "rgb.npy", np.repeat(digits01(100), 3, axis=1))
+    res = CliRunner().invoke(main, ["series", str(tmp_path / "real.npy"), str(tmp_path / "rgb.npy"), "-q"])
+    assert res.exit_code == 1 and "item 'rgb.npy': channels differ: real has 1, fake has 3" in res.output, res.output
     # output files that could not be written after training are refused before it
     res = CliRunner().invoke(main, ["series", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"),
                                     "--csv", str(tmp_path)])

@@ -29,7 +29,7 @@ def test_resolve_defaults_to_real_side():
 
 
 def test_size_mismatch_names_sizes_and_fix():
-    with pytest.raises(SpaceMismatch, match=r"fake is 28x28.*resize='bilinear'"):
+    with pytest.raises(SpaceMismatch, match=r"fake is 28x28.*options.space.resize"):
         InputSpace().resolve((3, 32, 32), (3, 28, 28))
     with pytest.raises(SpaceMismatch, match=r"real is 32x32.*fake is 32x32"):
         InputSpace(size=64).resolve((3, 32, 32), (3, 32, 32))
@@ -39,7 +39,7 @@ def test_size_mismatch_names_sizes_and_fix():
 
 
 def test_channel_mismatch_needs_explicit_channels():
-    with pytest.raises(SpaceMismatch, match=r"real has 3, fake has 1.*channels=3"):
+    with pytest.raises(SpaceMismatch, match=r"real has 3, fake has 1.*options.space.channels = 3"):
         InputSpace().resolve((3, 8, 8), (1, 8, 8))
     assert InputSpace(channels=3).resolve((3, 8, 8), (1, 8, 8)).channels == 3
     assert InputSpace(channels=1).resolve((3, 8, 8), (1, 8, 8)).channels == 1
