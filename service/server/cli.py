@@ -19,7 +19,7 @@ import time
 import click
 
 from service.server.processes import count_gpus, die_with_parent
-from service.server.settings import get_settings
+from service.server.settings import SettingsInvalid, get_settings
 
 
 LOG_FORMAT = "%(asctime)s %(name)s: %(message)s"
@@ -44,6 +44,14 @@ def job_log_lines() -> None:
 
 def _overrides(**kw) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
+
+
+def load_settings(**overrides):
+    """Settings for a command: a bad value is one line naming the variable, not a traceback."""
+    try:
+        return get_settings(**overrides)
+    except SettingsInvalid as exc:
+        raise click.ClickException(f"invalid settings: {exc}")
 
 
 class WorkerPool:
@@ -103,8 +111,8 @@ def api_app():
 
 @click.command()
 @click.option("--host", default=None, help="Address to listen on (default W1_HOST or 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default W1_PORT or 8000).")
-@click.option("--workers", type=int, default=None,
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default W1_PORT or 8000).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Local worker processes (default W1_WORKERS, else one per visible GPU or 1); 0 = API only.")
 @click.option("--api-workers", type=int, default=None,
               help="API processes serving the port (default W1_API_WORKERS or 1); the reconciler runs in one of them.")
@@ -114,8 +122,8 @@ def serve(host, port, workers, api_workers, data_dir):
     from service.server import auth
     from service.server.db import make_engine, make_sessionmaker, migrate
 
-    settings = get_settings(**_overrides(host=host, port=port, workers=workers, api_workers=api_workers,
-                                         data_dir=data_dir))
+    settings = load_settings(**_overrides(host=host, port=port, workers=workers, api_workers=api_workers,
+                                          data_dir=data_dir))
     settings.ensure_dirs()
     job_log_lines()
     migrate(settings.db_url)
@@ -186,7 +194,7 @@ def worker(name, loglevel):
         os.environ["W1_WORKER_NAME"] = name
     from service.server.db import migrate
 
-    settings = get_settings()
+    settings = load_settings()
     settings.ensure_dirs()
     migrate(settings.db_url)
     from service.server.worker import app, worker_name
@@ -212,7 +220,7 @@ def keys():
 def _sessions():
     from service.server.db import make_engine, make_sessionmaker, migrate
 
-    settings = get_settings()
+    settings = load_settings()
     migrate(settings.db_url)
     return make_sessionmaker(make_engine(settings.db_url))
 

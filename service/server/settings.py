@@ -10,7 +10,7 @@ are JSON in the environment: ``W1_CATALOG='{"mnist": {"source": "...", "descript
 | database_url | W1_DATABASE_URL | ``sqlite:///<data_dir>/w1.db`` |
 | broker_url | W1_BROKER_URL | ``filesystem://`` with folders under ``<data_dir>/broker`` |
 | host | W1_HOST | ``127.0.0.1`` |
-| port | W1_PORT | ``8000`` |
+| port | W1_PORT | ``8000`` (1 to 65535) |
 | max_upload_bytes | W1_MAX_UPLOAD_BYTES | ``2147483648`` (2 GiB); larger uploads answer 413 |
 | catalog | W1_CATALOG | ``{}``: name -> {source: source spec string, description} |
 | allow_torchscript | W1_ALLOW_TORCHSCRIPT | ``false`` (TorchScript generators can run arbitrary ops) |
@@ -20,7 +20,7 @@ are JSON in the environment: ``W1_CATALOG='{"mnist": {"source": "...", "descript
 | heartbeat_interval_s | W1_HEARTBEAT_INTERVAL_S | ``5`` |
 | stale_after_s | W1_STALE_AFTER_S | ``60``; a running job without heartbeat this long is re-dispatched |
 | reconcile_interval_s | W1_RECONCILE_INTERVAL_S | ``10`` |
-| workers | W1_WORKERS | unset: one worker per visible GPU, or one CPU worker when none (``w1 serve``) |
+| workers | W1_WORKERS | unset: one worker per visible GPU, or one CPU worker when none (``w1 serve``); ``0``: API only |
 | broker_poll_interval_s | W1_BROKER_POLL_INTERVAL_S | ``0.1`` (filesystem:// polling) |
 | fid_weights | W1_FID_WEIGHTS | unset: pytorch-fid's Inception weights in the worker's torch hub cache; the only way a job finds them (a job's own ``fid_weights`` is refused) |
 | run_reconciler | W1_RUN_RECONCILER | ``true``: this API process stands for the reconciler's election (one of them runs it, service/server/leader.py); ``false``: it never does |
@@ -49,20 +49,31 @@ Limits, checked before anything is allocated (docs/configuration.md; beyond them
 | max_space_pixels | W1_MAX_SPACE_PIXELS | ``1048576`` (1024 x 1024): option space.size |
 | max_batch_bytes | W1_MAX_BATCH_BYTES | ``1073741824`` (1 GiB): one float32 training batch (batch_size x C x H x W x 4) |
 | max_critic_parameters | W1_MAX_CRITIC_PARAMETERS | ``100000000``: parameters of the critic (width, critic_options) |
+
+A value that does not parse raises :class:`SettingsInvalid`, one line naming where it came from
+(``W1_PORT``, a key of the W1_CONFIG file, or the command-line option that overrode it).
 """
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+import yaml
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
+
+
+class SettingsInvalid(ValueError):
+    """A setting that does not parse or is out of range; the message is one line for the operator."""
 
 
 class CatalogEntry(BaseModel):
@@ -79,7 +90,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str | None = None
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=1, le=65535)
     max_upload_bytes: int = 2 * 1024**3
     catalog: dict[str, CatalogEntry] = Field(default_factory=dict)
     allow_torchscript: bool = False
@@ -89,7 +100,7 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 5.0
     stale_after_s: float = 60.0
     reconcile_interval_s: float = 10.0
-    workers: int | None = None
+    workers: int | None = Field(None, ge=0)
     broker_poll_interval_s: float = 0.1
     run_reconciler: bool = True
     api_workers: int = Field(1, ge=1, le=64)
@@ -123,13 +134,13 @@ class Settings(BaseSettings):
         path = os.environ.get("W1_CONFIG")
         if path:
             if not Path(path).is_file():
-                raise FileNotFoundError(f"W1_CONFIG names {path!r}, which is not a file")
+                raise SettingsInvalid(f"W1_CONFIG names {path!r}, which is not a file")
             if path.endswith(".toml"):
                 sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
             elif path.endswith((".yaml", ".yml")):
                 sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
             else:
-                raise ValueError(f"W1_CONFIG={path!r}: use a .yaml, .yml or .toml file")
+                raise SettingsInvalid(f"W1_CONFIG={path!r}: use a .yaml, .yml or .toml file")
         return tuple(sources)
 
     # Derived locations: one obvious place for each kind of file under the data dir.
@@ -166,8 +177,40 @@ class Settings(BaseSettings):
             d.mkdir(parents=True, exist_ok=True)
 
 
+def _origin(field: str, overrides: dict) -> str:
+    """Where a setting's value came from, as the operator wrote it: the command-line option that
+    overrode it, its environment variable, else its key in the W1_CONFIG file."""
+    if field in overrides:
+        return "--" + field.replace("_", "-")
+    env, config = f"W1_{field.upper()}", os.environ.get("W1_CONFIG")
+    # the environment wins over the file; pydantic-settings reads variables case-insensitively
+    if config and not any(k.upper() == env for k in os.environ):
+        return f"{field!r} in {config}"
+    return env
+
+
 def get_settings(**overrides) -> Settings:
-    """Fresh settings from the environment (and W1_CONFIG file); overrides win over both."""
-    s = Settings(**overrides)
+    """Fresh settings from the environment (and W1_CONFIG file); overrides win over both.
+
+    Raises :class:`SettingsInvalid` (one line) instead of pydantic's multi-line report, so
+    `w1 serve` can say which variable is wrong without a traceback."""
+    config = os.environ.get("W1_CONFIG")
+    try:
+        s = Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            field, rest = str(e["loc"][0]), ".".join(str(p) for p in e["loc"][1:])
+            what = "unknown setting" if e["type"] == "extra_forbidden" else e["msg"]
+            got = "" if e["type"] in ("missing", "extra_forbidden") or rest else f" (got {e['input']!r})"
+            problems.append(f"{_origin(field, overrides)}{': ' + rest if rest else ''}: {what}{got}")
+        raise SettingsInvalid("; ".join(problems)) from None
+    except SettingsError as exc:  # a nested value (the catalog) in the environment that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        if field is None or exc.__cause__ is None:
+            raise SettingsInvalid(str(exc)) from None
+        raise SettingsInvalid(f"W1_{field[1].upper()} is not valid JSON ({exc.__cause__})") from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise SettingsInvalid(f"W1_CONFIG file {config} does not parse: {' '.join(str(exc).split())}") from None
     s.data_dir = s.data_dir.expanduser().resolve()
     return s

@@ -63,6 +63,29 @@ def test_serve_refuses_public_host_without_keys(tmp_path):
     assert "refusing to listen on 0.0.0.0" in out.stderr and "w1 keys create" in out.stderr
 
 
+@pytest.mark.parametrize("var, value, message", [
+    ("W1_WORKERS", "abc", "W1_WORKERS: Input should be a valid integer"),
+    ("W1_PORT", "abc", "W1_PORT: Input should be a valid integer"),
+    ("W1_PORT", "99999", "W1_PORT: Input should be less than or equal to 65535 (got '99999')"),
+    ("W1_CATALOG", "{bad", "W1_CATALOG is not valid JSON"),
+])
+def test_bad_settings_are_one_line_without_traceback(tmp_path, var, value, message):
+    """serve, worker and keys all load the settings: a bad one is a click error, not pydantic's traceback."""
+    env = env_for(tmp_path, **{var: value})
+    for args in (("serve",), ("worker",), ("keys", "list")):
+        out = w1(*args, env=env, timeout=60)
+        assert out.returncode == 1, (args, out.stderr)
+        assert out.stderr.startswith(f"Error: invalid settings: {message}"), (args, out.stderr)
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_serve_rejects_a_port_out_of_range(tmp_path):
+    """A port past 65535 used to be printed as given and bound modulo 65536."""
+    out = w1("serve", "--workers", "0", "--port", "99999", env=env_for(tmp_path))
+    assert out.returncode == 2 and "'--port': 99999 is not in the range 1<=x<=65535" in out.stderr
+    assert "API on" not in out.stderr and "Traceback" not in out.stderr
+
+
 @pytest.mark.slow
 def test_serve_embedded_default_runs_a_job(tmp_path):
     """One command: API + reconciler + one CPU worker, SQLite + filesystem:// under the data dir."""
@@ -141,7 +164,7 @@ def test_serve_embedded_default_runs_a_job(tmp_path):
 
 
 def test_settings_env_file_and_defaults(tmp_path, monkeypatch):
-    from service.server.settings import get_settings
+    from service.server.settings import SettingsInvalid, get_settings
 
     for k in list(os.environ):
         if k.startswith("W1_"):
@@ -166,9 +189,25 @@ def test_settings_env_file_and_defaults(tmp_path, monkeypatch):
     assert s.allow_torchscript is True and "mnist" in s.catalog
 
     monkeypatch.setenv("W1_CONFIG", str(tmp_path / "missing.yaml"))
-    with pytest.raises(FileNotFoundError, match="not a file"):
+    with pytest.raises(SettingsInvalid, match="not a file"):
+        get_settings()
+    # a bad value names its file key, the variable that overrides it, or the option
+    cfg.write_text("port: 99999\nbogus: 1\ncatalog:\n  x:\n    description: no source\n")
+    monkeypatch.setenv("W1_CONFIG", str(cfg))
+    with pytest.raises(SettingsInvalid) as err:
+        get_settings()
+    assert f"'port' in {cfg}: Input should be less than or equal to 65535" in str(err.value)
+    assert f"'bogus' in {cfg}: unknown setting" in str(err.value) and "x.source: Field required" in str(err.value)
+    monkeypatch.setenv("W1_PORT", "0")
+    with pytest.raises(SettingsInvalid, match="W1_PORT: Input should be greater than or equal to 1"):
+        get_settings()
+    cfg.write_text("port: [1\n")
+    with pytest.raises(SettingsInvalid, match="does not parse"):
         get_settings()
     monkeypatch.delenv("W1_CONFIG")
+    with pytest.raises(SettingsInvalid, match="--workers: Input should be greater than or equal to 0"):
+        get_settings(workers=-1)
+    monkeypatch.delenv("W1_PORT")
     monkeypatch.setenv("W1_BOGUS", "1")  # unknown W1_ variables are ignored, unknown file keys are not
     get_settings()
 
