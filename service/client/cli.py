@@ -124,7 +124,8 @@ def jobs() -> None:
 @click.option("--status", type=click.Choice(STATUSES), help="Only jobs with this status.")
 @click.option("--batch", "batch_id", help="Only the jobs of this batch.")
 @click.option("--label", help="Only jobs with this label.")
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True,
+              help="Newest jobs to list (the server answers at most 500 per request).")
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
 @server_options
 def list_jobs(client: W1Client, status: str | None, batch_id: str | None, label: str | None,
