@@ -17,7 +17,8 @@ from service.client.series import follow_series, report_series
 from service.contracts import SERVER_KINDS, JobStatus
 from training.table import fmt
 
-SUMMARY_FIELDS = ("label", "job_id", "status", "estimate", "ci_low", "ci_high",
+# the lower confidence bound leads, as in `w1 series`: it is the number to rank checkpoints by
+SUMMARY_FIELDS = ("label", "job_id", "status", "lower_confidence_bound", "estimate", "ci_low", "ci_high",
                   "certified_lower_bound", "lipschitz_bound", "error")
 SPEC_KEYS = {"real", "fakes", "options", "mode"}
 FAKE_KEYS = {"label", "source", "step"}
@@ -109,18 +110,26 @@ def _summary(batch: dict) -> list[dict[str, Any]]:
     return rows
 
 
-def batch_table(batch_id: str, rows: list[dict[str, Any]]) -> Table:
-    """The batch summary; ids and labels fold rather than being cut when the terminal is narrow."""
+def _confidence(batch: dict) -> float | None:
+    """The one-sided confidence of the jobs' lower bounds (every job of a batch has the same options)."""
+    return next((job["result"]["confidence"] for job in batch["jobs"]
+                 if (job.get("result") or {}).get("confidence") is not None), None)
+
+
+def batch_table(batch_id: str, rows: list[dict[str, Any]], confidence: float | None = None) -> Table:
+    """The batch summary, led by the lower confidence bound (headed as in `w1 series`); ids and
+    labels fold rather than being cut when the terminal is narrow."""
     table = Table(title=f"batch {batch_id}")
     table.add_column("label", overflow="fold")
     table.add_column("job id", min_width=max([len(r["job_id"] or "") for r in rows] + [2]))
     table.add_column("status", overflow="fold")
-    for name in ("W1 estimate", "interval", "certified lower bound", "Lipschitz bound"):
+    lcb = f"W1 >= ({confidence:.0%} LCB)" if confidence is not None else "W1 >= (LCB)"
+    for name in (lcb, "W1 estimate", "interval", "certified lower bound", "Lipschitz bound"):
         table.add_column(name, justify="right", overflow="fold")
     for row in rows:
         interval = "-" if row["ci_low"] is None else f"[{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
-        table.add_row(fmt(row["label"]), fmt(row["job_id"]), fmt(row["status"]), fmt(row["estimate"]),
-                      interval, fmt(row["certified_lower_bound"]), fmt(row["lipschitz_bound"]))
+        table.add_row(fmt(row["label"]), fmt(row["job_id"]), fmt(row["status"]), fmt(row["lower_confidence_bound"]),
+                      fmt(row["estimate"]), interval, fmt(row["certified_lower_bound"]), fmt(row["lipschitz_bound"]))
     return table
 
 
@@ -178,7 +187,7 @@ def batch(client: W1Client, spec_file: str, prefix: str | None, timeout: float |
         raise W1Error(f"stopped waiting; batch {batch_id} goes on at {client.server}") from None
 
     rows = _summary(final)
-    stdout().print(batch_table(batch_id, rows))
+    stdout().print(batch_table(batch_id, rows, _confidence(final)))
 
     csv_path, json_path = Path(f"{base}.csv"), Path(f"{base}.json")
     try:

@@ -140,6 +140,16 @@ def test_tables_keep_every_column_in_a_pipe(live_service, tmp_path):
     assert all(f" {h} " in jobs for h in ("status", "label", "progress", "estimate", "created")), jobs
 
 
+def test_jobs_list_limit_is_the_servers(w1, live_service):
+    """`--limit` accepts what the server serves (at most 500) and refuses the rest before asking."""
+    assert w1("jobs", "list", "--limit", "500").exit_code == 0
+    with W1Client(live_service.url, token=live_service.token) as client, pytest.raises(W1Error) as err:
+        client.list_jobs(limit=501)
+    assert err.value.status == 422
+    refused = w1("jobs", "list", "--limit", "800", expect=2)
+    assert "'--limit': 800 is not in the range 1<=x<=500" in refused.output
+
+
 def test_batch_writes_csv_and_json(w1, samples, tmp_path):
     spec = tmp_path / "ckpts.yaml"
     spec.write_text(
@@ -155,9 +165,18 @@ def test_batch_writes_csv_and_json(w1, samples, tmp_path):
     assert [r["label"] for r in rows] == ["epoch1", "epoch2"]
     assert all(r["status"] == "succeeded" and float(r["estimate"]) > 0 for r in rows)
     assert all(float(r["ci_low"]) <= float(r["estimate"]) <= float(r["ci_high"]) for r in rows)
+    # the number to rank checkpoints by, as the server's summary and `w1 series` give it
+    assert list(rows[0])[:4] == ["label", "job_id", "status", "lower_confidence_bound"]
+    assert all(0 <= float(r["lower_confidence_bound"]) <= float(r["certified_lower_bound"]) for r in rows)
     data = json.loads((tmp_path / "ckpts.json").read_text())
     assert data["batch_id"] and len(data["jobs"]) == 2
     assert {r["job_id"] for r in data["summary"]} == {j["id"] for j in data["jobs"]}
+    assert [r["lower_confidence_bound"] for r in data["summary"]] == \
+        [j["result"]["lower_confidence_bound"] for j in data["jobs"]]
+    wide = w1("batch", str(spec), "--out", str(tmp_path / "wide"), columns=250).stdout
+    header = next(line for line in wide.splitlines() if "label" in line)
+    assert "W1 >= (95% LCB)" in header and "W1 estimate" in header and "Lipschitz bound" in header, wide
+    assert f"{float(next(csv.DictReader((tmp_path / 'wide.csv').open()))['lower_confidence_bound']):.6g}" in wide
 
 
 def test_batch_relative_paths_and_out_prefix(w1, samples, tmp_path):
