@@ -225,11 +225,25 @@ def _sessions():
     return make_sessionmaker(make_engine(settings.db_url))
 
 
+def local_objects(session) -> str | None:
+    """What local mode (no keys) left behind, e.g. "3 jobs and 2 datasets"; None when nothing.
+    They belong to the owner ``local``, so only a key of that owner sees them."""
+    from sqlalchemy import func, select
+
+    from service.server.auth import LOCAL_OWNER
+    from service.server.db import Dataset, Generator, Job
+
+    counts = [(session.scalar(select(func.count()).select_from(model).where(model.owner == LOCAL_OWNER)), name)
+              for model, name in ((Job, "job"), (Dataset, "dataset"), (Generator, "generator"))]
+    parts = [f"{n} {name}{'s' if n != 1 else ''}" for n, name in counts if n]
+    return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts) or None
+
+
 @keys.command("create")
 @click.option("--owner", required=True, help="Owner name: every object created with this key belongs to it.")
 def keys_create(owner):
     """Create a key and print its token (only now; it is stored hashed)."""
-    from service.server.auth import LOCAL_MODE_ENDS, any_keys, create_key
+    from service.server.auth import LOCAL_MODE_ENDS, LOCAL_OWNER, any_keys, create_key
 
     with _sessions()() as s:
         first = not any_keys(s)
@@ -237,9 +251,15 @@ def keys_create(owner):
             key, token = create_key(s, owner)
         except ValueError as exc:
             raise click.ClickException(str(exc))
+        leftovers = local_objects(s) if key.owner != LOCAL_OWNER else None
     click.echo(f"created key {key.id} for owner {key.owner!r}; the token is shown only once:", err=True)
     if first:
         click.echo(f"note: this is the server's first API key. {LOCAL_MODE_ENDS}", err=True)
+    if leftovers:
+        # objects are never moved between owners: say where the ones made without a key went
+        click.echo(f"note: owner {LOCAL_OWNER!r} (everything made without a key, in local mode) has {leftovers}; "
+                   f"a key of {key.owner!r} does not see them. To reach them, use a key of owner {LOCAL_OWNER!r}: "
+                   f"`w1 keys create --owner {LOCAL_OWNER}`.", err=True)
     click.echo(token)
 
 

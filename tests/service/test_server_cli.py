@@ -41,6 +41,7 @@ def test_keys_create_list_revoke(tmp_path):
     token = created.stdout.strip()
     assert token.startswith("w1_") and "shown only once" in created.stderr
     assert "first API key" in created.stderr and "every request needs a token" in created.stderr
+    assert "owner 'local'" not in created.stderr  # nothing was made in local mode
     second = w1("keys", "create", "--owner", "dave", env=env)
     assert second.returncode == 0 and "first API key" not in second.stderr
     listed = w1("keys", "list", env=env).stdout
@@ -55,6 +56,38 @@ def test_keys_create_list_revoke(tmp_path):
 
     rows = sqlite3.connect(tmp_path / "w1.db").execute("select token_hash from api_keys").fetchall()
     assert rows and all(token not in r[0] for r in rows)
+
+
+def test_first_key_says_where_local_mode_objects_went(tmp_path):
+    """What was made without a key belongs to owner `local`: a key for anyone else does not see
+    it, and `w1 keys create` says so and how to reach it (ownership itself does not change)."""
+    port, env = free_port(), env_for(tmp_path / "data")
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--workers", "0", "--port", str(port)],
+                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        np.savez(tmp_path / "real.npz", images=np.zeros((20, 1, 8, 8), dtype=np.uint8))
+        with open(tmp_path / "real.npz", "rb") as fh:  # local mode: no token
+            up = httpx.post(f"http://127.0.0.1:{port}/v1/datasets", files={"file": ("real.npz", fh)}, timeout=60)
+        assert up.status_code == 201, up.text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    alice = w1("keys", "create", "--owner", "alice", env=env)
+    assert alice.returncode == 0, alice.stderr
+    assert "owner 'local' (everything made without a key, in local mode) has 1 dataset;" in alice.stderr
+    assert "a key of 'alice' does not see them" in alice.stderr and "w1 keys create --owner local" in alice.stderr
+    local = w1("keys", "create", "--owner", "local", env=env)
+    assert local.returncode == 0 and "does not see them" not in local.stderr
 
 
 def test_serve_refuses_public_host_without_keys(tmp_path):
