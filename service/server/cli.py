@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import click
 
@@ -61,14 +62,20 @@ class WorkerPool:
         self.devices, self.env = devices, env
         self.procs: list[subprocess.Popen | None] = [None] * len(devices)
         self.stopping = threading.Event()
+        # Created by stop() before it signals the workers: their running job checkpoints and requeues
+        # itself at once (service.server.worker.server_gone) rather than being killed mid-step.
+        self.stop_file = Path(env["W1_DATA_DIR"]) / f"serve-{os.getpid()}.stopping"
+        self.stop_file.unlink(missing_ok=True)
 
     def _start(self, i: int) -> None:
-        env = dict(self.env, W1_WORKER_NAME=f"local-{i}", W1_SERVE_PID=str(os.getpid()))
+        env = dict(self.env, W1_WORKER_NAME=f"local-{i}", W1_SERVE_PID=str(os.getpid()),
+                   W1_SERVE_STOPPING=str(self.stop_file))
         if self.devices[i] is not None:  # one GPU each; the job row's worker name says which
             env.update(CUDA_VISIBLE_DEVICES=self.devices[i], W1_WORKER_NAME=f"local-{i}-gpu{self.devices[i]}")
         # A worker gets SIGTERM when `w1 serve` dies, even by SIGKILL. SIGTERM is Celery's warm
-        # shutdown, which waits for the running job: that job notices the server is gone
-        # (W1_SERVE_PID, see service.server.worker.server_gone), checkpoints and requeues itself.
+        # shutdown, which waits for the running job: that job notices the server is gone or stopping
+        # (W1_SERVE_PID, W1_SERVE_STOPPING: service.server.worker.server_gone), checkpoints and
+        # requeues itself.
         self.procs[i] = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env,
                                          preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()))
 
@@ -86,6 +93,8 @@ class WorkerPool:
 
     def stop(self) -> None:
         self.stopping.set()
+        if any(p is not None and p.poll() is None for p in self.procs):
+            self.stop_file.touch()
         for p in self.procs:
             if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -96,6 +105,7 @@ class WorkerPool:
                     p.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     p.kill()
+        self.stop_file.unlink(missing_ok=True)
 
 
 def api_app():

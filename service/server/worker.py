@@ -8,9 +8,10 @@
 - A heartbeat thread writes heartbeat + latest progress about once a second (at most every
   heartbeat_interval_s) and reads the cancel flag; ``should_stop`` answers from those flags and the
   job's time limit, so cancelling stops training within about a second.
-- A worker started by `w1 serve` stops its attempt when that server is gone (SIGKILLed): it
-  checkpoints and puts the job back to ``queued`` for the restarted server's workers, instead
-  of training on beside them (its Celery parent only gets a warm-shutdown SIGTERM).
+- A worker started by `w1 serve` stops its attempt when that server is gone (SIGKILLed) or
+  stopping (Ctrl-C, SIGTERM): it checkpoints and puts the job back to ``queued`` for the restarted
+  server's workers, instead of training on beside them (its Celery parent only gets a warm-shutdown
+  SIGTERM) or being killed mid-step and waiting to be presumed dead.
 - Results and errors name sources by dataset / generator id and name, never by server path.
 - Checkpoints live in ``<data_dir>/jobs/<id>/checkpoint`` so the next attempt resumes exactly;
   artifacts go to ``<data_dir>/jobs/<id>/attempt-<fence>/artifacts`` and the API serves the
@@ -55,9 +56,14 @@ def scrub(text: str, names: dict[str, dict], settings: Settings) -> str:
 
 
 def server_gone() -> bool:
-    """True when this worker was started by `w1 serve` (W1_SERVE_PID) and that process is gone.
+    """True when this worker was started by `w1 serve` (W1_SERVE_PID) and that process is gone or
+    stopping (Ctrl-C, SIGTERM: it creates the file W1_SERVE_STOPPING names before it stops its
+    workers, so a running job requeues itself at once instead of waiting to be presumed dead).
     The worker's main process (our parent; a prefork child trains) was started by the server, so
     its parent is the server until the server dies."""
+    stopping = os.environ.get("W1_SERVE_STOPPING")
+    if stopping and os.path.exists(stopping):
+        return True
     pid = os.environ.get("W1_SERVE_PID")
     if not pid or not pid.isdigit():
         return False
@@ -201,8 +207,9 @@ class Attempt:
                 log.warning("job %s: attempt fenced off (a newer attempt owns it); stopped", self.job_id)
             elif self.orphaned:
                 self.write(status=QUEUED, dispatched_at=None, worker=None, progress=stopped,
-                           error=f"attempt stopped at step {exc.step}: its server (w1 serve) is gone; requeued")
-                log.warning("job %s: the server is gone; checkpointed at step %d and requeued", self.job_id, exc.step)
+                           error=f"attempt stopped at step {exc.step}: its server (w1 serve) is gone or stopping; requeued")
+                log.warning("job %s: the server is gone or stopping; checkpointed at step %d and requeued", self.job_id,
+                            exc.step)
             elif self.cancel:
                 self.write(status=CANCELLED, error=f"cancelled by request at step {exc.step}",
                            finished_at=now(), progress=stopped)

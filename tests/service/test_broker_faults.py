@@ -181,22 +181,63 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _start_serve(svc) -> None:
+    """`w1 serve` with one local worker on the service's port, as a user runs it."""
+    svc.api = svc._spawn(["serve", "--workers", "1", "--host", "127.0.0.1", "--port", str(svc.port)], "serve.log")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{svc.url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(svc.log_tail())
+
+
+def _stored_job(svc, job_id: str):
+    """The job's row as stored (status, error, progress), read from the database itself."""
+    from sqlalchemy import select
+
+    from service.server.db import Job, make_engine, make_sessionmaker
+
+    engine = make_engine(f"sqlite:///{svc.data_dir / 'w1.db'}")
+    try:
+        with make_sessionmaker(engine)() as s:
+            job = s.scalar(select(Job).where(Job.id == job_id))
+            return {"status": job.status, "error": job.error, "progress": job.progress}
+    finally:
+        engine.dispose()
+
+
+def test_serve_stopped_by_ctrl_c_requeues_its_running_job_before_it_exits(make_service, files):
+    """Ctrl-C on `w1 serve` mid-job: the job is checkpointed and queued again before the server has
+    exited (it used to stay `running` until a restarted server presumed its worker dead), and the
+    next `w1 serve` finishes it from the checkpoint."""
+    svc = make_service(workers=0)
+    svc.stop_api()
+    _start_serve(svc)
+    ids = [svc.upload(p).json()["id"] for p in files]
+    job_id = submit(svc, ids, LONG)
+    wait_for(svc, job_id, lambda j: (j["progress"] or {}).get("step", 0) >= 20)
+    svc.api.send_signal(signal.SIGINT)
+    assert svc.api.wait(timeout=60) is not None
+    job = _stored_job(svc, job_id)
+    assert job["status"] == "queued" and "server (w1 serve) is gone or stopping" in job["error"], job
+    assert 0 < job["progress"]["step"] < LONG["steps"]
+    assert (svc.data_dir / "jobs" / job_id / "checkpoint").is_dir()
+    _start_serve(svc)
+    done = svc.wait(job_id, timeout=240)
+    assert done["status"] == "succeeded" and done["attempts"] == 2, (done, svc.log_tail())
+    assert done["result"]["steps_run"] == LONG["steps"]
+    svc.api.send_signal(signal.SIGTERM)
+    svc.api.wait(timeout=30)
+    svc.api = None
+
+
 def test_serve_sigkilled_orphaned_worker_stops(make_service, files):
     svc = make_service(workers=0)
     svc.stop_api()
-
-    def start_serve():
-        svc.api = svc._spawn(["serve", "--workers", "1", "--host", "127.0.0.1", "--port", str(svc.port)], "serve.log")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{svc.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError(svc.log_tail())
-
-    start_serve()
+    _start_serve(svc)
     ids = [svc.upload(p).json()["id"] for p in files]
     job_id = submit(svc, ids, LONG)
     wait_for(svc, job_id, lambda j: (j["progress"] or {}).get("step", 0) >= 20)
@@ -209,19 +250,12 @@ def test_serve_sigkilled_orphaned_worker_stops(make_service, files):
     while any(_alive(p) for p in workers):
         assert time.monotonic() < deadline, "the orphaned worker is still running"
         time.sleep(0.2)
-    from sqlalchemy import select
-
-    from service.server.db import Job, make_engine, make_sessionmaker
-
-    engine = make_engine(f"sqlite:///{svc.data_dir / 'w1.db'}")
-    with make_sessionmaker(engine)() as s:
-        job = s.scalar(select(Job).where(Job.id == job_id))
-        assert job.status == "queued" and "server (w1 serve) is gone" in job.error, job.error
-        stopped_at = job.progress["step"]
-    engine.dispose()
+    job = _stored_job(svc, job_id)
+    assert job["status"] == "queued" and "server (w1 serve) is gone or stopping" in job["error"], job
+    stopped_at = job["progress"]["step"]
     assert 0 < stopped_at < LONG["steps"]
     assert (svc.data_dir / "jobs" / job_id / "checkpoint").is_dir()
-    start_serve()
+    _start_serve(svc)
     job = svc.wait(job_id, timeout=240)
     assert job["status"] == "succeeded" and job["attempts"] == 2, (job, svc.log_tail())
     assert job["result"]["steps_run"] == LONG["steps"]
