@@ -209,6 +209,17 @@ def _stored_job(svc, job_id: str):
         engine.dispose()
 
 
+def _restart_and_finish(svc, job_id: str) -> None:
+    """A new `w1 serve` finishes the requeued job from its checkpoint, as its second attempt."""
+    _start_serve(svc)
+    job = svc.wait(job_id, timeout=240)
+    assert job["status"] == "succeeded" and job["attempts"] == 2, (job, svc.log_tail())
+    assert job["result"]["steps_run"] == LONG["steps"]
+    svc.api.send_signal(signal.SIGTERM)
+    svc.api.wait(timeout=30)
+    svc.api = None
+
+
 def test_serve_stopped_by_ctrl_c_requeues_its_running_job_before_it_exits(make_service, files):
     """Ctrl-C on `w1 serve` mid-job: the job is checkpointed and queued again before the server has
     exited (it used to stay `running` until a restarted server presumed its worker dead), and the
@@ -225,13 +236,7 @@ def test_serve_stopped_by_ctrl_c_requeues_its_running_job_before_it_exits(make_s
     assert job["status"] == "queued" and "server (w1 serve) is gone or stopping" in job["error"], job
     assert 0 < job["progress"]["step"] < LONG["steps"]
     assert (svc.data_dir / "jobs" / job_id / "checkpoint").is_dir()
-    _start_serve(svc)
-    done = svc.wait(job_id, timeout=240)
-    assert done["status"] == "succeeded" and done["attempts"] == 2, (done, svc.log_tail())
-    assert done["result"]["steps_run"] == LONG["steps"]
-    svc.api.send_signal(signal.SIGTERM)
-    svc.api.wait(timeout=30)
-    svc.api = None
+    _restart_and_finish(svc, job_id)
 
 
 def test_serve_sigkilled_orphaned_worker_stops(make_service, files):
@@ -255,10 +260,4 @@ def test_serve_sigkilled_orphaned_worker_stops(make_service, files):
     stopped_at = job["progress"]["step"]
     assert 0 < stopped_at < LONG["steps"]
     assert (svc.data_dir / "jobs" / job_id / "checkpoint").is_dir()
-    _start_serve(svc)
-    job = svc.wait(job_id, timeout=240)
-    assert job["status"] == "succeeded" and job["attempts"] == 2, (job, svc.log_tail())
-    assert job["result"]["steps_run"] == LONG["steps"]
-    svc.api.send_signal(signal.SIGTERM)
-    svc.api.wait(timeout=30)
-    svc.api = None
+    _restart_and_finish(svc, job_id)

@@ -32,6 +32,26 @@ def w1(*args, env, timeout=120):
                           text=True, timeout=timeout)
 
 
+def serve(tmp_path, env, *args) -> tuple[subprocess.Popen, str]:
+    """`w1 serve --port <free> *args` in its own session, logging to tmp_path/serve.log, once it answers."""
+    port = free_port()
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port), *args], env=env,
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError((tmp_path / "serve.log").read_text())
+        time.sleep(0.2)
+
+
 def test_keys_create_list_revoke(tmp_path):
     env = env_for(tmp_path)
     out = w1("keys", "list", env=env)
@@ -61,23 +81,12 @@ def test_keys_create_list_revoke(tmp_path):
 def test_first_key_says_where_local_mode_objects_went(tmp_path):
     """What was made without a key belongs to owner `local`: a key for anyone else does not see
     it, and `w1 keys create` says so and how to reach it (ownership itself does not change)."""
-    port, env = free_port(), env_for(tmp_path / "data")
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--workers", "0", "--port", str(port)],
-                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = env_for(tmp_path / "data")
+    proc, url = serve(tmp_path, env, "--workers", "0")
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "serve.log").read_text()
-            time.sleep(0.2)
         np.savez(tmp_path / "real.npz", images=np.zeros((20, 1, 8, 8), dtype=np.uint8))
         with open(tmp_path / "real.npz", "rb") as fh:  # local mode: no token
-            up = httpx.post(f"http://127.0.0.1:{port}/v1/datasets", files={"file": ("real.npz", fh)}, timeout=60)
+            up = httpx.post(f"{url}/v1/datasets", files={"file": ("real.npz", fh)}, timeout=60)
         assert up.status_code == 201, up.text
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -122,22 +131,10 @@ def test_serve_rejects_a_port_out_of_range(tmp_path):
 @pytest.mark.slow
 def test_serve_embedded_default_runs_a_job(tmp_path):
     """One command: API + reconciler + one CPU worker, SQLite + filesystem:// under the data dir."""
-    port = free_port()
     env = env_for(tmp_path / "data", W1_HEARTBEAT_INTERVAL_S="0.3", W1_BROKER_POLL_INTERVAL_S="0.05")
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env, cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = serve(tmp_path, env)
+    port = url.rsplit(":", 1)[1]
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.2)
         assert "1 worker(s) on CPU" in (tmp_path / "serve.log").read_text()
         rng = np.random.default_rng(0)
         with httpx.Client(base_url=url, timeout=60) as c:  # no keys: loopback clients are served
