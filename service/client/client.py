@@ -184,7 +184,10 @@ class W1Client:
                 raise W1Error(str(exc)) from None
             except OSError as exc:
                 raise W1Error(f"{parsed.text}: cannot read ({exc.strerror or exc})") from None
-            return {"dataset": self.upload_dataset(path, name=parsed.name)["id"]}
+            try:
+                return {"dataset": self.upload_dataset(path, name=parsed.name)["id"]}
+            except W1Error as exc:  # name the user's folder, not the archive written for it
+                raise W1Error(str(exc).replace(str(path), parsed.text, 1), exc.status) from None
 
     # -- jobs ----------------------------------------------------------------------------------
 

@@ -238,6 +238,13 @@ def test_clear_errors(w1, samples, live_service, tmp_path):
     with pytest.raises(W1Error, match="unsupported file type"):
         W1Client(live_service.url).resolve_source(str(bad_json))
 
+    # a folder's upload refused: the error names the folder, not the archive written for it
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "0.png").write_bytes(b"not a png at all")
+    refused = w1("submit", real, str(corrupt), expect=1)
+    assert f"{corrupt}: upload refused" in refused.output and "w1-upload-" not in refused.output, refused.output
+
 
 def test_parse_source(tmp_path):
     assert parse_source("catalog:cifar10") == {"catalog": "cifar10"}
