@@ -4,6 +4,7 @@ A field left as None takes its preset's value; `resolved()` fills them all in, a
 what a result records, so a run can be reproduced without knowing which preset version it used."""
 from __future__ import annotations
 
+import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,7 +43,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 class EstimateOptions(BaseModel):
     """Options of one W1 estimate. None means "the preset's value"."""
 
-    model_config = ConfigDict(extra="forbid")
+    # inf/nan are refused: JSON has no Infinity, so a budget of Infinity would come back as None (the preset's)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     preset: Literal["default", "paper"] = Field(
         "default", description="Defaults for every field left unset: 'default' (a good estimate fast) or 'paper' "
@@ -100,6 +102,18 @@ class EstimateOptions(BaseModel):
     fid: bool = Field(False, description="Also compute FID (needs local Inception weights; never downloads).")
     fid_weights: str | None = Field(None, description="Path of pytorch-fid's Inception weights "
                                     "(pt_inception-2015-12-05-*.pth); default: the torch hub cache.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, data):
+        """true/false where a number belongs is refused (pydantic would read `steps: true` as 1 step)."""
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(value, bool) else None
+                kinds = set(typing.get_args(field.annotation) or (field.annotation,)) if field else set()
+                if kinds & {int, float} and bool not in kinds:
+                    raise ValueError(f"{key} must be a number, not {str(value).lower()}")
+        return data
 
     @model_validator(mode="after")
     def _check_splits(self):

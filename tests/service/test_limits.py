@@ -369,7 +369,8 @@ def test_hostile_input_live(hostile_service, bombs, tmp_path):
         ({"device": "cuda"}, "not available"),
         ({"width": 64}, "width applies to a named critic"),
         ({"critic": "fc", "critic_options": {"bjorck_iters": 100000000}}, "bjorck_iters must be an integer in 1..100"),
-        ({"seed": 10**20}, "seed"),  # the worker's generators take 64-bit seeds  # critic "auto" (the default) has fixed candidates
+        ({"seed": 10**20}, "seed"),  # the worker's generators take 64-bit seeds
+        ({"steps": True}, "steps must be a number, not true"),  # critic "auto" (the default) has fixed candidates
         ({"holdout": 100}, "too few to hold out 100"),
     ]
     with svc.client() as c:

@@ -47,6 +47,13 @@ def test_options_are_validated_and_json_roundtrip():
         EstimateOptions(holdout=0)
     with pytest.raises(ValidationError):
         EstimateOptions(optimizer="sgd")
+    # true where a number belongs (pydantic alone reads it as 1), and non-finite numbers (JSON's Infinity
+    # would be stored as null: the preset's value) are refused; booleans stay booleans
+    with pytest.raises(ValidationError, match="steps must be a number, not true"):
+        EstimateOptions.model_validate_json('{"steps": true}')
+    with pytest.raises(ValidationError, match="finite number"):
+        EstimateOptions.model_validate_json('{"time_budget_s": Infinity}')
+    assert EstimateOptions.model_validate_json('{"early_stopping": false, "steps": 2000.0}').steps == 2000
     opts = EstimateOptions(lr=3e-4, holdout=100, space={"value_range": (0, 1), "size": 8})
     back = EstimateOptions.model_validate_json(opts.model_dump_json())
     assert back == opts and back.holdout == 100 and isinstance(back.holdout, int)
