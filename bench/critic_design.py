@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import training  # noqa: F401, I001 - before torch: OpenMP's waits as the product sets them (training.threads)
 import torch
 
 from training import estimate_w1

@@ -30,9 +30,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import training  # noqa: F401, I001 - before torch: OpenMP's waits as the product sets them (training.threads)
 import torch
 
 from training import estimate_w1
+from training.threads import recorded_openmp_waits
 from training.builtin import photos
 
 CRITICS = {
@@ -153,7 +155,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     overrides = json.loads(args.options)
     meta = dict(date=stamp, device=args.device, threads=args.threads, cpu=platform.processor() or platform.machine(),
-                torch=torch.__version__, preset="default", critics=CRITICS, dcgan_width=DCGAN_WIDTH,
+                torch=torch.__version__, openmp_waits=recorded_openmp_waits(), preset="default", critics=CRITICS, dcgan_width=DCGAN_WIDTH,
                 options=overrides)
     stem = f"estimation_quality_{args.critics.replace(',', '-')}_s{args.first_seed}-{args.first_seed + args.seeds - 1}_{stamp}"
     if overrides:  # runs with other options started in the same minute must not share a file

@@ -36,8 +36,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch, as `import training` does in the product
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = Path(os.environ.get("W1_BENCH_ROOT") or ROOT)  # the checkout whose critics and training are measured

@@ -42,7 +42,7 @@ from training.report import Statistics, legend, same_heldout, small_data_notes, 
 from training.result import CurvePoint, FoldRecord, ProgressEvent, SampleCounts, Selection, Timings, W1Result
 from training.selection import SMALL_DATA, candidates, choose, selection_record
 from training.state import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
-from training.threads import apply_threads, choose_threads, restores_threads
+from training.threads import apply_threads, choose_threads, recorded_openmp_waits, restores_threads
 
 __all__ = ["estimate_w1", "finish", "pick_device", "HeldOutSealed", "CHECKPOINT_NAME"]
 
@@ -54,7 +54,8 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "unknown"
     return {"w1-service": version("w1-service"), "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "threads": str(torch.get_num_threads())}
+            "python": platform.python_version(), "threads": str(torch.get_num_threads()),
+            "openmp_waits": recorded_openmp_waits()}
 
 
 def _layer_dict(layer) -> dict[str, Any]:

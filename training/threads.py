@@ -48,8 +48,27 @@ class ThreadChoice:
 
 def passive_openmp_waits() -> None:
     """Ask OpenMP for passive waits, if torch has not loaded its runtime yet and nobody chose a policy."""
+    global OPENMP_WAITS
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    OPENMP_WAITS = openmp_waits()
+
+
+def recorded_openmp_waits() -> str:
+    """openmp_waits() as it was when `training` was imported (before torch, in the product)."""
+    return OPENMP_WAITS
+
+
+def openmp_waits() -> str:
+    """How OpenMP's threads wait between parallel regions, as its runtime read it when torch loaded
+    (recorded in results: with two or more threads it decides whether a second thread helps; measured
+    on a 2-core VM, bench/results/openmp_waits_2026-12-07_cpu.md)."""
+    policy, spin = os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT")
+    parts = [f"OMP_WAIT_POLICY={policy}" if policy else "", f"GOMP_SPINCOUNT={spin}" if spin else ""]
+    return " ".join(p for p in parts if p) or "runtime default (spin, then sleep)"
+
+
+OPENMP_WAITS = openmp_waits()
 
 
 def cgroup_quota(proc: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> float | None:

@@ -161,6 +161,14 @@ def test_importing_training_before_torch_asks_openmp_for_passive_waits():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"  # the user's choice stands
+    # and every result records how OpenMP waited (a second thread helps or hurts by it)
+    record = ("import training, numpy as np; from training import estimate_w1; x = np.linspace(0, 1, 240).reshape(60, 4);"
+              " print(estimate_w1(x, x / 2, critic='fc', width=8, steps=2).versions['openmp_waits'])")
+    for extra, want in (({}, "OMP_WAIT_POLICY=PASSIVE"), ({"GOMP_SPINCOUNT": "1000"},
+                                                           "OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=1000")):
+        out = subprocess.run([sys.executable, "-c", record], env={**env, **extra}, capture_output=True, text=True,
+                             check=True)
+        assert out.stdout.strip().splitlines()[-1] == want, out.stdout
 
 
 def test_onnx_generators_get_the_same_threads_and_do_not_spin(cores, monkeypatch, onnx_generator):
