@@ -216,7 +216,7 @@ def check_output_paths(**paths: str | None) -> None:
         if not path or path == "-":
             continue
         target = Path(path)
-        folder = target.parent if str(target.parent) else Path(".")
+        folder = target.parent  # Path("x.json").parent is Path(".")
         if target.is_dir():
             raise ValueError(f"--{option}: {path} is a folder; give a file name")
         if not folder.is_dir():
