@@ -25,12 +25,13 @@ import argparse
 import datetime
 import hashlib
 import json
+import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import training  # noqa: F401, I001 - before torch: OpenMP's waits as the product sets them (training.threads)
+import training  # noqa: F401, I001 - before torch: records OpenMP's waits as the product does (training.threads)
 import torch
 
 from training import estimate_w1
@@ -140,7 +141,9 @@ def main():
     ap.add_argument("--pot-n", type=int, default=2000)
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="intra-op threads for every estimate (sets W1_THREADS); default: the product's policy "
+                         "(training.threads), each row records what it used")
     ap.add_argument("--options", default="{}", help="EstimateOptions overrides for every run (JSON), e.g. "
                     "'{\"steps\": 1500}' or '{\"critic\": \"fc\", \"width\": 128, \"steps\": 4000}'")
     ap.add_argument("--combine", nargs="+", metavar="JSON", help="only merge these result files into --report")
@@ -148,13 +151,15 @@ def main():
     args = ap.parse_args()
     if args.combine:
         return combine(args.combine, args.report)
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        os.environ["W1_THREADS"] = str(args.threads)
+        torch.set_num_threads(args.threads)
     rows = []
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     overrides = json.loads(args.options)
-    meta = dict(date=stamp, device=args.device, threads=args.threads, cpu=platform.processor() or platform.machine(),
+    meta = dict(date=stamp, device=args.device, threads=args.threads or "policy", cpu=platform.processor() or platform.machine(),
                 torch=torch.__version__, openmp_waits=recorded_openmp_waits(), preset="default", critics=CRITICS, dcgan_width=DCGAN_WIDTH,
                 options=overrides)
     stem = f"estimation_quality_{args.critics.replace(',', '-')}_s{args.first_seed}-{args.first_seed + args.seeds - 1}_{stamp}"
@@ -185,7 +190,8 @@ def main():
                            certified_lower_bound=r.certified_lower_bound,
                            lower_confidence_bound=r.lower_confidence_bound,
                            chosen=r.selection.chosen if r.selection else None, **ref,
-                           steps=r.steps_run, seconds=time.perf_counter() - t0)
+                           steps=r.steps_run, seconds=time.perf_counter() - t0, threads=r.versions.get("threads"),
+                           threads_changes=r.versions.get("threads_changes"))
                 if true_w1 is not None:
                     row.update(ratio=r.certified_lower_bound / true_w1,
                                above_true_beyond_ci=r.certified_ci[0] > true_w1, raw_above_true_beyond_ci=r.ci[0] > true_w1,

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch, as `import training` does in the product
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 

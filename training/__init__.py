@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from training._lazy import lazy_exports
 
-from training.threads import passive_openmp_waits
-
-passive_openmp_waits()  # before torch loads OpenMP (training.threads: why)
+import training.threads  # noqa: F401  records OpenMP's wait policy before torch loads it (training.threads)
 
 _HOME = {
     "estimate_w1": "training.estimator",

@@ -42,12 +42,12 @@ from training.report import Statistics, legend, same_heldout, small_data_notes, 
 from training.result import CurvePoint, FoldRecord, ProgressEvent, SampleCounts, Selection, Timings, W1Result
 from training.selection import SMALL_DATA, candidates, choose, selection_record
 from training.state import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
-from training.threads import apply_threads, choose_threads, recorded_openmp_waits, restores_threads
+from training.threads import ThreadWatch, choose_threads, recorded_openmp_waits, restores_threads
 
 __all__ = ["estimate_w1", "finish", "pick_device", "HeldOutSealed", "CHECKPOINT_NAME"]
 
 
-def _versions() -> dict[str, str]:
+def _versions(threads: ThreadWatch | None = None) -> dict[str, str]:
     def version(name: str) -> str:
         try:
             return metadata.version(name)
@@ -55,7 +55,7 @@ def _versions() -> dict[str, str]:
             return "unknown"
     return {"w1-service": version("w1-service"), "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "threads": str(torch.get_num_threads()),
-            "openmp_waits": recorded_openmp_waits()}
+            "openmp_waits": recorded_openmp_waits(), **(threads.record() if threads is not None else {})}
 
 
 def _layer_dict(layer) -> dict[str, Any]:
@@ -127,6 +127,7 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
     A side may also be a torch nn.Module or a callable z -> images: `latent` (its latent shape),
     `dist` and `output_range` describe it."""
     clock = Clock()
+    threads = ThreadWatch()  # from here, so that its first reading covers the set-up
     given = EstimateOptions.build(options, **overrides)
     opts = given.resolved()
     _check(opts)
@@ -134,8 +135,8 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
     folds = folds_for(opts, sides)
     if folds > 1:
         return cross_fit(sides, given, opts, folds, clock, progress=progress, should_stop=should_stop,
-                         checkpoint_dir=checkpoint_dir)
-    run = Run(progress, should_stop, planned=opts.steps)
+                         checkpoint_dir=checkpoint_dir, threads=threads)
+    run = Run(progress, should_stop, planned=opts.steps, threads=threads)
     fitted = fit(sides, given, opts, run, clock, checkpoint_dir, deadline=clock.deadline(opts))  # 2.-3.
     clock.train_end = time.perf_counter()
     return report([fitted], opts, clock, run)  # 4. held-out estimate
@@ -150,10 +151,12 @@ class Fitted:
     selection: Selection | None = None
 
 
-def use_thread_policy(states: list[TrainState], sides: Sides, opts: EstimateOptions) -> None:
-    """torch's intra-op threads for training these critics, as training.threads chooses them (the caller of
-    estimate_w1 or a series item gets its own back: restores_threads)."""
-    apply_threads(choose_threads([s.critic for s in states], sides.input_shape, opts.batch_size, sides.device.type))
+def use_thread_policy(states: list[TrainState], sides: Sides, opts: EstimateOptions, run: Run) -> None:
+    """torch's intra-op threads for training these critics, as training.threads chooses them, watched by
+    the run (given up to busy neighbours; the caller of estimate_w1 or a series gets its own back:
+    restores_threads)."""
+    run.threads.start(choose_threads([s.critic for s in states], sides.input_shape, opts.batch_size,
+                                     sides.device.type))
 
 
 def fit(sides: Sides, given: EstimateOptions, opts: EstimateOptions, run: Run, clock: Clock, checkpoint_dir,
@@ -161,7 +164,7 @@ def fit(sides: Sides, given: EstimateOptions, opts: EstimateOptions, run: Run, c
     """Steps 2 and 3 on one split: the candidates' critics, auto's choice on the validation split, and
     the winner's training to `steps`, early stopping or the deadline (held-out samples unread)."""
     states = [new_state(c, sides, opts) for c in candidates(given, opts, sides.input_shape, sides.train_samples)]
-    use_thread_policy(states, sides, opts)
+    use_thread_policy(states, sides, opts, run)
     run.states = states
     run.checkpoint = _checkpointing(checkpoint_dir, opts, sides, states, run)
     if clock.setup_end is None:
@@ -176,18 +179,18 @@ def fit(sides: Sides, given: EstimateOptions, opts: EstimateOptions, run: Run, c
 
 
 def cross_fit(sides: Sides, given: EstimateOptions, opts: EstimateOptions, folds: int, clock: Clock, *,
-              progress=None, should_stop=None, checkpoint_dir=None) -> W1Result:
+              progress=None, should_stop=None, checkpoint_dir=None, threads: ThreadWatch | None = None) -> W1Result:
     """Cross-fitting: for each fold k of `folds`, a critic (chosen and trained as in a plain estimate, on
     the other folds only, fold k sealed) is fitted; once every critic is final, each is evaluated on its
     own fold and the values are pooled (Statistics.pooled). The time budget is shared equally by the
     folds still to run; each fold checkpoints in its own folder."""
     fitted: list[Fitted] = []
     deadline = clock.deadline(opts)
-    run = Run(progress, should_stop)
+    run = Run(progress, should_stop, threads=threads or ThreadWatch())
     for k in range(folds):
         fold_sides = open_sides(sides.real.source, sides.fake.source, opts, fold=(k, folds))
         run = Run(progress, should_stop, base=run.position, planned=run.position + opts.steps,
-                  later=(folds - k - 1) * opts.steps, t0=run.t0)
+                  later=(folds - k - 1) * opts.steps, t0=run.t0, threads=run.threads)
         now = time.perf_counter()
         fold_deadline = now + (deadline - now) / (folds - k) if deadline is not None else None
         fold_dir = Path(checkpoint_dir) / f"fold-{k}-of-{folds}" if checkpoint_dir is not None else None
@@ -245,10 +248,11 @@ def report(fitted: list[Fitted], opts: EstimateOptions, clock: Clock, run: Run |
         fid = compute_fid(itertools.chain.from_iterable(f.sides.real.heldout_batches(raw=True) for f in fitted),
                           itertools.chain.from_iterable(f.sides.fake.heldout_batches(raw=True) for f in fitted),
                           opts.fid_weights, fitted[0].sides.device)
-    return _result(fitted, evaluated, stats, fid, opts, clock, t_eval)
+    return _result(fitted, evaluated, stats, fid, opts, clock, t_eval, run)
 
 
-def _result(fitted, evaluated, stats: Statistics, fid, opts: EstimateOptions, clock: Clock, t_eval: float) -> W1Result:
+def _result(fitted, evaluated, stats: Statistics, fid, opts: EstimateOptions, clock: Clock, t_eval: float,
+            run: Run | None) -> W1Result:
     from critics import orthogonality_error
 
     first, (critic, *_), state = fitted[0], evaluated[0], fitted[0].state
@@ -286,7 +290,8 @@ def _result(fitted, evaluated, stats: Statistics, fid, opts: EstimateOptions, cl
         timings=Timings(train_s=train_end - setup_end, eval_s=end - t_eval, total_s=end - clock.start,
                         selection_s=clock.selection_s, setup_s=setup_end - clock.start,
                         steps_per_s=steps / train_s if train_s > 0 else None),
-        device=str(sides.device), seed=opts.seed, options=opts.model_dump(mode="json"), versions=_versions(),
+        device=str(sides.device), seed=opts.seed, options=opts.model_dump(mode="json"),
+        versions=_versions(run.threads if run is not None else None),
         fid=fid, critic_spec=critic.spec, selection=first.selection, folds=folds, legend=legend(opts.confidence),
         notes=list(dict.fromkeys(notes)),
     )

@@ -22,6 +22,7 @@ import torch
 from training.options import EstimateOptions
 from training.result import Cancelled, ProgressEvent
 from training.state import TrainState
+from training.threads import ThreadWatch
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Run:
     t0: float = field(default_factory=time.perf_counter)
     base: int = 0
     later: int = 0
+    threads: ThreadWatch = field(default_factory=ThreadWatch)  # one per estimate (its folds share it)
 
     @property
     def position(self) -> int:
@@ -237,6 +239,7 @@ def train(state: TrainState, sides, schedule: Schedule, *, until: int, deadline:
             run.report(state, _read_objective(state, record=False), state.last_validation)
             raise Cancelled(run.position)
         train_step(state, schedule.lr_at(state.step))
+        run.threads.poll()
         now = time.perf_counter()
         out_of_time = deadline is not None and now >= deadline
         paused = pause_at is not None and now >= pause_at

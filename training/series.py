@@ -34,7 +34,7 @@ from training.result import SeriesPosition
 from training.series_result import SeriesEvent, SeriesItem, SeriesResult, default_label
 from training.space import SpaceMismatch
 from training.state import TrainState, load_checkpoint, save_checkpoint
-from training.threads import restores_threads
+from training.threads import ThreadWatch, restores_threads
 
 SERIES_CHECKPOINT = "series.pt"
 # A carried critic validating below this part of the warm critic's value means the generator moved far
@@ -148,6 +148,7 @@ class SeriesRunner:
         index = len(self.items) if index is None else index
         self._emit(SeriesEvent(kind="started", index=index, label=label, items=self.size))
         clock = Clock()
+        threads = ThreadWatch()  # from here, so that its first reading covers the item's set-up
         opts = self.opts
         budget = time_budget_s if time_budget_s is not None else opts.time_budget_s
         deadline = clock.start + budget if budget else None
@@ -155,7 +156,7 @@ class SeriesRunner:
             sides = open_sides(self.real, fake, opts, **(self.generator if callable(fake) else {}))
         except SpaceMismatch as exc:  # which checkpoint does not fit the real side's space
             raise SpaceMismatch(f"item {label!r}: {exc}") from None
-        run = Run(self._forward(index, label), self.should_stop, planned=opts.steps)
+        run = Run(self._forward(index, label), self.should_stop, planned=opts.steps, threads=threads)
         item_dir = self.dir / f"item-{index}" if self.dir is not None else None
         clock.setup_end = time.perf_counter()
         if self.carry is None:
@@ -187,7 +188,7 @@ class SeriesRunner:
         """warm_start=False: a cold estimate of the series' family (no new choice)."""
         opts = self.opts
         state = new_state(self.carry.candidate, sides, opts)
-        use_thread_policy([state], sides, opts)
+        use_thread_policy([state], sides, opts, run)
         run.states = [state]
         self._checkpointing(item_dir, sides, run)
         train(state, sides, Schedule.of(opts, state.candidate), until=opts.steps, deadline=deadline,
@@ -206,7 +207,7 @@ class SeriesRunner:
         for state, lr in zip(warms, rates):
             state.name = "warm" if len(rates) == 1 else f"warm lr={lr:.2g}"
         cold.name = "cold"
-        use_thread_policy([*warms, cold], sides, opts)
+        use_thread_policy([*warms, cold], sides, opts, run)
         run.states = [*warms, cold]
         schedules = [ws.schedule(opts, carry.candidate, max_steps, lr) for lr in rates]
         run.planned = len(rates) * schedules[0].steps + ws.cold_trial_steps
