@@ -116,14 +116,15 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
                 progress: Callable[[ProgressEvent], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
                 checkpoint_dir: str | os.PathLike | None = None, latent=None, dist=None, output_range=None,
-                **overrides) -> W1Result:
+                checkpoint_on_stop: Callable[[], bool] | None = None, **overrides) -> W1Result:
     """Estimate W1(real, fake) with a trained 1-Lipschitz critic.
 
     `real`/`fake`: anything open_source accepts (spec string, SourceSpec, array: images or N×D vectors)
     or a SampleSource. `options` and keyword `overrides` give EstimateOptions. `progress(ProgressEvent)`
     is called every `progress_every` steps; `should_stop()` is polled between steps and a true answer
-    raises Cancelled (after saving a checkpoint). With `checkpoint_dir`, the run checkpoints every
-    `checkpoint_every` steps and resumes from a checkpoint it finds there.
+    raises Cancelled (after saving a checkpoint, unless `checkpoint_on_stop()`, asked then, says the run
+    will not be resumed). With `checkpoint_dir`, the run checkpoints every `checkpoint_every` steps and
+    resumes from a checkpoint it finds there.
     A side may also be a torch nn.Module or a callable z -> images: `latent` (its latent shape),
     `dist` and `output_range` describe it."""
     clock = Clock()
@@ -135,8 +136,8 @@ def estimate_w1(real, fake, options: EstimateOptions | dict | None = None, *,
     folds = folds_for(opts, sides)
     if folds > 1:
         return cross_fit(sides, given, opts, folds, clock, progress=progress, should_stop=should_stop,
-                         checkpoint_dir=checkpoint_dir, threads=threads)
-    run = Run(progress, should_stop, planned=opts.steps, threads=threads)
+                         checkpoint_dir=checkpoint_dir, threads=threads, checkpoint_on_stop=checkpoint_on_stop)
+    run = Run(progress, should_stop, planned=opts.steps, threads=threads, checkpoint_on_stop=checkpoint_on_stop)
     fitted = fit(sides, given, opts, run, clock, checkpoint_dir, deadline=clock.deadline(opts))  # 2.-3.
     clock.train_end = time.perf_counter()
     return report([fitted], opts, clock, run)  # 4. held-out estimate
@@ -179,18 +180,20 @@ def fit(sides: Sides, given: EstimateOptions, opts: EstimateOptions, run: Run, c
 
 
 def cross_fit(sides: Sides, given: EstimateOptions, opts: EstimateOptions, folds: int, clock: Clock, *,
-              progress=None, should_stop=None, checkpoint_dir=None, threads: ThreadWatch | None = None) -> W1Result:
+              progress=None, should_stop=None, checkpoint_dir=None, threads: ThreadWatch | None = None,
+              checkpoint_on_stop=None) -> W1Result:
     """Cross-fitting: for each fold k of `folds`, a critic (chosen and trained as in a plain estimate, on
     the other folds only, fold k sealed) is fitted; once every critic is final, each is evaluated on its
     own fold and the values are pooled (Statistics.pooled). The time budget is shared equally by the
     folds still to run; each fold checkpoints in its own folder."""
     fitted: list[Fitted] = []
     deadline = clock.deadline(opts)
-    run = Run(progress, should_stop, threads=threads or ThreadWatch())
+    run = Run(progress, should_stop, threads=threads or ThreadWatch(), checkpoint_on_stop=checkpoint_on_stop)
     for k in range(folds):
         fold_sides = open_sides(sides.real.source, sides.fake.source, opts, fold=(k, folds))
         run = Run(progress, should_stop, base=run.position, planned=run.position + opts.steps,
-                  later=(folds - k - 1) * opts.steps, t0=run.t0, threads=run.threads)
+                  later=(folds - k - 1) * opts.steps, t0=run.t0, threads=run.threads,
+                  checkpoint_on_stop=checkpoint_on_stop)
         now = time.perf_counter()
         fold_deadline = now + (deadline - now) / (folds - k) if deadline is not None else None
         fold_dir = Path(checkpoint_dir) / f"fold-{k}-of-{folds}" if checkpoint_dir is not None else None

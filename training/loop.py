@@ -87,6 +87,9 @@ class Run:
     base: int = 0
     later: int = 0
     threads: ThreadWatch = field(default_factory=ThreadWatch)  # one per estimate (its folds share it)
+    # asked once should_stop() is true: False stops without writing a checkpoint (a cancelled job never
+    # resumes, and a checkpoint of a large critic can take seconds and gigabytes); None: always write one
+    checkpoint_on_stop: Callable[[], bool] | None = None
 
     @property
     def position(self) -> int:
@@ -222,8 +225,9 @@ def train(state: TrainState, sides, schedule: Schedule, *, until: int, deadline:
 
     The last two end the critic's training for good (`state.done`, `state.ended_by`); reaching
     `until` < schedule.steps or the time `pause_at` only pauses it (a candidate waiting for the
-    selection). run.should_stop() is polled before every step and a true answer checkpoints and raises
-    Cancelled (at the run's overall position, which the last progress event also shows)."""
+    selection). run.should_stop() is polled before every step and a true answer checkpoints (unless
+    run.checkpoint_on_stop() says the run will not resume) and raises Cancelled (at the run's overall
+    position, which the last progress event also shows)."""
     run = run if run is not None else Run(states=[state])
     t0 = time.perf_counter() - state.train_s  # so train_s keeps counting across pauses and resumes
     state.critic.train()
@@ -235,7 +239,8 @@ def train(state: TrainState, sides, schedule: Schedule, *, until: int, deadline:
 
     while not state.done and state.step < until:
         if run.should_stop is not None and run.should_stop():
-            save()
+            if run.checkpoint_on_stop is None or run.checkpoint_on_stop():
+                save()
             run.report(state, _read_objective(state, record=False), state.last_validation)
             raise Cancelled(run.position)
         train_step(state, schedule.lr_at(state.step))

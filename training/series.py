@@ -128,6 +128,7 @@ class SeriesRunner:
                              "set folds=1")
         self.real = open_for_space(real, self.opts.space)
         self.warm, self.progress, self.should_stop, self.size = warm, progress, should_stop, size
+        self.checkpoint_on_stop: Callable[[], bool] | None = None  # as estimate_w1's (None: always)
         self.generator = dict(latent=latent, dist=dist, output_range=output_range)
         self.dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.items: list[SeriesItem] = []
@@ -156,7 +157,8 @@ class SeriesRunner:
             sides = open_sides(self.real, fake, opts, **(self.generator if callable(fake) else {}))
         except SpaceMismatch as exc:  # which checkpoint does not fit the real side's space
             raise SpaceMismatch(f"item {label!r}: {exc}") from None
-        run = Run(self._forward(index, label), self.should_stop, planned=opts.steps, threads=threads)
+        run = Run(self._forward(index, label), self.should_stop, planned=opts.steps, threads=threads,
+                  checkpoint_on_stop=self.checkpoint_on_stop)
         item_dir = self.dir / f"item-{index}" if self.dir is not None else None
         clock.setup_end = time.perf_counter()
         if self.carry is None:

@@ -96,7 +96,7 @@ class Chain:
             folder = batch_dir(self.settings, self.batch_id) / "checkpoint"
             self.runner = SeriesRunner(real, options, checkpoint_dir=folder, size=len(self.ids))
         self.runner.progress = lambda event: attempt.progress(event.progress) if event.progress is not None else None
-        self.runner.should_stop = attempt.should_stop
+        self.runner.should_stop, self.runner.checkpoint_on_stop = attempt.should_stop, attempt.will_resume
         done = next((it for it in self.runner.items if it.index == index), None)
         if done is not None:  # finished by an attempt that died before storing it
             return done.result

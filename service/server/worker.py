@@ -158,6 +158,12 @@ class Attempt:
             self.timed_out = True
         return self.lost or self.cancel or self.timed_out or self.orphaned
 
+    def will_resume(self) -> bool:
+        """Whether a stopped attempt's job runs again (requeued because its server went away), so the
+        stop must checkpoint first. A cancelled or timed-out job never resumes, and a fenced-off attempt
+        must not write into the folder its successor checkpoints in."""
+        return self.orphaned and not (self.lost or self.cancel)
+
     # -- the run -------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -182,7 +188,7 @@ class Attempt:
         ckpt = self.settings.job_dir(self.job_id) / "checkpoint"
         ckpt.mkdir(parents=True, exist_ok=True)
         return estimate_w1(real, fake, options, progress=self.progress, should_stop=self.should_stop,
-                           checkpoint_dir=ckpt)
+                           checkpoint_dir=ckpt, checkpoint_on_stop=self.will_resume)
 
     def _train(self) -> None:
         from training.options import EstimateOptions

@@ -73,7 +73,7 @@ def test_api_restart_loses_nothing_and_cancel_running(make_service, files):
     svc = make_service(workers=1)
     real_id, fake_id = (svc.upload(p).json()["id"] for p in files)
     quick = dict(LONG, steps=30, checkpoint_every=10)
-    first = submit(svc, real_id, fake_id, dict(LONG, steps=100000), label="long")
+    first = submit(svc, real_id, fake_id, dict(LONG, steps=100000, checkpoint_every=100000), label="long")
     queued = [submit(svc, real_id, fake_id, dict(quick, seed=s), label=f"q{s}") for s in range(3)]
     wait_for(svc, first, lambda j: j["status"] == "running")
     svc.restart_api(sig=signal.SIGKILL)  # the API dies hard while one job runs and three wait
@@ -91,6 +91,8 @@ def test_api_restart_loses_nothing_and_cancel_running(make_service, files):
     assert job["status"] == "cancelled" and time.monotonic() - t0 < 10, job
     assert "cancelled" in job["error"] and job["result"] is None
     assert job["error"] == f"cancelled by request at step {job['progress']['step']}", job  # one step, not two
+    # a cancelled job never resumes, so its stop wrote no checkpoint (a large critic's can take seconds)
+    assert not (svc.data_dir / "jobs" / first / "checkpoint" / "checkpoint.pt").exists()
 
     # the queued ones run afterwards on the same worker, nothing lost
     for jid in queued:

@@ -108,6 +108,20 @@ def test_cancellation_is_prompt(digits_pair):
     assert time.perf_counter() - t0 < 20
 
 
+def test_a_stop_that_will_not_resume_writes_no_checkpoint(digits_pair, tmp_path):
+    """checkpoint_on_stop() is asked once should_stop() is true: False (a cancelled job) stops without
+    writing one; True (a job requeued to resume) writes it. No periodic checkpoint runs here."""
+    asked = []
+    for resumes in (False, True):
+        calls = []
+        with pytest.raises(Cancelled):
+            estimate_w1(*digits_pair, should_stop=lambda: calls.append(1) or len(calls) > 5,
+                        checkpoint_on_stop=lambda r=resumes: asked.append(r) or r,
+                        checkpoint_dir=tmp_path / str(resumes), **{**TINY, "steps": 10_000, "checkpoint_every": 10_000})
+        assert (tmp_path / str(resumes) / "checkpoint.pt").exists() is resumes
+    assert asked == [False, True]  # once per stop, not per step
+
+
 def test_checkpoint_resume_equals_uninterrupted_run(digits_pair, tmp_path):
     """Cancel mid-run (a checkpoint is written on cancel), resume from it: the result and the critic
     must be exactly those of a run that was never interrupted."""
