@@ -111,6 +111,21 @@ def test_bad_uploads_are_rejected_and_leave_nothing(live_service, ids, case):
     assert state(live_service) == before
 
 
+def test_a_name_longer_than_a_label_is_refused_not_cut(live_service, ids):
+    """A dataset's or generator's name over 300 characters (a job label's limit) is a 422 that says so;
+    it used to be stored cut to 300, silently."""
+    before = state(live_service)
+    with live_service.client() as c:
+        for path in ("/v1/datasets", "/v1/generators"):
+            file = ("d.npz", good_npz()) if path == "/v1/datasets" else ("g.onnx", b"not read: the name is checked first")
+            r = c.post(path, data={"name": "n" * 301, "latent_shape": "4"}, files={"file": file})
+            assert r.status_code == 422, (path, r.text)
+            assert r.json()["detail"] == "name is 301 characters long; at most 300", r.text
+        r = c.post("/v1/datasets", data={"name": "n" * 300}, files={"file": ("d.npz", good_npz())})
+        assert r.status_code == 201 and r.json()["name"] == "n" * 300, r.text
+    assert state(live_service) != before  # the 300-character one is stored, whole
+
+
 def test_upload_over_the_limit_is_413_and_leaves_nothing(live_service, ids):
     before = state(live_service)
     big = npy_bytes(np.zeros((2000, 1, 32, 32), np.uint8))  # ~2 MB > the 1 MB limit

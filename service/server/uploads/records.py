@@ -39,13 +39,26 @@ async def accept(request: Request, ctx: Context, who: str, register: Register) -
         up.discard()
 
 
+MAX_NAME = 300  # characters of a dataset's or generator's name, as of a job's label (service.contracts)
+
+
+def upload_name(up: Upload) -> str:
+    """The name given in the form (refused when longer than MAX_NAME: it would be stored cut), else the
+    file's name (cut to MAX_NAME)."""
+    name = up.fields.get("name")
+    if name and len(name) > MAX_NAME:
+        raise Invalid(f"name is {len(name)} characters long; at most {MAX_NAME}")
+    return (name or up.filename)[:MAX_NAME]
+
+
 def register_dataset(ctx: Context, up: Upload, who: str) -> tuple[Dataset, bool]:
     """A sample set: its count and shape read as the worker will read them."""
     suffix = suffix_of(up.filename, UPLOAD_SUFFIXES)
+    name = upload_name(up)
 
     def record(path: Path) -> Dataset:
         count, shape = open_dataset(up.path, suffix, up.filename, ctx.settings)  # limits first, then values
-        return Dataset(owner=who, name=(up.fields.get("name") or up.filename)[:300], sha256=up.sha256,
+        return Dataset(owner=who, name=name, sha256=up.sha256,
                        format=suffix.lstrip("."), count=count, shape=shape, size_bytes=up.size, path=str(path))
 
     return _register(ctx, up, who, Dataset, suffix, [Dataset.sha256 == up.sha256], record)
@@ -56,6 +69,7 @@ def register_generator(ctx: Context, up: Upload, who: str) -> tuple[Generator, b
     only when the operator allows it)."""
     settings = ctx.settings
     suffix = suffix_of(up.filename, GENERATOR_SUFFIXES)
+    name = upload_name(up)
     fmt = GENERATOR_SUFFIXES[suffix]
     if fmt == "torchscript" and not settings.allow_torchscript:
         raise Invalid("TorchScript generators are disabled on this server (W1_ALLOW_TORCHSCRIPT); upload an ONNX model")
@@ -69,7 +83,7 @@ def register_generator(ctx: Context, up: Upload, who: str) -> tuple[Generator, b
 
     def record(path: Path) -> Generator:
         out_shape = open_generator(up.path, fmt, latent, dist, out_range, up.filename, settings)
-        return Generator(owner=who, name=(up.fields.get("name") or up.filename)[:300], format=fmt,
+        return Generator(owner=who, name=name, format=fmt,
                          latent_shape=latent, latent_shape_key=latent_key, latent_distribution=dist,
                          output_range=out_range, output_range_key=range_key, output_shape=out_shape,
                          sha256=up.sha256, size_bytes=up.size, path=str(path))
