@@ -251,11 +251,21 @@ class W1Result(BaseModel):
                      + (f", {t.steps_per_s:.1f} steps/s" if t.steps_per_s else "")))
         rows.append(("time", f"{t.total_s:.1f} s (setup {t.setup_s:.1f} s, train {t.train_s:.1f} s"
                      + (f", of which selection {t.selection_s:.1f} s" if t.selection_s else "")
-                     + f", evaluation {t.eval_s:.1f} s) on {self.device}"))
+                     + f", evaluation {t.eval_s:.1f} s) on {self.device}"
+                     + _threads(self.versions)))
         if self.fid is not None:
             rows.append(("FID", f"{self.fid.value:.3f}" if self.fid.value is not None else self.fid.note))
         rows += [("note", note) for note in self.notes]
         return rows
+
+
+def _threads(versions: dict[str, str]) -> str:
+    """', 2 threads (1 from 1.5 s (...))' for the time row: the CPU threads and what the watch changed."""
+    threads = versions.get("threads")
+    if not threads:
+        return ""
+    changes = versions.get("threads_changes")
+    return f", {threads} thread{'s' if threads != '1' else ''}" + (f"; then {changes}" if changes else "")
 
 
 def _describe_critic(spec: dict[str, Any]) -> str:

@@ -32,3 +32,12 @@ def test_json_from_a_newer_server_renders_like_the_model():
 def test_a_result_that_does_not_validate_still_shows_its_scalars():
     rows = dict(result_rows({"estimate": 1.5, "stderr": 0.1, "curve": [1, 2]}))
     assert rows == {"estimate": "1.5", "stderr": "0.1"}
+
+
+def test_the_time_row_says_on_how_many_threads_and_what_the_watch_changed():
+    rows = dict(W1Result.model_validate(RESULT).summary_rows())
+    assert rows["time"].endswith("on cpu")  # a result from before threads were recorded
+    two = {"threads": "2", "threads_changes": "1 from 1.35 s (other processes kept 1 of 2 cores busy)"}
+    for versions, tail in (({"threads": "1"}, "on cpu, 1 thread"), ({"threads": "2"}, "on cpu, 2 threads"),
+                           (two, "on cpu, 2 threads; then 1 from 1.35 s (other processes kept 1 of 2 cores busy)")):
+        assert dict(W1Result.model_validate({**RESULT, "versions": versions}).summary_rows())["time"].endswith(tail)
