@@ -3,7 +3,7 @@ and given up while training as soon as another process wants those cores.
 
 torch's default is one intra-op thread per visible core, with OpenMP threads that spin at every barrier
 waiting for their partners. Measured on a 2-core machine (bench/results/threads_*, openmp_waits_*): a
-second spinning thread makes a default estimate 1.3-1.5x faster while nothing else runs, and 2-30x
+second spinning thread makes a default estimate 1.2-1.4x faster while nothing else runs, and 2-30x
 slower as soon as another process is busy, because the partner a spinning thread waits for has been
 parked by the scheduler (a default estimate ran 15-25x slower beside one busy neighbour, issue 14).
 Sleeping (passive) waits bound that cost but make the second thread a loss on every size measured
@@ -16,10 +16,11 @@ Sleeping (passive) waits bound that cost but make the second thread a loss on ev
   and the same rule; on a GPU the CPU only prepares batches, so at most `ACCELERATOR_THREADS`;
 - OpenMP keeps its default waits (spin, then sleep), and `ThreadWatch` reads how busy the other
   processes keep this process's cores (/proc/stat less our own CPU time) every `WATCH_WINDOW_S` while
-  it trains: from `BUSY_CORES` of them on, the estimate gives up the threads they need, for the rest of
-  the estimate, so a busy neighbour costs about one window of slow steps instead of the whole run. Where
-  that cannot be read (not Linux) or the user asked for passive waits (`OMP_WAIT_POLICY=PASSIVE`), a
-  machine of two cores or fewer gets one thread, as before the watch;
+  it trains: when they use more than `BUSY_SLACK` of a core for `GIVE_UP_WINDOWS` readings in a row
+  (or throughout the estimate's set-up), it gives up the threads they need, and takes them back after
+  `TAKE_BACK_WINDOWS` quiet readings, so a busy neighbour costs about a second of slow steps instead of
+  the whole run. Where that cannot be read (not Linux) or the user asked for passive waits
+  (`OMP_WAIT_POLICY=PASSIVE`), a machine of two cores gets one thread, as before the watch;
 - `W1_THREADS=N`, `w1 estimate --threads N` or `with fixed_threads(N):` override it (and the watch);
   `OMP_NUM_THREADS` caps the cores it counts.
 
