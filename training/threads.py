@@ -189,17 +189,19 @@ def choose_threads(critics, input_shape, batch_size: int, device_type: str = "cp
     if cores == 2 and device_type != "cpu":
         return ThreadChoice(1, f"2 owned cores, training on {device_type}: one thread prepares the batches")
     if cores == 2 and (passive_waits() or not ThreadWatch.can_watch()):
-        why = "passive OpenMP waits" if passive_waits() else "no /proc/stat to watch for busy neighbours"
+        why = ("passive OpenMP waits" if passive_waits() else
+               "no /proc/stat of this process's own CPUs to watch for busy neighbours")
         return ThreadChoice(1, f"2 owned cores, {why}: one thread, so a busy neighbour cannot stall it")
     if device_type != "cpu":
         return ThreadChoice(min(cores - 1, ACCELERATOR_THREADS), f"{cores} owned cores, training on {device_type}")
     macs = max(step_macs(c, input_shape, batch_size) for c in critics)
     free = cores if cores == 2 else cores - 1
     count = int(max(1, min(free, macs // MACS_PER_THREAD)))
+    watched = count > 1 and ThreadWatch.can_watch()
     return ThreadChoice(count, f"{cores} owned cores{' (one left free)' if cores > 2 else ''}, "
                                f"{macs / 1e6:.0f}M multiply-adds per step"
-                               + ("; given up while other processes keep them busy" if count > 1 else ""),
-                        watched=count > 1)
+                               + ("; given up while other processes keep them busy" if watched else ""),
+                        watched=watched)
 
 
 @dataclass
@@ -222,8 +224,13 @@ class ThreadWatch:
 
     @staticmethod
     def can_watch() -> bool:
-        """Whether this machine says how busy this process's CPUs are (Linux's /proc/stat)."""
-        return _busy_cpu_seconds(PROC_STAT, _affinity()) is not None
+        """Whether this machine says how busy this process's CPUs are: Linux's /proc/stat, for CPUs that
+        are this process's by affinity. Under a cgroup CPU quota smaller than its affinity (a container
+        limited by `--cpus` but not pinned), /proc/stat shows the host's CPUs, and a neighbour inside the
+        quota would not be seen."""
+        cpus = _affinity()
+        quota = cgroup_quota()
+        return (quota is None or quota >= len(cpus)) and _busy_cpu_seconds(PROC_STAT, cpus) is not None
 
     def __post_init__(self) -> None:
         self._cpus = _affinity()

@@ -92,6 +92,13 @@ def test_two_cores_get_one_thread_where_a_neighbour_cannot_be_watched_or_waits_a
     choice = choose_threads([conv], (3, 32, 32), 64)
     assert (choice.intra_op, choice.watched) == (1, False) and "passive" in choice.reason
     monkeypatch.setattr("training.threads.OPENMP_WAITS", "runtime default (spin, then sleep)")
+    monkeypatch.setattr("training.threads.cgroup_quota", lambda: 2.0)  # a container's --cpus=2 on a 4-CPU host
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
+    choice = choose_threads([conv], (3, 32, 32), 64)
+    assert choice.intra_op == 1 and "/proc/stat" in choice.reason
+    monkeypatch.setattr("training.threads.cgroup_quota", lambda: None)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert choose_threads([conv], (3, 32, 32), 64).intra_op == 2
     monkeypatch.setattr("training.threads.PROC_STAT", Path("/nonexistent/stat"))
     choice = choose_threads([conv], (3, 32, 32), 64)
     assert choice.intra_op == 1 and "/proc/stat" in choice.reason
