@@ -54,8 +54,8 @@ def _versions(threads: ThreadWatch | None = None) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "unknown"
     return {"w1-service": version("w1-service"), "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "threads": str(torch.get_num_threads()),
-            "openmp_waits": recorded_openmp_waits(), **(threads.record() if threads is not None else {})}
+            "python": platform.python_version(), "openmp_waits": recorded_openmp_waits(),
+            **(threads.record() if threads is not None else {"threads": str(torch.get_num_threads())})}
 
 
 def _layer_dict(layer) -> dict[str, Any]:

@@ -120,10 +120,7 @@ def cgroup_quota(proc: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys
 
 def owned_cores() -> int:
     """Cores this process may use, shared fairly with the other workers on the machine."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    cores = len(_affinity())
     quota = cgroup_quota()
     if quota is not None:
         cores = min(cores, max(1, int(quota)))
@@ -188,16 +185,17 @@ def choose_threads(critics, input_shape, batch_size: int, device_type: str = "cp
         return ThreadChoice(1, "1 owned core")
     if cores == 2 and device_type != "cpu":
         return ThreadChoice(1, f"2 owned cores, training on {device_type}: one thread prepares the batches")
-    if cores == 2 and (passive_waits() or not ThreadWatch.can_watch()):
+    if device_type != "cpu":
+        return ThreadChoice(min(cores - 1, ACCELERATOR_THREADS), f"{cores} owned cores, training on {device_type}")
+    watchable = ThreadWatch.can_watch()
+    if cores == 2 and (passive_waits() or not watchable):
         why = ("passive OpenMP waits" if passive_waits() else
                "no /proc/stat of this process's own CPUs to watch for busy neighbours")
         return ThreadChoice(1, f"2 owned cores, {why}: one thread, so a busy neighbour cannot stall it")
-    if device_type != "cpu":
-        return ThreadChoice(min(cores - 1, ACCELERATOR_THREADS), f"{cores} owned cores, training on {device_type}")
     macs = max(step_macs(c, input_shape, batch_size) for c in critics)
     free = cores if cores == 2 else cores - 1
     count = int(max(1, min(free, macs // MACS_PER_THREAD)))
-    watched = count > 1 and ThreadWatch.can_watch()
+    watched = count > 1 and watchable
     return ThreadChoice(count, f"{cores} owned cores{' (one left free)' if cores > 2 else ''}, "
                                f"{macs / 1e6:.0f}M multiply-adds per step"
                                + ("; given up while other processes keep them busy" if watched else ""),
@@ -236,7 +234,7 @@ class ThreadWatch:
         self._cpus = _affinity()
         self._last = self._sample()  # so the first decision can read the estimate's set-up time
 
-    def start(self, choice: ThreadChoice) -> ThreadChoice:
+    def start(self, choice: ThreadChoice) -> None:
         """Apply `choice` and watch if it is the policy's choice of several threads. It starts lower where
         the estimate is down to fewer threads, or where other processes kept the cores busy since the
         last reading (the set-up of the estimate: reading data, building critics)."""
@@ -255,7 +253,6 @@ class ThreadWatch:
                     self._note(sample[0], room, others)
             self._last = sample
         apply_threads(ThreadChoice(count, choice.reason))
-        return choice
 
     def poll(self) -> None:
         if self._last is None or time.monotonic() - self._last[0] < WATCH_WINDOW_S:
